@@ -13,6 +13,10 @@ $(STAMP): setup.py Makefile
 	$(PY) -m pip install -q -e ".[test]"
 	# Reference implementation for the parity tests: its own dependencies are torch/numpy only.
 	$(PY) -m pip install -q --no-deps resnest==0.0.5
+	# TF-Serving client protos (export warm-up records, serve-request): the wheel pins the full
+	# `tensorflow` package, so install it without deps; grpcio and protobuf are its real deps.
+	$(PY) -m pip install -q "grpcio>=1.24.3,<2" "protobuf>=6.31.1,<8"
+	$(PY) -m pip install -q --no-deps "tensorflow-serving-api==2.21.*"
 	touch $(STAMP)
 
 venv: $(STAMP)
