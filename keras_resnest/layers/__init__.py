@@ -1,0 +1,9 @@
+"""Keras layers of ResNeSt, all registered serializable (package "keras_resnest")."""
+from keras_resnest.layers.bottleneck import ResNeStBottleneck
+from keras_resnest.layers.drop_block import DropBlock2D
+from keras_resnest.layers.grouped_conv import GroupedConv2D
+from keras_resnest.layers.split_attention import SplitAttention
+from keras_resnest.layers.stochastic_depth import StochasticDepth
+
+__all__ = ["DropBlock2D", "GroupedConv2D", "ResNeStBottleneck", "SplitAttention",
+           "StochasticDepth"]

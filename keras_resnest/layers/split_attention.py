@@ -1,0 +1,144 @@
+"""The Split-Attention convolution of ResNeSt (official `SplAtConv2d`), in NHWC.
+
+Channel layout, as in the official model: the grouped 3x3 conv has `cardinality * radix` groups
+and output channel `r*C + k*(C/K) + i` belongs to radix split r and cardinal group k (radix-major).
+fc2 is grouped by cardinality, so its output is cardinal-major `[k][r][i]`; the radix softmax
+reshapes to (K, R, C/K) and swaps K and R so the weights line up with the radix-major splits.
+Leaving that swap out is silently right for cardinality 1 and wrong for cardinality > 1.
+"""
+import keras
+from keras import ops
+
+from keras_resnest.layers.drop_block import DropBlock2D
+from keras_resnest.layers.grouped_conv import GroupedConv2D
+from keras_resnest.layers.norm import batch_norm
+
+# Official rule: inter_channels = max(in_channels * radix // reduction_factor, 32).
+MIN_INTER_CHANNELS = 32
+
+
+def inter_channels(in_channels, radix, reduction_factor=4):
+    return max(in_channels * radix // reduction_factor, MIN_INTER_CHANNELS)
+
+
+@keras.saving.register_keras_serializable(package="keras_resnest")
+class SplitAttention(keras.layers.Layer):
+    """Split-Attention conv: grouped conv -> BN -> ReLU -> attention over radix splits.
+
+    Args:
+        filters: output channels (the official `channels`; the conv itself makes
+            `filters * radix`).
+        kernel_size, strides, dilation_rate: of the grouped conv (padding = dilation, as in
+            the official model).
+        radix: number of splits; 1 gives a sigmoid (SE-style) gate, >= 2 a softmax over splits.
+        cardinality: number of cardinal groups.
+        reduction_factor: `inter_channels = max(in_channels * radix // reduction_factor, 32)`.
+        dropblock_rate, dropblock_size: DropBlock after bn0 during training.
+
+    Example:
+    >>> import numpy as np
+    >>> layer = SplitAttention(64, radix=2, cardinality=2)
+    >>> layer(np.zeros((1, 8, 8, 64), "float32")).shape
+    (1, 8, 8, 64)
+    """
+
+    def __init__(self, filters, kernel_size=3, strides=1, dilation_rate=1, radix=2,
+                 cardinality=1, reduction_factor=4, dropblock_rate=0.0, dropblock_size=3,
+                 **kwargs):
+        super().__init__(**kwargs)
+        if radix < 1 or cardinality < 1:
+            raise ValueError(f"radix and cardinality must be >= 1, got {radix}, {cardinality}.")
+        if filters % cardinality:
+            raise ValueError(f"filters={filters} must be divisible by cardinality={cardinality}.")
+        self.filters = filters
+        self.kernel_size = kernel_size
+        self.strides = strides
+        self.dilation_rate = dilation_rate
+        self.radix = radix
+        self.cardinality = cardinality
+        self.reduction_factor = reduction_factor
+        self.dropblock_rate = dropblock_rate
+        self.dropblock_size = dropblock_size
+
+        self.conv = GroupedConv2D(
+            filters * radix, kernel_size, strides=strides, padding=dilation_rate * (kernel_size // 2),
+            dilation_rate=dilation_rate, groups=cardinality * radix, name="conv")
+        self.bn0 = batch_norm(name="bn0")
+        self.dropblock = (DropBlock2D(dropblock_rate, dropblock_size, name="dropblock")
+                          if dropblock_rate > 0 else None)
+        self.fc1 = None  # needs the input channel count: made in build()
+        self.bn1 = None
+        self.fc2 = GroupedConv2D(filters * radix, 1, groups=cardinality, use_bias=True,
+                                 kernel_initializer="glorot_uniform", name="fc2")
+
+    def build(self, input_shape):
+        inter = inter_channels(input_shape[-1], self.radix, self.reduction_factor)
+        if inter % self.cardinality:
+            raise ValueError(f"inter channels {inter} must be divisible by cardinality "
+                             f"{self.cardinality}.")
+        self.fc1 = GroupedConv2D(inter, 1, groups=self.cardinality, use_bias=True,
+                                 kernel_initializer="glorot_uniform", name="fc1")
+        self.bn1 = batch_norm(name="bn1")
+        self.conv.build(input_shape)
+        conv_shape = self.conv.compute_output_shape(input_shape)
+        self.bn0.build(conv_shape)
+        pooled = (input_shape[0], 1, 1, self.filters)
+        self.fc1.build(pooled)
+        self.bn1.build((input_shape[0], 1, 1, inter))
+        self.fc2.build((input_shape[0], 1, 1, inter))
+
+    def call(self, inputs, training=False):
+        x = self.conv(inputs)
+        x = self.bn0(x, training=training)
+        if self.dropblock is not None:
+            x = self.dropblock(x, training=training)
+        x = ops.relu(x)
+
+        splits = ops.split(x, self.radix, axis=-1) if self.radix > 1 else [x]
+        gap = splits[0]
+        for split in splits[1:]:
+            gap = gap + split
+        gap = ops.mean(gap, axis=(1, 2), keepdims=True)
+        gap = ops.relu(self.bn1(self.fc1(gap), training=training))
+        attention = self._radix_softmax(self.fc2(gap))
+
+        if self.radix == 1:
+            return x * attention
+        weights = ops.split(attention, self.radix, axis=-1)
+        out = weights[0] * splits[0]
+        for weight, split in zip(weights[1:], splits[1:]):
+            out = out + weight * split
+        return out
+
+    def _radix_softmax(self, logits):
+        # Computed in float32 under mixed precision: the softmax/sigmoid is the numerically
+        # delicate part, and it is tiny (one vector per image).
+        dtype = logits.dtype
+        logits = ops.cast(logits, "float32")
+        if self.radix == 1:
+            return ops.cast(ops.sigmoid(logits), dtype)
+        per_group = self.filters // self.cardinality
+        logits = ops.reshape(logits, (-1, self.cardinality, self.radix, per_group))
+        logits = ops.transpose(logits, (0, 2, 1, 3))  # cardinal-major -> radix-major
+        weights = ops.softmax(logits, axis=1)
+        weights = ops.reshape(weights, (-1, 1, 1, self.radix * self.filters))
+        return ops.cast(weights, dtype)
+
+    def compute_output_shape(self, input_shape):
+        conv_shape = self.conv.compute_output_shape(input_shape)
+        return conv_shape[:3] + (self.filters,)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            filters=self.filters,
+            kernel_size=self.kernel_size,
+            strides=self.strides,
+            dilation_rate=self.dilation_rate,
+            radix=self.radix,
+            cardinality=self.cardinality,
+            reduction_factor=self.reduction_factor,
+            dropblock_rate=self.dropblock_rate,
+            dropblock_size=self.dropblock_size,
+        )
+        return config

@@ -1,0 +1,258 @@
+"""One builder for every ResNeSt model, driven by `configs.MODEL_CONFIGS`.
+
+Layer names follow the PyTorch module names ("conv1.0", "bn1", "layer3.5", "fc") so that weight
+porting and feature extraction (`model.get_layer("layer3.5").output`) read naturally.
+"""
+import difflib
+import os
+
+import keras
+
+from keras_resnest.layers import ResNeStBottleneck
+from keras_resnest.layers.norm import batch_norm
+from keras_resnest.models.configs import MODEL_CONFIGS
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+MIN_INPUT_SIZE = 32
+STAGE_PLANES = (64, 128, 256, 512)
+# Official `_make_layer`: the first block of a dilation-2 stage runs undilated and the first
+# block of a dilation-4 stage uses dilation 2; the other blocks use the stage's dilation.
+FIRST_BLOCK_DILATION = {1: 1, 2: 1, 4: 2}
+
+# output stride -> (stride, dilation) of layer3 and layer4: the official `dilation=2` (16) and
+# `dilated=True` (8) modes.
+STAGE_STRIDES_DILATIONS = {
+    32: ((2, 1), (2, 1)),
+    16: ((2, 1), (1, 2)),
+    8: ((1, 2), (1, 4)),
+}
+
+
+def list_models():
+    """Names accepted by `create_model`, e.g. `"resnest50"`."""
+    return sorted(MODEL_CONFIGS)
+
+
+def _config_for(model_name):
+    if model_name not in MODEL_CONFIGS:
+        close = difflib.get_close_matches(str(model_name), MODEL_CONFIGS, n=3, cutoff=0.5)
+        hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        raise ValueError(
+            f"Unknown model name {model_name!r}.{hint} Available: {', '.join(list_models())}."
+        )
+    return MODEL_CONFIGS[model_name]
+
+
+def _validate_input_shape(input_shape):
+    if input_shape is None:
+        return (None, None, 3)
+    input_shape = tuple(input_shape)
+    if len(input_shape) != 3:
+        raise ValueError(
+            f"input_shape must be (height, width, 3) (channels last), got {input_shape}."
+        )
+    if input_shape[-1] != 3:
+        raise ValueError(
+            f"input_shape must have 3 (RGB) channels, got {input_shape[-1]} in {input_shape}."
+        )
+    for size in input_shape[:2]:
+        if size is not None and size < MIN_INPUT_SIZE:
+            raise ValueError(
+                f"input_shape {input_shape} is too small: height and width must be >= "
+                f"{MIN_INPUT_SIZE}."
+            )
+    return input_shape
+
+
+def _validate_weights_argument(weights, include_top, classes):
+    if weights is not None and weights != "imagenet" and not os.path.exists(str(weights)):
+        raise ValueError(
+            "weights must be None (random initialisation), 'imagenet' (pre-training on "
+            f"ImageNet) or the path to a weights file; got {weights!r}, which does not exist."
+        )
+    if weights == "imagenet" and include_top and classes != 1000:
+        raise ValueError(
+            'With weights="imagenet" and include_top=True, classes must be 1000 (the ImageNet '
+            f"head); got classes={classes}. Use include_top=False and add your own head, or "
+            "weights=None."
+        )
+
+
+def _stem(x, stem_width):
+    # Deep stem: three 3x3 convs; the first is the only stride-2 conv of the network. PyTorch
+    # pads 1 on every side; TF 'same' pads asymmetrically for even sizes, so pad explicitly.
+    x = keras.layers.ZeroPadding2D(1, name="conv1.0_pad")(x)
+    x = keras.layers.Conv2D(stem_width, 3, 2, use_bias=False, kernel_initializer="he_normal",
+                            name="conv1.0")(x)
+    x = batch_norm(name="conv1.1")(x)
+    x = keras.layers.ReLU(name="conv1.2")(x)
+    x = keras.layers.Conv2D(stem_width, 3, padding="same", use_bias=False,
+                            kernel_initializer="he_normal", name="conv1.3")(x)
+    x = batch_norm(name="conv1.4")(x)
+    x = keras.layers.ReLU(name="conv1.5")(x)
+    x = keras.layers.Conv2D(stem_width * 2, 3, padding="same", use_bias=False,
+                            kernel_initializer="he_normal", name="conv1.6")(x)
+    x = batch_norm(name="bn1")(x)
+    x = keras.layers.ReLU(name="relu")(x)
+    # MaxPool2d(3, 2, padding=1): inputs are >= 0 after the ReLU, so zero padding is as good
+    # as PyTorch's implicit -inf padding.
+    x = keras.layers.ZeroPadding2D(1, name="maxpool_pad")(x)
+    return keras.layers.MaxPooling2D(3, 2, name="maxpool")(x)
+
+
+def _stages(x, config, output_stride, dropblock_rate, drop_path_rate):
+    if output_stride not in STAGE_STRIDES_DILATIONS:
+        raise ValueError(f"output_stride must be 32, 16 or 8, got {output_stride!r}.")
+    layer3, layer4 = STAGE_STRIDES_DILATIONS[output_stride]
+    stage_settings = ((1, 1), (2, 1), layer3, layer4)
+    total_blocks = sum(config.blocks)
+    block_index = 0
+    for stage, (planes, blocks, (stride, dilation)) in enumerate(
+            zip(STAGE_PLANES, config.blocks, stage_settings), start=1):
+        # Official: dropblock only in layer3 and layer4; layer1 is not `is_first`.
+        stage_dropblock = dropblock_rate if stage >= 3 else 0.0
+        for index in range(blocks):
+            first = index == 0
+            x = ResNeStBottleneck(
+                planes,
+                strides=stride if first else 1,
+                radix=config.radix,
+                cardinality=config.cardinality,
+                bottleneck_width=config.bottleneck_width,
+                avd=True,
+                avd_first=config.avd_first,
+                is_first=first and stage > 1,
+                dilation_rate=FIRST_BLOCK_DILATION[dilation] if first else dilation,
+                downsample=first,
+                dropblock_rate=stage_dropblock,
+                # Linearly increasing stochastic depth over all blocks.
+                drop_path_rate=drop_path_rate * block_index / max(total_blocks - 1, 1),
+                name=f"layer{stage}.{index}",
+            )(x)
+            block_index += 1
+    return x
+
+
+def create_model(
+    model_name,
+    *,
+    include_top=True,
+    weights="imagenet",
+    input_tensor=None,
+    input_shape=None,
+    pooling=None,
+    classes=1000,
+    classifier_activation="softmax",
+    name=None,
+    include_preprocessing=True,
+    output_stride=32,
+    drop_rate=0.0,
+    drop_path_rate=0.0,
+    dropblock_rate=0.0,
+):
+    """Builds a ResNeSt model by name (see `list_models()`), keras.applications style.
+
+    Args:
+        model_name: e.g. "resnest50", "resnest50_fast_1s4x24d", "resnest14d".
+        include_top: include the global pooling + `classes`-way Dense head.
+        weights: None, "imagenet" or a path to a weights file.
+        input_tensor: optional Keras tensor to use as the image input.
+        input_shape: (height, width, 3); default (None, None, 3). Any size >= 32.
+        pooling: with include_top=False, None (4D feature map), "avg" or "max".
+        classes: size of the head (1000 for ImageNet weights).
+        classifier_activation: activation of the head ("softmax", None for logits).
+        name: model name (default `model_name`).
+        include_preprocessing: the model takes RGB in 0..255 and normalises with the ImageNet
+            mean/std inside. With False, feed `keras_resnest.preprocess_input(images)`.
+        output_stride: 32, 16 or 8 (the official dilation modes, for dense prediction).
+        drop_rate: dropout before the head (training only).
+        drop_path_rate: stochastic depth, increasing linearly over the blocks.
+        dropblock_rate: DropBlock rate in layer3 and layer4 (training only).
+
+    Example:
+    >>> import keras_resnest
+    >>> model = keras_resnest.create_model("resnest14d", weights=None, input_shape=(64, 64, 3))
+    >>> model.output_shape
+    (None, 1000)
+    """
+    config = _config_for(model_name)
+    _validate_weights_argument(weights, include_top, classes)
+    if pooling not in (None, "avg", "max"):
+        raise ValueError(f'pooling must be None, "avg" or "max", got {pooling!r}.')
+    for arg, value in (("drop_rate", drop_rate), ("drop_path_rate", drop_path_rate),
+                       ("dropblock_rate", dropblock_rate)):
+        if not 0.0 <= value < 1.0:
+            raise ValueError(f"{arg} must be in [0, 1), got {value}.")
+
+    if input_tensor is None:
+        input_shape = _validate_input_shape(input_shape)
+        inputs = keras.Input(shape=input_shape, name="image")
+        x = inputs
+    else:
+        if not keras.backend.is_keras_tensor(input_tensor):
+            input_tensor = keras.Input(tensor=input_tensor, shape=input_shape, name="image")
+        _validate_input_shape(input_tensor.shape[1:])
+        inputs = input_tensor
+        x = input_tensor
+
+    if include_preprocessing:
+        x = keras.layers.Normalization(
+            mean=[255.0 * m for m in IMAGENET_MEAN],
+            variance=[(255.0 * s) ** 2 for s in IMAGENET_STD],
+            name="preprocessing",
+        )(x)
+    x = _stem(x, config.stem_width)
+    x = _stages(x, config, output_stride, dropblock_rate, drop_path_rate)
+
+    if include_top:
+        x = keras.layers.GlobalAveragePooling2D(name="avgpool")(x)
+        if drop_rate > 0:
+            x = keras.layers.Dropout(drop_rate, name="drop")(x)
+        # The classifier runs in float32 under mixed precision.
+        x = keras.layers.Dense(classes, dtype="float32", name="fc")(x)
+        if classifier_activation is not None:
+            x = keras.layers.Activation(classifier_activation, dtype="float32",
+                                        name="predictions")(x)
+    elif pooling == "avg":
+        x = keras.layers.GlobalAveragePooling2D(name="avgpool")(x)
+    elif pooling == "max":
+        x = keras.layers.GlobalMaxPooling2D(name="maxpool_global")(x)
+
+    if input_tensor is not None:
+        inputs = keras.utils.get_source_inputs(input_tensor)
+    model = keras.Model(inputs, x, name=name or model_name)
+
+    if weights is not None:
+        from keras_resnest.weights import apply_weights
+
+        apply_weights(model, weights, model_name=model_name)
+    return model
+
+
+def _named_constructor(model_name):
+    def constructor(*, include_top=True, weights="imagenet", input_tensor=None,
+                    input_shape=None, pooling=None, classes=1000,
+                    classifier_activation="softmax", name=None, **kwargs):
+        return create_model(
+            model_name, include_top=include_top, weights=weights, input_tensor=input_tensor,
+            input_shape=input_shape, pooling=pooling, classes=classes,
+            classifier_activation=classifier_activation, name=name, **kwargs)
+
+    config = MODEL_CONFIGS[model_name]
+    depth = 2 + 3 * sum(config.blocks)
+    constructor.__name__ = f"ResNeSt{depth}"
+    constructor.__doc__ = (
+        f"ResNeSt-{depth} (`create_model({model_name!r}, ...)`); same arguments as "
+        "`keras_resnest.create_model`.\n\n"
+        f"    Example: `model = keras_resnest.ResNeSt{depth}(weights=None)`"
+    )
+    return constructor
+
+
+ResNeSt14 = _named_constructor("resnest14d")
+ResNeSt26 = _named_constructor("resnest26d")
+ResNeSt50 = _named_constructor("resnest50")
+ResNeSt101 = _named_constructor("resnest101")
+ResNeSt200 = _named_constructor("resnest200")
+ResNeSt269 = _named_constructor("resnest269")

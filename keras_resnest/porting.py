@@ -1,0 +1,169 @@
+"""Assigning PyTorch-named ResNeSt state dicts to keras_resnest models (no torch needed).
+
+The Keras layers carry the PyTorch module names ("layer2.0", "conv1.0", "fc"), and inside a
+block the few sub-layers whose names differ are mapped below. Layouts: conv weights
+(out, in/groups, kh, kw) -> Keras (kh, kw, in/groups, out); Linear (out, in) -> Dense (in, out);
+BatchNorm weight/bias/running_mean/running_var -> gamma/beta/moving_mean/moving_variance.
+"""
+from dataclasses import dataclass, field
+
+import keras
+import numpy as np
+
+from keras_resnest.layers import GroupedConv2D, ResNeStBottleneck, SplitAttention
+
+# Keras sub-layer attribute -> PyTorch sub-module name, per composite layer.
+BOTTLENECK_CHILDREN = {
+    "conv1": "conv1", "bn1": "bn1", "conv2": "conv2", "conv3": "conv3", "bn3": "bn3",
+    # downsample is nn.Sequential(AvgPool2d, Conv2d, BatchNorm2d): the pool holds index 0.
+    "downsample_conv": "downsample.1", "downsample_bn": "downsample.2",
+}
+SPLIT_ATTENTION_CHILDREN = {"conv": "conv", "bn0": "bn0", "fc1": "fc1", "bn1": "bn1",
+                            "fc2": "fc2"}
+BATCH_NORM_WEIGHTS = (("weight", "gamma"), ("bias", "beta"), ("running_mean", "moving_mean"),
+                      ("running_var", "moving_variance"))
+IGNORED_SUFFIXES = ("num_batches_tracked",)
+HEAD_PREFIX = "fc."
+
+
+@dataclass
+class PortReport:
+    """What `load_torch_state_dict` did."""
+    tensors: int = 0                 # state-dict tensors assigned
+    parameters: int = 0              # scalar values assigned
+    skipped: list = field(default_factory=list)   # keys deliberately not loaded (the head)
+    notes: list = field(default_factory=list)
+
+
+def _targets(layer, prefix):
+    """Yields (torch key, keras variable, layout) for every weight of `layer`."""
+    if isinstance(layer, ResNeStBottleneck):
+        children = BOTTLENECK_CHILDREN
+    elif isinstance(layer, SplitAttention):
+        children = SPLIT_ATTENTION_CHILDREN
+    else:
+        children = None
+    if children is not None:
+        for attribute, torch_name in children.items():
+            child = getattr(layer, attribute, None)
+            if child is not None:
+                yield from _targets(child, f"{prefix}.{torch_name}")
+        return
+    if isinstance(layer, keras.layers.BatchNormalization):
+        for torch_name, keras_name in BATCH_NORM_WEIGHTS:
+            yield f"{prefix}.{torch_name}", getattr(layer, keras_name), "vector"
+    elif isinstance(layer, (keras.layers.Conv2D, GroupedConv2D)):
+        yield f"{prefix}.weight", layer.kernel, "conv"
+        if layer.use_bias:
+            yield f"{prefix}.bias", layer.bias, "vector"
+    elif isinstance(layer, keras.layers.Dense):
+        yield f"{prefix}.weight", layer.kernel, "linear"
+        yield f"{prefix}.bias", layer.bias, "vector"
+    elif layer.weights:
+        raise TypeError(f"No PyTorch mapping for layer {layer.name!r} ({type(layer).__name__}).")
+
+
+def _to_keras_layout(array, layout):
+    if layout == "conv":
+        return np.transpose(array, (2, 3, 1, 0))
+    if layout == "linear":
+        return np.transpose(array)
+    return array
+
+
+def _torch_shape(keras_shape, layout):
+    if layout == "conv":
+        kh, kw, cin, cout = keras_shape
+        return (cout, cin, kh, kw)
+    if layout == "linear":
+        return tuple(reversed(keras_shape))
+    return tuple(keras_shape)
+
+
+def _model_targets(model):
+    targets = []
+    for layer in model.layers:
+        targets.extend(_targets(layer, layer.name))
+    return targets
+
+
+def load_torch_state_dict(model, state_dict, strict=True):
+    """Assigns a PyTorch-named ResNeSt state dict to `model`.
+
+    Args:
+        model: a keras_resnest model (any configuration).
+        state_dict: mapping of PyTorch names to arrays (numpy, or anything `np.asarray` takes,
+            e.g. `{k: v.numpy() for k, v in torch_model.state_dict().items()}`).
+            `num_batches_tracked` entries are ignored.
+        strict: require every tensor to be used and every model weight to be assigned.
+
+    If the model has no ImageNet head (`include_top=False`, or `classes` differs from the
+    checkpoint's), the `fc.*` tensors are skipped and the report says so.
+
+    Returns:
+        A `PortReport` (tensors and parameters assigned, skipped keys).
+
+    Raises:
+        ValueError naming the first missing, unexpected or mis-shaped key.
+
+    Example:
+    >>> import keras_resnest, numpy as np
+    >>> model = keras_resnest.create_model("resnest14d", weights=None, include_top=False)
+    >>> state = {}   # e.g. keras_resnest.weights.read_checkpoint("resnest14.pth")
+    >>> keras_resnest.load_torch_state_dict(model, state, strict=False).tensors
+    0
+    """
+    source = {key: value for key, value in state_dict.items()
+              if not key.endswith(IGNORED_SUFFIXES)}
+    targets = _model_targets(model)
+    report = PortReport()
+
+    model_has_head = any(key.startswith(HEAD_PREFIX) for key, _, _ in targets)
+    head_matches = False
+    if model_has_head and f"{HEAD_PREFIX}weight" in source:
+        fc_kernel = next(var for key, var, _ in targets if key == f"{HEAD_PREFIX}weight")
+        head_matches = tuple(np.shape(source[f"{HEAD_PREFIX}weight"])) == \
+            _torch_shape(fc_kernel.shape, "linear")
+    if not head_matches:
+        head_keys = sorted(key for key in source if key.startswith(HEAD_PREFIX))
+        if head_keys:
+            report.skipped.extend(head_keys)
+            reason = ("the model has no classification head (include_top=False)"
+                      if not model_has_head else
+                      "the model's head has a different number of classes")
+            report.notes.append(f"Skipped {', '.join(head_keys)}: {reason}; the head keeps "
+                                "its initialisation.")
+        source = {k: v for k, v in source.items() if not k.startswith(HEAD_PREFIX)}
+        targets = [t for t in targets if not t[0].startswith(HEAD_PREFIX)]
+
+    target_keys = {key for key, _, _ in targets}
+    if strict:
+        for key, variable, layout in targets:
+            if key not in source:
+                raise ValueError(
+                    f"State dict is missing {key!r} (expected shape "
+                    f"{_torch_shape(variable.shape, layout)}) for model {model.name!r}.")
+        unexpected = [key for key in source if key not in target_keys]
+        if unexpected:
+            raise ValueError(
+                f"Unexpected key {unexpected[0]!r} (shape {tuple(np.shape(source[unexpected[0]]))})"
+                f" for model {model.name!r}: the checkpoint belongs to another architecture "
+                f"({len(unexpected)} unexpected keys).")
+
+    # Check every shape before assigning anything, so a failure leaves the model untouched.
+    assignments = []
+    for key, variable, layout in targets:
+        if key not in source:
+            continue
+        array = np.asarray(source[key])
+        expected = _torch_shape(variable.shape, layout)
+        if tuple(array.shape) != expected:
+            raise ValueError(
+                f"Shape mismatch for {key!r}: model {model.name!r} expects {expected}, the state "
+                f"dict has {tuple(array.shape)}.")
+        assignments.append((variable, _to_keras_layout(array, layout)))
+    for variable, value in assignments:
+        variable.assign(value.astype(variable.dtype))
+        report.tensors += 1
+        report.parameters += int(value.size)
+    return report
