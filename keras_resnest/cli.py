@@ -10,6 +10,7 @@ import sys
 
 COMMAND_MODULES = (
     "keras_resnest.weights.cli",
+    "keras_resnest.export.cli",
 )
 
 

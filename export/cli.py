@@ -1,0 +1,178 @@
+"""`keras-resnest export` and `keras-resnest serve-request`.
+
+    keras-resnest export --model resnest50 --format serving --version 1 -o models/
+    keras-resnest export --model resnest50 --format tflite --quantize int8 \\
+        --calibration calib_images/ --report-images heldout/ -o resnest50_int8.tflite
+    keras-resnest serve-request --model-name resnest50 cat.jpg dog.png
+
+TensorFlow is imported inside the handlers so `keras-resnest --help` stays fast.
+"""
+import json
+from pathlib import Path
+
+FORMATS = ("saved_model", "serving", "tflite")
+QUANTIZE_MODES = ("none", "fp16", "dynamic", "int8")
+# Report images used when no folder is given (fp32/fp16/dynamic without --calibration).
+RANDOM_REPORT_IMAGES = 8
+
+
+def register(subparsers):
+    export = subparsers.add_parser(
+        "export",
+        help="export a model as a SavedModel, a TF-Serving package or a TFLite file",
+        description="Export a ResNeSt model (or a fine-tuned .keras model) for deployment.",
+    )
+    export.add_argument("--model", default="resnest50", help="model name (default resnest50)")
+    export.add_argument(
+        "--weights", default="imagenet",
+        help="'imagenet', 'none' (random), a weights file, or a fine-tuned .keras model",
+    )
+    # No argparse `choices` for these two: the messages below name the valid values and keep
+    # the same wording as the Python API.
+    export.add_argument("--format", required=True, help=f"one of {', '.join(FORMATS)}")
+    export.add_argument(
+        "--quantize", default="none", help=f"TFLite only: one of {', '.join(QUANTIZE_MODES)}"
+    )
+    export.add_argument("--calibration", type=Path, help="image folder for int8 calibration")
+    export.add_argument(
+        "--num-calibration", type=int, default=100, help="calibration images used (default 100)"
+    )
+    export.add_argument(
+        "--report-images", type=Path,
+        help="held-out image folder for the TFLite report (default: the calibration folder)",
+    )
+    export.add_argument(
+        "--int8-io", choices=("uint8", "int8"), default="uint8",
+        help="input/output type of int8 models (default uint8)",
+    )
+    export.add_argument("--image-size", type=int, help="input size (default: the model's crop)")
+    export.add_argument("--version", default="1", help="TF-Serving version number (default 1)")
+    export.add_argument("--name", help="TF-Serving model name (default: the model name)")
+    export.add_argument("-o", "--output", type=Path, required=True, help="output path")
+    export.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    export.add_argument("--report-json", type=Path, help="also write the TFLite report as JSON")
+    export.set_defaults(func=run_export)
+
+    request = subparsers.add_parser(
+        "serve-request",
+        help="classify images with a model running in TensorFlow Serving",
+        description="Send images to the serving_bytes signature of a TF-Serving model.",
+    )
+    request.add_argument("images", nargs="+", type=Path, help="JPEG/PNG files")
+    request.add_argument("--model-name", default="resnest50", help="served model name")
+    request.add_argument("--host", default="localhost")
+    request.add_argument("--port", type=int, help="default 8500 (gRPC) or 8501 (REST)")
+    request.add_argument("--rest", action="store_true", help="use the REST API instead of gRPC")
+    request.set_defaults(func=run_serve_request)
+
+
+def check_export_arguments(args):
+    """Validate flag combinations before any model is built or file written."""
+    if args.format not in FORMATS:
+        raise ValueError(f"unknown format {args.format!r}; expected one of {', '.join(FORMATS)}")
+    if args.quantize not in QUANTIZE_MODES:
+        raise ValueError(
+            f"unknown quantize mode {args.quantize!r}; expected one of {', '.join(QUANTIZE_MODES)}"
+        )
+    if args.format != "tflite" and args.quantize != "none":
+        raise ValueError(f"--quantize applies to --format tflite only, not {args.format}")
+    if args.quantize == "int8" and args.calibration is None:
+        raise ValueError("--quantize int8 needs --calibration DIR (a folder of images)")
+    if args.format == "serving":
+        from keras_resnest.export.serving import check_version
+
+        check_version(args.version)
+
+
+def run_export(args):
+    check_export_arguments(args)
+    from keras_resnest.export import calibration, output_paths
+
+    # Fail on a taken output or bad image folders before the (slow) model build.
+    if args.format == "tflite":
+        output_paths.refuse_existing(args.output, args.overwrite)
+    for folder in (args.calibration, args.report_images):
+        if folder is not None:
+            calibration.list_images(folder)
+
+    from keras_resnest.export.model_source import load_model_for_export
+
+    model = load_model_for_export(args.model, args.weights, args.image_size)
+    if args.format == "saved_model":
+        from keras_resnest.export.saved_model import export_saved_model
+
+        path = export_saved_model(model, args.output, overwrite=args.overwrite)
+        print(f"SavedModel written to {path} (signatures serving_default, serving_bytes)")
+    elif args.format == "serving":
+        from keras_resnest.export.serving import export_serving_package
+
+        name = args.name or model.name
+        path = export_serving_package(
+            model, args.output, name, args.version, overwrite=args.overwrite
+        )
+        print(f"TF-Serving model written to {path}; configs in {args.output}")
+    else:
+        export_tflite(model, args)
+    return 0
+
+
+def export_tflite(model, args):
+    import numpy as np
+
+    from keras_resnest.export import calibration, classifier, output_paths, report, tflite
+
+    image_size = classifier.resolve_image_size(model, None)
+    calibration_images = None
+    if args.calibration is not None:
+        calibration_images = calibration.load_image_folder(
+            args.calibration, image_size, limit=args.num_calibration, progress=True
+        )
+    flatbuffer = tflite.convert_to_tflite(
+        model,
+        args.quantize,
+        calibration_data=calibration_images,
+        int8_io=args.int8_io,
+    )
+    output_paths.write_file_atomically(args.output, flatbuffer, overwrite=args.overwrite)
+    print(f"TFLite model ({args.quantize}) written to {args.output}")
+
+    if args.report_images is not None:
+        images, source = (
+            calibration.load_image_folder(args.report_images, image_size, progress=True),
+            f"held-out folder {args.report_images}",
+        )
+    elif calibration_images is not None:
+        images, source = calibration_images, f"calibration folder {args.calibration}"
+    else:
+        rng = np.random.default_rng(0)
+        images = rng.uniform(0, 255, (RANDOM_REPORT_IMAGES, image_size, image_size, 3))
+        source = f"{RANDOM_REPORT_IMAGES} random images (pass --report-images DIR for real ones)"
+    result = report.tflite_report(flatbuffer, model, images.astype("float32"), progress=True)
+    print(report.format_report(result, title=f"TFLite {args.quantize} vs Keras on {source}"))
+    if args.report_json is not None:
+        output_paths.write_file_atomically(args.report_json, json.dumps(result, indent=2))
+
+
+def run_serve_request(args):
+    from keras_resnest.export import client
+
+    missing = [str(p) for p in args.images if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(f"no such image file: {', '.join(missing)}")
+    images = [p.read_bytes() for p in args.images]
+    try:
+        predictions = _request(client, args, images)
+    except Exception as error:  # grpc.RpcError, urllib's URLError: no server, wrong model...
+        raise ValueError(f"the TF-Serving request failed: {error}") from error
+    print(client.format_predictions(args.images, predictions))
+    return 0
+
+
+def _request(client, args, images):
+    if args.rest:
+        import numpy as np
+
+        url = f"http://{args.host}:{args.port or 8501}"
+        rows = client.rest_predict(url, args.model_name, images)
+        return {name: np.array([row[name] for row in rows]) for name in ("labels", "scores")}
+    return client.grpc_predict(f"{args.host}:{args.port or 8500}", args.model_name, images)
