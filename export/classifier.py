@@ -25,13 +25,7 @@ def classifier_head(model):
         raise ValueError(
             f"export needs a model with one image input; {model.name!r} has {len(model.inputs)}"
         )
-    try:
-        fc = model.get_layer(LOGITS_LAYER)
-    except ValueError:
-        raise ValueError(
-            f"export needs a classifier ending in a Dense layer named {LOGITS_LAYER!r} "
-            f"(build it with include_top=True); model {model.name!r} has none"
-        ) from None
+    fc = logits_layer(model)
     logits = fc.output
     if logits.dtype != "float32":  # mixed-precision models: serve float32 numbers
         logits = keras.layers.Activation("linear", dtype="float32", name="logits_float32")(logits)
@@ -44,9 +38,22 @@ def classifier_head(model):
     return keras.Model(model.inputs[0], [logits, probabilities], name=f"{model.name}_head")
 
 
+def logits_layer(model):
+    """The Dense "fc" layer; ValueError if the model has none (e.g. include_top=False)."""
+    layer = None
+    if any(candidate.name == LOGITS_LAYER for candidate in model.layers):
+        layer = model.get_layer(LOGITS_LAYER)
+    if not isinstance(layer, keras.layers.Dense):
+        raise ValueError(
+            f"export needs a classifier ending in a Dense layer named {LOGITS_LAYER!r} "
+            f"(build it with include_top=True); model {model.name!r} has none"
+        )
+    return layer
+
+
 def num_classes(model):
     """Number of classes of a classifier model (units of its "fc" layer)."""
-    return int(model.get_layer(LOGITS_LAYER).units)
+    return int(logits_layer(model).units)
 
 
 def fixed_image_size(model):
