@@ -41,7 +41,8 @@ setup(
         "cpu": [f"tensorflow-cpu=={TF_VERSION}"],
         "gpu": [f"tensorflow[and-cuda]=={TF_VERSION}"],
         "litert": ["ai-edge-litert>=2.1"],
-        "training": ["scikit-learn"],
+        # tensorflow-cpu does not bring TensorBoard, which the training logs are written for.
+        "training": ["scikit-learn", "tensorboard"],
         "safetensors": ["safetensors"],
         # The numerical reference (torch==2.13.0 CPU and resnest==0.0.5) is installed by the
         # Makefile: resnest must go in with --no-deps, which an extra cannot express.
@@ -50,6 +51,7 @@ setup(
             "pytest",
             "torch==2.13.0",
             "scikit-learn",
+            "tensorboard",
             "safetensors",
             "ai-edge-litert>=2.1",
         ],
