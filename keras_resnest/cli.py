@@ -11,6 +11,7 @@ import sys
 COMMAND_MODULES = (
     "keras_resnest.weights.cli",
     "keras_resnest.export.cli",
+    "keras_resnest.training.cli",
 )
 
 

@@ -1,0 +1,132 @@
+"""Image transforms of the ResNeSt recipe, as tf.data-friendly functions.
+
+* Training: the inception-style random resized crop (the official `ERandomCrop`: area 10%-100%
+  of the image, aspect ratio 3/4..4/3, bilinear resize) and a horizontal flip, then optionally
+  Keras 3's `RandAugment`.
+* Validation: the official evaluation transform (`ECenterCrop` of resnest/torch/transforms): a
+  centred square whose side is `size / (size + 32)` of the short side, resized to size x size
+  (bilinear, as the official training script's validation loader does).
+* Batch level: Keras 3's `MixUp` and `CutMix` on one-hot labels (when both are on, each batch gets
+  one of them at random, as timm's mixup switch does).
+
+AutoAugment is not in Keras 3 (nor keras-hub; tensorflow-addons is dead and tf-models-official
+pins another TensorFlow). This package substitutes Keras 3's `RandAugment` for it, which the
+ResNeSt training scripts also offer (`--rand-aug`) and which needs no learned policy.
+
+All images are float32 RGB in 0..255 (the model normalises inside).
+
+Example:
+    >>> import tensorflow as tf
+    >>> from keras_resnest.training.augment import random_resized_crop, center_crop
+    >>> image = tf.random.uniform((300, 400, 3), 0, 255)
+    >>> random_resized_crop(image, 224).shape, center_crop(image, 224).shape
+    (TensorShape([224, 224, 3]), TensorShape([224, 224, 3]))
+"""
+from dataclasses import dataclass
+
+import tensorflow as tf
+
+# Official ERandomCrop bounds (resnest/torch/transforms/transforms.py).
+MIN_AREA = 0.1
+ASPECT_RATIO = (3.0 / 4.0, 4.0 / 3.0)
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """What the training pipeline does to each image and batch."""
+
+    min_area: float = MIN_AREA  # random resized crop keeps at least this fraction of the area
+    flip: bool = True
+    randaugment: bool = False  # Keras 3 RandAugment(num_ops=2, factor=0.5): AutoAugment's stand-in
+    mixup_alpha: float = 0.0  # 0 disables MixUp
+    cutmix_alpha: float = 0.0  # 0 disables CutMix
+
+    def __post_init__(self):
+        if not 0.0 < self.min_area <= 1.0:
+            raise ValueError(f"min_area={self.min_area!r}: expected a fraction in (0, 1].")
+        for name in ("mixup_alpha", "cutmix_alpha"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name}={getattr(self, name)!r}: expected >= 0 (0 disables it).")
+
+
+def random_resized_crop(image, size, min_area=MIN_AREA, seed=None):
+    """Crops a random box (area fraction in [min_area, 1], aspect 3/4..4/3), resizes to `size`."""
+    shape = tf.shape(image)
+    # sample_distorted_bounding_box implements exactly the inception sampling with up to 100
+    # attempts and falls back to the whole image, as torchvision's RandomResizedCrop does.
+    begin, crop_size, _ = tf.image.sample_distorted_bounding_box(
+        shape,
+        bounding_boxes=tf.constant([0.0, 0.0, 1.0, 1.0], shape=(1, 1, 4)),
+        min_object_covered=0.0,
+        aspect_ratio_range=ASPECT_RATIO,
+        area_range=(min_area, 1.0),
+        max_attempts=100,
+        use_image_if_no_bounding_boxes=True,
+        seed=0 if seed is None else seed,
+    )
+    crop = tf.slice(image, begin, crop_size)
+    resized = tf.image.resize(crop, (size, size), method="bilinear", antialias=False)
+    return tf.reshape(resized, (size, size, 3))
+
+
+def center_crop(image, size):
+    """The official evaluation transform: centred square of size/(size+32) of the short side."""
+    shape = tf.shape(image)
+    height, width = shape[0], shape[1]
+    short_side = tf.cast(tf.minimum(height, width), tf.float32)
+    side = tf.cast(tf.round(short_side * size / (size + 32.0)), tf.int32)
+    side = tf.maximum(side, 1)
+    top = tf.cast(tf.round(tf.cast(height - side, tf.float32) / 2.0), tf.int32)
+    left = tf.cast(tf.round(tf.cast(width - side, tf.float32) / 2.0), tf.int32)
+    crop = tf.slice(image, tf.stack([top, left, 0]), tf.stack([side, side, 3]))
+    resized = tf.image.resize(crop, (size, size), method="bilinear", antialias=False)
+    return tf.reshape(resized, (size, size, 3))
+
+
+def make_image_augmenter(config, size, seed=None):
+    """Returns `fn(image) -> image` for one training image (crop, flip, RandAugment)."""
+    import keras
+
+    rand_augment = (
+        keras.layers.RandAugment(value_range=(0, 255), num_ops=2, factor=0.5, seed=seed)
+        if config.randaugment
+        else None
+    )
+
+    def augment(image):
+        image = random_resized_crop(image, size, config.min_area, seed=seed)
+        if config.flip:
+            image = tf.image.random_flip_left_right(image, seed=seed)
+        if rand_augment is not None:
+            image = rand_augment(image, training=True)
+        return tf.cast(image, tf.float32)
+
+    return augment
+
+
+def make_batch_mixer(config, seed=None):
+    """Returns `fn(images, onehot_labels) -> (images, soft_labels)`, or None when both are off."""
+    import keras
+
+    mixup = keras.layers.MixUp(alpha=config.mixup_alpha, seed=seed) if config.mixup_alpha else None
+    cutmix = keras.layers.CutMix(factor=config.cutmix_alpha, seed=seed) if config.cutmix_alpha else None
+    if mixup is None and cutmix is None:
+        return None
+
+    def apply(layer, images, labels):
+        mixed = layer({"images": images, "labels": labels}, training=True)
+        return mixed["images"], tf.cast(mixed["labels"], tf.float32)
+
+    def mix(images, labels):
+        if mixup is None:
+            return apply(cutmix, images, labels)
+        if cutmix is None:
+            return apply(mixup, images, labels)
+        use_mixup = tf.random.uniform((), seed=seed) < 0.5
+        return tf.cond(
+            use_mixup,
+            lambda: apply(mixup, images, labels),
+            lambda: apply(cutmix, images, labels),
+        )
+
+    return mix

@@ -1,0 +1,165 @@
+"""`keras-resnest train`: fine-tune or train a ResNeSt on a folder, TFRecords or the digits.
+
+Examples:
+    keras-resnest train --model resnest14d --dataset digits --epochs 8 --batch-size 32 -o runs/digits
+    keras-resnest train --model resnest50 --weights imagenet --data photos/ --epochs 10 \\
+        --batch-size 32 --freeze-backbone -o runs/photos
+    TF_CONFIG='{"cluster": {"worker": ["host1:2222", "host2:2222"]}, "task": {"type": "worker", "index": 0}}' \\
+        keras-resnest train --model resnest50 --tfrecord 'shards/train-*' --strategy multiworker ... -o runs/x
+
+A killed run restarted with the same command resumes where it stopped (see RUN_DIR/backup).
+"""
+import argparse
+
+from keras_resnest.training.strategy import STRATEGIES
+
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+# The digits are 8x8 scans upsampled: small crops would cut digits in half and flips change
+# their meaning, so their augmentation is milder unless the user says otherwise.
+DIGITS_DEFAULTS = {"image_size": 32, "min_crop_area": 0.5, "flip": False}
+
+
+def register(subparsers):
+    parser = subparsers.add_parser(
+        "train",
+        help="train or fine-tune a ResNeSt (tf.distribute, resumable)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_arguments(parser)
+    parser.set_defaults(func=run)
+    return parser
+
+
+def add_arguments(parser):
+    parser.add_argument("--model", required=True, help="model name, e.g. resnest14d, resnest50")
+    parser.add_argument("--weights", default=None, help="backbone weights: imagenet or a file (default: random init)")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--data", metavar="DIR", help="DIR/train/<class>/*, optional DIR/val/<class>/*")
+    source.add_argument("--tfrecord", metavar="GLOB", help="TFRecord shards (image/encoded, image/class/label)")
+    source.add_argument("--dataset", choices=("digits",), help="embedded dataset (no download)")
+    parser.add_argument("--val-tfrecord", metavar="GLOB", help="validation shards for --tfrecord")
+    parser.add_argument("--val-fraction", type=float, default=0.1, help="seeded hold-out when there is no val/ (0.1)")
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--batch-size", type=int, default=32, help="per replica; global = this x replicas (32)")
+    parser.add_argument("--image-size", type=int, default=None, help="training/eval size in px (224; digits: 32)")
+    parser.add_argument("--strategy", choices=STRATEGIES, default="auto",
+                        help="auto: multiworker with TF_CONFIG, else mirrored over GPUs, else none")
+    parser.add_argument("--cpu-devices", type=int, default=None, metavar="N",
+                        help="split the CPU into N logical devices (mirrored training without GPUs)")
+    parser.add_argument("--precision", choices=PRECISIONS, default="float32")
+    parser.add_argument("--freeze-backbone", action="store_true", help="train only the new head at first")
+    parser.add_argument("--unfreeze-epoch", type=int, default=None, help="epoch that unfreezes the backbone (epochs/2)")
+    recipe_group = parser.add_argument_group("recipe")
+    recipe_group.add_argument("--optimizer", choices=("sgd", "adamw"), default="sgd")
+    recipe_group.add_argument("--lr", type=float, default=None, help="peak learning rate (0.1 x global batch / 256)")
+    recipe_group.add_argument("--warmup-epochs", type=float, default=5.0)
+    recipe_group.add_argument("--weight-decay", type=float, default=None, help="1e-4 (sgd), 0.05 (adamw)")
+    recipe_group.add_argument("--momentum", type=float, default=0.9)
+    recipe_group.add_argument("--label-smoothing", type=float, default=0.1)
+    recipe_group.add_argument("--ema", type=float, default=None, metavar="MOMENTUM", help="EMA of weights, e.g. 0.9999")
+    recipe_group.add_argument("--last-gamma", action=argparse.BooleanOptionalAction, default=None,
+                              help="zero-init each block's last BN gamma (default: on without --weights)")
+    recipe_group.add_argument("--drop-rate", type=float, default=0.0, help="dropout before the head")
+    recipe_group.add_argument("--drop-path-rate", type=float, default=0.0)
+    recipe_group.add_argument("--dropblock-rate", type=float, default=0.0)
+    aug = parser.add_argument_group("augmentation")
+    aug.add_argument("--min-crop-area", type=float, default=None, help="random resized crop area floor (0.1)")
+    aug.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None, help="random horizontal flip")
+    aug.add_argument("--randaugment", action="store_true", help="Keras RandAugment (AutoAugment's substitute)")
+    aug.add_argument("--mixup", type=float, default=0.0, metavar="ALPHA")
+    aug.add_argument("--cutmix", type=float, default=0.0, metavar="ALPHA")
+    run_group = parser.add_argument_group("run")
+    run_group.add_argument("--seed", type=int, default=0)
+    run_group.add_argument("--deterministic", action="store_true", help="seeded, deterministic ops and input order")
+    run_group.add_argument("--steps-per-epoch", type=int, default=None, help="default: one pass over the images")
+    run_group.add_argument("--checkpoint-every", type=int, default=50, help="steps between backups (50)")
+    parser.add_argument("-o", "--output", required=True, metavar="RUN_DIR", help="checkpoints, logs and the model")
+
+
+def config_from_args(args):
+    """`TrainConfig` from parsed arguments (digits defaults applied where not given)."""
+    from keras_resnest.training.augment import MIN_AREA, AugmentConfig
+    from keras_resnest.training.loop import TrainConfig
+
+    digits = args.dataset == "digits"
+    defaults = DIGITS_DEFAULTS if digits else {"image_size": 224, "min_crop_area": MIN_AREA, "flip": True}
+
+    def pick(name):
+        value = getattr(args, name)
+        return defaults[name] if value is None else value
+
+    return TrainConfig(
+        model_name=args.model,
+        weights=args.weights,
+        image_size=pick("image_size"),
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        optimizer=args.optimizer,
+        learning_rate=args.lr,
+        warmup_epochs=args.warmup_epochs,
+        weight_decay=args.weight_decay,
+        momentum=args.momentum,
+        label_smoothing=args.label_smoothing,
+        ema_momentum=args.ema,
+        last_gamma=args.last_gamma,
+        drop_rate=args.drop_rate,
+        drop_path_rate=args.drop_path_rate,
+        dropblock_rate=args.dropblock_rate,
+        freeze_backbone=args.freeze_backbone,
+        unfreeze_epoch=args.unfreeze_epoch,
+        precision=args.precision,
+        augment=AugmentConfig(
+            min_area=pick("min_crop_area"),
+            flip=pick("flip"),
+            randaugment=args.randaugment,
+            mixup_alpha=args.mixup,
+            cutmix_alpha=args.cutmix,
+        ),
+        seed=args.seed,
+        deterministic=args.deterministic,
+        steps_per_epoch=args.steps_per_epoch,
+        checkpoint_every=args.checkpoint_every,
+    )
+
+
+def load_data(args, image_size):
+    from keras_resnest.training import data
+
+    if args.dataset == "digits":
+        return data.digits_data(image_size)
+    if args.data:
+        return data.folder_data(args.data, val_fraction=args.val_fraction, seed=args.seed)
+    return data.tfrecord_data(args.tfrecord, args.val_tfrecord, val_fraction=args.val_fraction, seed=args.seed)
+
+
+def run(args):
+    from keras_resnest import list_models
+
+    if args.model not in list_models():
+        raise ValueError(f"--model {args.model!r}: expected one of {', '.join(list_models())}.")
+    if args.val_tfrecord and not args.tfrecord:
+        raise ValueError("--val-tfrecord needs --tfrecord.")
+    config = config_from_args(args)
+    config.validate()
+    # Device layout and the strategy come first: both must exist before any other TF op.
+    from keras_resnest.training import strategy as strategy_lib
+
+    if args.cpu_devices:
+        strategy_lib.split_cpu(args.cpu_devices)
+    strategy = strategy_lib.make_strategy(args.strategy)
+    from keras_resnest.training.loop import train
+
+    data = load_data(args, config.image_size)
+    result = train(config, data, args.output, strategy)
+    evaluation = result.get("evaluation")
+    if evaluation is not None:
+        print(f"top1 {evaluation['top1']:.4f} top5 {evaluation['top5']:.4f} -> {args.output}")
+    return 0
+
+
+def main(argv=None):
+    """`python -m keras_resnest.training ARGS` == `keras-resnest train ARGS`."""
+    from keras_resnest.cli import main as cli_main
+
+    return cli_main(["train", *(argv if argv is not None else __import__("sys").argv[1:])])

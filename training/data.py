@@ -1,0 +1,306 @@
+"""Training data: readers (class folders, TFRecord shards, the embedded digits) and tf.data pipelines.
+
+A reader returns a `TrainingData`: class names plus two *sources* (un-shuffled, un-decoded
+tf.data datasets of `(item, label)`). The pipeline functions turn a source into batches:
+
+* training: seeded per-epoch shuffle, shard per input pipeline, parallel decode and augmentation
+  (AUTOTUNE), corrupt images skipped with a warning, repeat, batch, MixUp/CutMix, a fixed number
+  of batches per epoch, and `skip` to resume mid-epoch at the same step;
+* validation: decode and the official evaluation transform, in order.
+
+Folder layout: `DIR/train/<class>/*.jpg|png|...` and optionally `DIR/val/<class>/...`; without
+`val/`, a seeded, per-class split holds out `val_fraction` of the training images. Files that are
+not images (by their header bytes) are reported and skipped up front; images that are corrupt
+inside are skipped by the pipeline (`ignore_errors`) and the epoch continues.
+
+TFRecord: `tf.train.Example`s with `image/encoded` (JPEG/PNG/GIF/BMP bytes) and
+`image/class/label` (int64, 0-based), optionally `image/class/text`; the ImageNet/TF-Slim layout.
+
+Example:
+    >>> from keras_resnest.training.data import digits_data, training_batches
+    >>> data = digits_data(image_size=32)
+    >>> batches = training_batches(data, epoch=0, batch_size=64, image_size=32, steps=2)
+    >>> [tuple(x.shape) for x, y in batches]
+    [(64, 32, 32, 3), (64, 32, 32, 3)]
+"""
+import glob
+import os
+import sys
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import tensorflow as tf
+
+from keras_resnest.training import augment as augment_lib
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp")
+# Header bytes of the formats tf.io.decode_image reads: a file without one cannot be decoded.
+_MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM")
+
+
+@dataclass
+class TrainingData:
+    """Class names plus un-shuffled `(item, label)` sources for training and validation."""
+
+    class_names: list
+    train_source: tf.data.Dataset
+    val_source: tf.data.Dataset
+    train_size: int
+    val_size: int
+    decode: Callable  # item -> float32 image (H, W, 3), 0..255, any size
+    already_sized: bool = False  # items are final-size images: validation needs no crop
+    skipped_files: tuple = ()
+
+    @property
+    def num_classes(self):
+        return len(self.class_names)
+
+
+# ---------------------------------------------------------------- readers
+
+
+def digits_data(image_size=32):
+    """The embedded scikit-learn digits (see `digits.py`) as `TrainingData`."""
+    from keras_resnest.training.digits import load_digits_dataset
+
+    split = load_digits_dataset(image_size)
+    return TrainingData(
+        class_names=split.class_names,
+        train_source=tf.data.Dataset.from_tensor_slices((split.train_images, split.train_labels)),
+        val_source=tf.data.Dataset.from_tensor_slices((split.val_images, split.val_labels)),
+        train_size=len(split.train_labels),
+        val_size=len(split.val_labels),
+        decode=lambda image: tf.cast(image, tf.float32),
+        already_sized=True,
+    )
+
+
+def _is_image_file(path):
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(8)
+    except OSError:
+        return False
+    return any(head.startswith(magic) for magic in _MAGIC)
+
+
+def _list_class_folder(root, class_names=None):
+    """Returns (paths, labels, class_names, skipped) for `root/<class>/<file>`."""
+    if class_names is None:
+        class_names = sorted(
+            d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)) and not d.startswith(".")
+        )
+        if not class_names:
+            raise ValueError(f"{root}: expected one sub-folder per class, found none.")
+    paths, labels, skipped = [], [], []
+    for label, name in enumerate(class_names):
+        folder = os.path.join(root, name)
+        if not os.path.isdir(folder):
+            continue  # a class may be absent from val/
+        for file_name in sorted(os.listdir(folder)):
+            path = os.path.join(folder, file_name)
+            if file_name.startswith(".") or not os.path.isfile(path):
+                continue
+            if _is_image_file(path):
+                paths.append(path)
+                labels.append(label)
+            else:
+                skipped.append(path)
+    return paths, labels, class_names, skipped
+
+
+def _seeded_split(labels, val_fraction, seed):
+    """Per-class random hold-out: returns (train_indices, val_indices)."""
+    rng = np.random.default_rng(seed)
+    labels = np.asarray(labels)
+    train_idx, val_idx = [], []
+    for label in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == label))
+        n_val = int(round(len(members) * val_fraction)) if len(members) > 1 else 0
+        val_idx.extend(members[:n_val])
+        train_idx.extend(members[n_val:])
+    return np.sort(train_idx), np.sort(val_idx)
+
+
+def _decode_image_file(path):
+    return _decode_image_bytes(tf.io.read_file(path))
+
+
+def _decode_image_bytes(encoded):
+    image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
+    return tf.cast(image, tf.float32)
+
+
+def folder_data(directory, val_fraction=0.1, seed=0):
+    """Reads `directory/train/<class>/*` (+ `directory/val/<class>/*` or a seeded split)."""
+    train_dir, val_dir = os.path.join(directory, "train"), os.path.join(directory, "val")
+    if not os.path.isdir(train_dir):
+        raise FileNotFoundError(
+            f"{directory}: expected a train/ folder with one sub-folder per class (and optionally val/)."
+        )
+    paths, labels, class_names, skipped = _list_class_folder(train_dir)
+    if os.path.isdir(val_dir):
+        val_paths, val_labels, _, val_skipped = _list_class_folder(val_dir, class_names)
+        skipped += val_skipped
+    else:
+        if not 0.0 < val_fraction < 1.0:
+            raise ValueError(f"val_fraction={val_fraction!r}: expected a fraction in (0, 1).")
+        train_idx, val_idx = _seeded_split(labels, val_fraction, seed)
+        val_paths, val_labels = [paths[i] for i in val_idx], [labels[i] for i in val_idx]
+        paths, labels = [paths[i] for i in train_idx], [labels[i] for i in train_idx]
+    if skipped:
+        print(
+            f"warning: skipped {len(skipped)} non-image file(s): "
+            + ", ".join(skipped[:10])
+            + (" ..." if len(skipped) > 10 else ""),
+            file=sys.stderr,
+        )
+    if not paths:
+        raise ValueError(f"{train_dir}: no image files ({', '.join(IMAGE_EXTENSIONS)}) found.")
+    return TrainingData(
+        class_names=class_names,
+        train_source=tf.data.Dataset.from_tensor_slices((paths, np.asarray(labels, np.int32))),
+        val_source=tf.data.Dataset.from_tensor_slices(
+            (tf.constant(val_paths, tf.string), np.asarray(val_labels, np.int32))
+        ),
+        train_size=len(paths),
+        val_size=len(val_paths),
+        decode=_decode_image_file,
+        skipped_files=tuple(skipped),
+    )
+
+
+_TFRECORD_FEATURES = {
+    "image/encoded": tf.io.FixedLenFeature((), tf.string),
+    "image/class/label": tf.io.FixedLenFeature((), tf.int64),
+}
+
+
+def _parse_record(serialized):
+    features = tf.io.parse_single_example(serialized, _TFRECORD_FEATURES)
+    return features["image/encoded"], tf.cast(features["image/class/label"], tf.int32)
+
+
+def _scan_records(files):
+    """One pass over the labels: (count, num_classes, class names from image/class/text)."""
+    spec = {
+        "image/class/label": tf.io.FixedLenFeature((), tf.int64),
+        "image/class/text": tf.io.FixedLenFeature((), tf.string, default_value=""),
+    }
+    names, count = {}, 0
+    for record in tf.data.TFRecordDataset(files).map(lambda s: tf.io.parse_single_example(s, spec)):
+        label = int(record["image/class/label"])
+        if label < 0:
+            raise ValueError(f"{files[0]}...: negative image/class/label {label}; expected 0-based labels.")
+        names.setdefault(label, record["image/class/text"].numpy().decode("utf-8") or str(label))
+        count += 1
+    return count, names
+
+
+def tfrecord_data(pattern, val_pattern=None, val_fraction=0.1, seed=0):
+    """Reads TFRecord shards matching `pattern` (+ `val_pattern`, or a seeded hold-out)."""
+    files = sorted(glob.glob(pattern))
+    if not files:
+        raise FileNotFoundError(f"--tfrecord {pattern!r}: no files match.")
+    count, names = _scan_records(files)
+    if count == 0:
+        raise ValueError(f"--tfrecord {pattern!r}: the shards hold no records.")
+    records = tf.data.TFRecordDataset(files).map(_parse_record)
+    if val_pattern:
+        val_files = sorted(glob.glob(val_pattern))
+        if not val_files:
+            raise FileNotFoundError(f"--val-tfrecord {val_pattern!r}: no files match.")
+        val_count, val_names = _scan_records(val_files)
+        for label, name in val_names.items():
+            names.setdefault(label, name)
+        train, val, train_size = records, tf.data.TFRecordDataset(val_files).map(_parse_record), count
+    else:
+        # Hold out records by a seeded hash of their position: stable across runs and workers.
+        if not 0.0 < val_fraction < 1.0:
+            raise ValueError(f"val_fraction={val_fraction!r}: expected a fraction in (0, 1).")
+        is_val = np.random.default_rng(seed).random(count) < val_fraction
+        flags = tf.data.Dataset.from_tensor_slices(is_val)
+        zipped = tf.data.Dataset.zip((records, flags))
+        train = zipped.filter(lambda item, flag: tf.logical_not(flag)).map(lambda item, flag: item)
+        val = zipped.filter(lambda item, flag: flag).map(lambda item, flag: item)
+        train_size, val_count = int((~is_val).sum()), int(is_val.sum())
+    num_classes = max(names) + 1
+    return TrainingData(
+        class_names=[names.get(i, str(i)) for i in range(num_classes)],
+        train_source=train,
+        val_source=val,
+        train_size=train_size,
+        val_size=val_count,
+        decode=_decode_image_bytes,
+    )
+
+
+# ---------------------------------------------------------------- pipelines
+
+
+def _options(deterministic):
+    options = tf.data.Options()
+    options.deterministic = bool(deterministic)
+    # Sharding is done explicitly per input pipeline (see training_batches).
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+    return options
+
+
+def training_batches(
+    data,
+    *,
+    epoch,
+    batch_size,
+    image_size,
+    steps,
+    augment=None,
+    seed=0,
+    skip=0,
+    num_shards=1,
+    shard_index=0,
+    deterministic=False,
+):
+    """Batches `(images, one_hot_labels)` for one epoch: exactly `steps - skip` batches.
+
+    `batch_size` is the batch of this pipeline (per replica under `distribute_datasets_from_function`);
+    the example order depends only on (seed, epoch), so skipping `skip` batches resumes an
+    interrupted epoch where it stopped. Corrupt images are skipped and the source repeats, so
+    the epoch always has `steps` batches.
+    """
+    augment = augment or augment_lib.AugmentConfig()
+    augment_image = augment_lib.make_image_augmenter(augment, image_size, seed=seed if deterministic else None)
+    mix = augment_lib.make_batch_mixer(augment, seed=seed if deterministic else None)
+    num_classes = data.num_classes
+
+    def load(item, label):
+        return augment_image(data.decode(item)), label
+
+    def to_one_hot(images, labels):
+        return images, tf.one_hot(labels, num_classes, dtype=tf.float32)
+
+    ds = data.train_source.shuffle(
+        min(data.train_size, 20_000), seed=seed * 100_003 + epoch, reshuffle_each_iteration=False
+    )
+    ds = ds.shard(num_shards, shard_index)
+    ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic or None)
+    ds = ds.ignore_errors(log_warning=True)  # a corrupt image is logged and dropped, never fatal
+    ds = ds.repeat().batch(batch_size, drop_remainder=True).map(to_one_hot)
+    if mix is not None:
+        ds = ds.map(mix, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic or None)
+    ds = ds.take(steps).skip(skip)
+    return ds.prefetch(tf.data.AUTOTUNE).with_options(_options(deterministic))
+
+
+def validation_batches(data, *, batch_size, image_size):
+    """Batches `(images, int_labels)` of the validation set, in order, evaluation transform."""
+
+    def load(item, label):
+        image = data.decode(item)
+        if not data.already_sized:
+            image = augment_lib.center_crop(image, image_size)
+        return tf.reshape(image, (image_size, image_size, 3)), label
+
+    ds = data.val_source.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.ignore_errors(log_warning=True).batch(batch_size)
+    return ds.prefetch(tf.data.AUTOTUNE).with_options(_options(True))
