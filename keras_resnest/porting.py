@@ -36,7 +36,11 @@ class PortReport:
 
 
 def _targets(layer, prefix):
-    """Yields (torch key, keras variable, layout) for every weight of `layer`."""
+    """Yields (torch key, keras variables, layout) for every weight of `layer`.
+
+    One PyTorch tensor maps to one Keras variable, except grouped conv kernels, which
+    `GroupedConv2D` keeps as one variable per group (split along the output channels).
+    """
     if isinstance(layer, ResNeStBottleneck):
         children = BOTTLENECK_CHILDREN
     elif isinstance(layer, SplitAttention):
@@ -51,33 +55,41 @@ def _targets(layer, prefix):
         return
     if isinstance(layer, keras.layers.BatchNormalization):
         for torch_name, keras_name in BATCH_NORM_WEIGHTS:
-            yield f"{prefix}.{torch_name}", getattr(layer, keras_name), "vector"
-    elif isinstance(layer, (keras.layers.Conv2D, GroupedConv2D)):
-        yield f"{prefix}.weight", layer.kernel, "conv"
+            yield f"{prefix}.{torch_name}", [getattr(layer, keras_name)], "vector"
+    elif isinstance(layer, GroupedConv2D):
+        yield f"{prefix}.weight", layer.group_kernels, "conv"
         if layer.use_bias:
-            yield f"{prefix}.bias", layer.bias, "vector"
+            yield f"{prefix}.bias", [layer.bias], "vector"
+    elif isinstance(layer, keras.layers.Conv2D):
+        yield f"{prefix}.weight", [layer.kernel], "conv"
+        if layer.use_bias:
+            yield f"{prefix}.bias", [layer.bias], "vector"
     elif isinstance(layer, keras.layers.Dense):
-        yield f"{prefix}.weight", layer.kernel, "linear"
-        yield f"{prefix}.bias", layer.bias, "vector"
+        yield f"{prefix}.weight", [layer.kernel], "linear"
+        yield f"{prefix}.bias", [layer.bias], "vector"
     elif layer.weights:
         raise TypeError(f"No PyTorch mapping for layer {layer.name!r} ({type(layer).__name__}).")
 
 
-def _to_keras_layout(array, layout):
+def _to_keras_values(array, variables, layout):
+    """PyTorch array -> one value per Keras variable."""
     if layout == "conv":
-        return np.transpose(array, (2, 3, 1, 0))
+        kernel = np.transpose(array, (2, 3, 1, 0))
+        return np.split(kernel, len(variables), axis=-1)
     if layout == "linear":
-        return np.transpose(array)
-    return array
+        return [np.transpose(array)]
+    return [array]
 
 
-def _torch_shape(keras_shape, layout):
+def _torch_shape(variables, layout):
+    """The PyTorch shape that `variables` together hold."""
+    shape = tuple(variables[0].shape)
     if layout == "conv":
-        kh, kw, cin, cout = keras_shape
-        return (cout, cin, kh, kw)
+        kh, kw, cin, cout = shape
+        return (cout * len(variables), cin, kh, kw)
     if layout == "linear":
-        return tuple(reversed(keras_shape))
-    return tuple(keras_shape)
+        return tuple(reversed(shape))
+    return shape
 
 
 def _model_targets(model):
@@ -121,7 +133,7 @@ def load_torch_state_dict(model, state_dict, strict=True):
     model_has_head = any(key.startswith(HEAD_PREFIX) for key, _, _ in targets)
     head_matches = False
     if model_has_head and f"{HEAD_PREFIX}weight" in source:
-        fc_kernel = next(var for key, var, _ in targets if key == f"{HEAD_PREFIX}weight")
+        fc_kernel = next(v[0] for key, v, _ in targets if key == f"{HEAD_PREFIX}weight")
         # Same number of classes: the head is loaded (and shape-checked like any tensor).
         head_matches = np.shape(source[f"{HEAD_PREFIX}weight"])[0] == fc_kernel.shape[1]
     if not head_matches:
@@ -138,11 +150,11 @@ def load_torch_state_dict(model, state_dict, strict=True):
 
     target_keys = {key for key, _, _ in targets}
     if strict:
-        for key, variable, layout in targets:
+        for key, variables, layout in targets:
             if key not in source:
                 raise ValueError(
                     f"State dict is missing {key!r} (expected shape "
-                    f"{_torch_shape(variable.shape, layout)}) for model {model.name!r}.")
+                    f"{_torch_shape(variables, layout)}) for model {model.name!r}.")
         unexpected = [key for key in source if key not in target_keys]
         if unexpected:
             raise ValueError(
@@ -152,18 +164,19 @@ def load_torch_state_dict(model, state_dict, strict=True):
 
     # Check every shape before assigning anything, so a failure leaves the model untouched.
     assignments = []
-    for key, variable, layout in targets:
+    for key, variables, layout in targets:
         if key not in source:
             continue
         array = np.asarray(source[key])
-        expected = _torch_shape(variable.shape, layout)
+        expected = _torch_shape(variables, layout)
         if tuple(array.shape) != expected:
             raise ValueError(
                 f"Shape mismatch for {key!r}: model {model.name!r} expects {expected}, the state "
                 f"dict has {tuple(array.shape)}.")
-        assignments.append((variable, _to_keras_layout(array, layout)))
-    for variable, value in assignments:
-        variable.assign(value.astype(variable.dtype))
+        assignments.append((variables, _to_keras_values(array, variables, layout)))
+    for variables, values in assignments:
+        for variable, value in zip(variables, values):
+            variable.assign(value.astype(variable.dtype))
+            report.parameters += int(value.size)
         report.tensors += 1
-        report.parameters += int(value.size)
     return report

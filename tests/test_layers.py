@@ -6,10 +6,11 @@ import pytest
 import torch
 from resnest.torch.splat import SplAtConv2d
 
+import keras_resnest
 from keras_resnest.layers import (DropBlock2D, GroupedConv2D, ResNeStBottleneck, SplitAttention,
                                   StochasticDepth)
 from keras_resnest.layers.split_attention import inter_channels
-from keras_resnest.porting import SPLIT_ATTENTION_CHILDREN, _targets, _to_keras_layout
+from keras_resnest.porting import SPLIT_ATTENTION_CHILDREN
 from tests.torch_reference import PARITY_TOLERANCE, randomize_batch_norm, relative_error
 
 
@@ -22,12 +23,14 @@ def test_split_attention_matches_official_splat(radix, cardinality, strides):
     official = SplAtConv2d(channels, channels, 3, stride=strides, padding=1, groups=cardinality,
                            bias=False, radix=radix, norm_layer=torch.nn.BatchNorm2d)
     randomize_batch_norm(official, seed=radix + cardinality)
-    layer = SplitAttention(channels, 3, strides=strides, radix=radix, cardinality=cardinality)
+    layer = SplitAttention(channels, 3, strides=strides, radix=radix, cardinality=cardinality,
+                           name="splat")
     x = np.random.RandomState(0).normal(size=(2, 9, 11, channels)).astype("float32")
-    layer(x)  # build
-    state = {k: v.detach().numpy() for k, v in official.state_dict().items()}
-    for key, variable, layout in _targets(layer, "splat"):
-        variable.assign(_to_keras_layout(state[key.removeprefix("splat.")], layout))
+    inputs = keras.Input(x.shape[1:])
+    model = keras.Model(inputs, layer(inputs))
+    state = {f"splat.{k}": v.detach().numpy() for k, v in official.state_dict().items()}
+    report = keras_resnest.load_torch_state_dict(model, state)
+    assert report.tensors == 13  # conv, bn0 (4), fc1 (2), bn1 (4), fc2 (2)
 
     with torch.no_grad():
         expected = official(torch.from_numpy(x.transpose(0, 3, 1, 2))).numpy()
@@ -49,7 +52,9 @@ def test_grouped_conv_matches_torch_grouped_conv():
     layer = GroupedConv2D(18, 3, strides=2, padding=1, groups=3, use_bias=True)
     x = np.random.RandomState(1).normal(size=(2, 10, 7, 12)).astype("float32")
     layer(x)
-    layer.kernel.assign(conv.weight.detach().numpy().transpose(2, 3, 1, 0))
+    kernel = conv.weight.detach().numpy().transpose(2, 3, 1, 0)
+    for variable, group_kernel in zip(layer.group_kernels, np.split(kernel, 3, axis=-1)):
+        variable.assign(group_kernel)
     layer.bias.assign(conv.bias.detach().numpy())
     with torch.no_grad():
         expected = conv(torch.from_numpy(x.transpose(0, 3, 1, 2))).numpy().transpose(0, 2, 3, 1)

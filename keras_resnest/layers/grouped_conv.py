@@ -7,8 +7,9 @@ batch 8, 56x56x128 -> 128, 3x3, 2 groups, tf.function, 20 runs): TF's native gro
 the XLA version 41 ms, one conv per group plus concat 25 ms. Split convolutions are also plain
 CONV_2D/SPLIT/CONCATENATION ops for TFLite. So we split.
 
-The kernel keeps the layout of a grouped Keras Conv2D, (kh, kw, in_channels / groups, filters),
-with groups contiguous along the input and output channels exactly as in PyTorch.
+Each group has its own kernel variable, (kh, kw, in_channels / groups, filters / groups), so
+no kernel is sliced (copied) at run time; groups are contiguous along the input and output
+channels exactly as in PyTorch (group g reads input block g and writes output block g).
 """
 import keras
 from keras import ops
@@ -57,11 +58,13 @@ class GroupedConv2D(keras.layers.Layer):
                 f"{self.name}: input channels ({in_channels}) must be known and divisible by "
                 f"groups={self.groups}."
             )
-        self.kernel = self.add_weight(
-            name="kernel",
-            shape=(self.kernel_size, self.kernel_size, in_channels // self.groups, self.filters),
-            initializer=self.kernel_initializer,
-        )
+        shape = (self.kernel_size, self.kernel_size, in_channels // self.groups,
+                 self.filters // self.groups)
+        self.group_kernels = [
+            self.add_weight(name="kernel" if self.groups == 1 else f"kernel_group{g}",
+                            shape=shape, initializer=self.kernel_initializer)
+            for g in range(self.groups)
+        ]
         if self.use_bias:
             self.bias = self.add_weight(name="bias", shape=(self.filters,),
                                         initializer=self.bias_initializer)
@@ -79,21 +82,14 @@ class GroupedConv2D(keras.layers.Layer):
             if self.padding:
                 p = self.padding
                 inputs = ops.pad(inputs, [[0, 0], [p, p], [p, p], [0, 0]])
-        kernel = self.kernel
-        if self.groups == 1:
-            outputs = ops.conv(inputs, kernel, strides=self.strides, padding=conv_padding,
-                               dilation_rate=self.dilation_rate)
-        else:
-            group_inputs = ops.split(inputs, self.groups, axis=-1)
-            group_kernels = ops.split(kernel, self.groups, axis=-1)
-            outputs = ops.concatenate(
-                [
-                    ops.conv(x, k, strides=self.strides, padding=conv_padding,
-                             dilation_rate=self.dilation_rate)
-                    for x, k in zip(group_inputs, group_kernels)
-                ],
-                axis=-1,
-            )
+        group_inputs = ops.split(inputs, self.groups, axis=-1) if self.groups > 1 else [inputs]
+        group_outputs = [
+            ops.conv(x, kernel, strides=self.strides, padding=conv_padding,
+                     dilation_rate=self.dilation_rate)
+            for x, kernel in zip(group_inputs, self.group_kernels)
+        ]
+        outputs = (ops.concatenate(group_outputs, axis=-1) if self.groups > 1
+                   else group_outputs[0])
         if self.use_bias:
             outputs = outputs + self.bias
         return outputs

@@ -1,4 +1,4 @@
-"""BatchNormalization with PyTorch's defaults, which the official checkpoints were trained with."""
+"""BatchNormalization with PyTorch's defaults, and a fused inference path for TensorFlow."""
 import keras
 
 # PyTorch BatchNorm2d: eps=1e-5 and momentum=0.1 for the *new* statistic, i.e. Keras momentum 0.9.
@@ -6,8 +6,32 @@ TORCH_BN_EPSILON = 1e-5
 TORCH_BN_MOMENTUM = 0.9
 
 
+@keras.saving.register_keras_serializable(package="keras_resnest")
+class BatchNorm(keras.layers.BatchNormalization):
+    """`keras.layers.BatchNormalization` whose float32 inference uses TF's fused kernel.
+
+    Why: Keras computes inference BN as separate multiply and add ops, which TensorFlow's graph
+    optimizer cannot merge into the preceding convolution; the fused op can be (Conv2D +
+    FusedBatchNorm + ReLU become one oneDNN call). Same math, same variables, same config;
+    training, other dtypes and other backends use Keras' implementation unchanged.
+    """
+
+    def call(self, inputs, training=None, mask=None):
+        use_batch_statistics = training and self.trainable
+        if (use_batch_statistics or mask is not None or keras.backend.backend() != "tensorflow"
+                or inputs.dtype != "float32" or len(inputs.shape) != 4 or self.axis not in (-1, 3)
+                or not (self.scale and self.center)):
+            return super().call(inputs, training=training, mask=mask)
+        import tensorflow as tf
+
+        outputs, _, _ = tf.compat.v1.nn.fused_batch_norm(
+            inputs, self.gamma, self.beta, mean=self.moving_mean,
+            variance=self.moving_variance, epsilon=self.epsilon, is_training=False)
+        return outputs
+
+
 def batch_norm(name=None, gamma_initializer="ones"):
-    return keras.layers.BatchNormalization(
+    return BatchNorm(
         axis=-1,
         epsilon=TORCH_BN_EPSILON,
         momentum=TORCH_BN_MOMENTUM,
