@@ -12,6 +12,7 @@ Example:
     >>> load_images(list_images(folder), 32).shape
     (1, 32, 32, 3)
 """
+import re
 from pathlib import Path
 
 import numpy as np
@@ -62,7 +63,9 @@ def load_images(paths, image_size, progress=False):
         try:
             images.append(transform(tf.constant(Path(path).read_bytes())).numpy())
         except (tf.errors.InvalidArgumentError, tf.errors.UnknownError) as error:
-            message = str(error).strip().splitlines()[0] if str(error).strip() else "bad data"
+            # Drop TF's "{{function_node ...}}" prefix: the decoder's own words are enough.
+            message = re.sub(r"\{\{[^}]*\}\}", "", str(error)).strip() or "bad data"
+            message = message.splitlines()[0]
             raise ValueError(
                 f"cannot read image {path}: {message} (expected a JPEG, PNG, BMP or GIF file)"
             ) from None

@@ -10,6 +10,7 @@ from pathlib import Path
 import keras
 
 import keras_resnest
+from keras_resnest.export import classifier
 from keras_resnest.models.configs import MODEL_CONFIGS
 
 NO_WEIGHTS = ("none", "random")
@@ -38,8 +39,9 @@ def load_model_for_export(model_name, weights="imagenet", image_size=None):
             raise FileNotFoundError(f"--weights {path}: no such .keras model file")
         # safe_mode (the default) refuses arbitrary code; ResNeSt layers are registered.
         model = keras.saving.load_model(path, compile=False)
-        if image_size is not None and model.input_shape[1] is None:
+        if image_size is not None and classifier.fixed_image_size(model) is None:
             return _rebuild_for_size(model, image_size)
+        classifier.resolve_image_size(model, image_size)  # a different fixed size: refused
         return model
     if model_name not in keras_resnest.list_models():
         raise ValueError(

@@ -1,0 +1,84 @@
+"""The in-graph decode + official evaluation transform against the official PIL pipeline.
+
+The official `scripts/torch/verify.py` transform (ECenterCrop) is written out here with PIL,
+line for line: crop `size/(size+32)` of the short side at `int(round(...))`, resize with
+`Image.BICUBIC`. The TF-graph version must give the same pixels up to one grey level.
+"""
+import io
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from keras_resnest.export import image_transform
+from tests import export_helpers as helpers
+
+
+def official_eval_transform(data, size):
+    """ECenterCrop of resnest's verify.py (PIL), on encoded image bytes; float32 HWC."""
+    image = Image.open(io.BytesIO(data)).convert("RGB")
+    width, height = image.size
+    crop = float(size) / (size + 32) * min(width, height)
+    top = int(round((height - crop) / 2.0))
+    left = int(round((width - crop) / 2.0))
+    image = image.crop((left, top, left + crop, top + crop))
+    return np.asarray(image.resize((size, size), Image.BICUBIC), np.float32)
+
+
+CASES = [
+    ((97, 131), 64, "JPEG"), ((97, 131), 64, "PNG"), ((300, 400), 224, "JPEG"),
+    ((480, 333), 224, "PNG"), ((50, 60), 128, "JPEG"), ((64, 64), 64, "PNG"),
+    ((200, 120), 96, "PNG"),
+]
+
+
+@pytest.mark.parametrize("shape, size, image_format", CASES)
+def test_graph_transform_matches_official_pil_transform(shape, size, image_format):
+    image = helpers.natural_image(*shape, seed=sum(shape))
+    data = helpers.encode(image, image_format, **({"quality": 90} if image_format == "JPEG" else {}))
+    expected = official_eval_transform(data, size)
+    actual = image_transform.decode_and_transform(tf.constant(data), size).numpy()
+    assert actual.shape == (size, size, 3) and actual.dtype == np.float32
+    difference = np.abs(actual - expected)
+    # Same pixels except rare one-level rounding differences (PIL uses fixed-point weights).
+    assert difference.max() <= 1.0
+    assert np.mean(difference > 0) < 0.005
+
+
+def test_grayscale_and_rgba_inputs_become_rgb_like_pil():
+    rgb = helpers.natural_image(90, 70, seed=5)
+    gray = helpers.encode(rgb[..., 0], "PNG")
+    rgba = helpers.encode(np.dstack([rgb, np.full(rgb.shape[:2], 128, np.uint8)]), "PNG")
+    gray_jpeg = helpers.encode(rgb[..., 1], "JPEG", quality=90)
+    for data in (gray, rgba, gray_jpeg):
+        actual = image_transform.decode_and_transform(tf.constant(data), 64).numpy()
+        assert np.abs(actual - official_eval_transform(data, 64)).max() <= 1.0
+
+
+def test_crop_box_rounds_like_python_and_pil():
+    for size in (32, 64, 224, 256, 320, 416):
+        for height in range(33, 700, 7):
+            for width in (height, height + 1, 2 * height + 3, max(33, height // 2)):
+                crop = float(size) / (size + 32) * min(width, height)
+                top = int(round((height - crop) / 2.0))
+                left = int(round((width - crop) / 2.0))
+                # PIL.Image.crop rounds each coordinate of the float box.
+                bottom, right = round(top + crop), round(left + crop)
+                expected = [top, left, bottom - top, right - left]
+                box = image_transform.center_crop_box(height, width, size)
+                assert [int(v) for v in box] == expected, (height, width, size)
+
+
+def test_batch_transform_handles_mixed_sizes_and_formats():
+    files = helpers.sample_encoded_images()
+    batch = image_transform.decode_and_transform_batch(tf.constant(files), 64).numpy()
+    assert batch.shape == (len(files), 64, 64, 3)
+    for data, image in zip(files, batch):
+        np.testing.assert_array_equal(
+            image, image_transform.decode_and_transform(tf.constant(data), 64).numpy())
+
+
+def test_undecodable_bytes_raise():
+    with pytest.raises(tf.errors.InvalidArgumentError):
+        image_transform.decode_and_transform(tf.constant(b"not an image"), 64)
