@@ -239,9 +239,11 @@ def tfrecord_data(pattern, val_pattern=None, val_fraction=0.1, seed=0):
 # ---------------------------------------------------------------- pipelines
 
 
-def _options(deterministic):
+def _options():
     options = tf.data.Options()
-    options.deterministic = bool(deterministic)
+    # Element order must not depend on thread timing: resuming skips the first k batches of an
+    # epoch, which must be the very batches the interrupted run trained on.
+    options.deterministic = True
     # Sharding is done explicitly per input pipeline (see training_batches).
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
     return options
@@ -283,13 +285,13 @@ def training_batches(
         min(data.train_size, 20_000), seed=seed * 100_003 + epoch, reshuffle_each_iteration=False
     )
     ds = ds.shard(num_shards, shard_index)
-    ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic or None)
+    ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE)
     ds = ds.ignore_errors(log_warning=True)  # a corrupt image is logged and dropped, never fatal
     ds = ds.repeat().batch(batch_size, drop_remainder=True).map(to_one_hot)
     if mix is not None:
-        ds = ds.map(mix, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic or None)
+        ds = ds.map(mix, num_parallel_calls=tf.data.AUTOTUNE)
     ds = ds.take(steps).skip(skip)
-    return ds.prefetch(tf.data.AUTOTUNE).with_options(_options(deterministic))
+    return ds.prefetch(tf.data.AUTOTUNE).with_options(_options())
 
 
 def validation_batches(data, *, batch_size, image_size):
@@ -301,6 +303,6 @@ def validation_batches(data, *, batch_size, image_size):
             image = augment_lib.center_crop(image, image_size)
         return tf.reshape(image, (image_size, image_size, 3)), label
 
-    ds = data.val_source.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = data.val_source.map(load, num_parallel_calls=tf.data.AUTOTUNE)
     ds = ds.ignore_errors(log_warning=True).batch(batch_size)
-    return ds.prefetch(tf.data.AUTOTUNE).with_options(_options(True))
+    return ds.prefetch(tf.data.AUTOTUNE).with_options(_options())
