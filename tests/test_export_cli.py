@@ -180,3 +180,16 @@ def test_int8_figures_against_true_labels(digits_files, int8_export):
     print({"float_accuracy": float_accuracy, "int8_accuracy": int8_accuracy})
     assert float_accuracy >= 0.9
     assert int8_accuracy >= float_accuracy - 0.02
+
+
+def test_size_free_keras_file_is_built_for_the_export_size(tmp_path):
+    import keras_resnest
+    from keras_resnest.export.model_source import load_model_for_export
+
+    model = keras_resnest.create_model("resnest14d", weights=None, classes=3)
+    model.save(tmp_path / "free.keras")
+    fixed = load_model_for_export("ignored", str(tmp_path / "free.keras"), image_size=64)
+    assert fixed.input_shape == (None, 64, 64, 3)
+    images = np.stack([helpers.natural_image(64, 64, seed) for seed in range(2)]).astype("float32")
+    np.testing.assert_array_equal(fixed.predict(images, verbose=0),
+                                  model.predict(images, verbose=0))
