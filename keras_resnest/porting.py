@@ -116,7 +116,8 @@ def load_torch_state_dict(model, state_dict, strict=True):
         A `PortReport` (tensors and parameters assigned, skipped keys).
 
     Raises:
-        ValueError naming the first missing, unexpected or mis-shaped key.
+        ValueError naming the first missing or mis-shaped key in model order, else the first
+        unexpected key.
 
     Example:
     >>> import keras_resnest, numpy as np
@@ -148,13 +149,23 @@ def load_torch_state_dict(model, state_dict, strict=True):
         source = {k: v for k, v in source.items() if not k.startswith(HEAD_PREFIX)}
         targets = [t for t in targets if not t[0].startswith(HEAD_PREFIX)]
 
-    target_keys = {key for key, _, _ in targets}
-    if strict:
-        for key, variables, layout in targets:
-            if key not in source:
+    # Check names and shapes before assigning anything, so a failure leaves the model
+    # untouched. One pass in model order: the error names the first key that differs.
+    for key, variables, layout in targets:
+        expected = _torch_shape(variables, layout)
+        if key not in source:
+            if strict:
                 raise ValueError(
-                    f"State dict is missing {key!r} (expected shape "
-                    f"{_torch_shape(variables, layout)}) for model {model.name!r}.")
+                    f"State dict is missing {key!r} (expected shape {expected}) for model "
+                    f"{model.name!r}.")
+            continue
+        shape = tuple(np.shape(source[key]))
+        if shape != expected:
+            raise ValueError(
+                f"Shape mismatch for {key!r}: model {model.name!r} expects {expected}, the state "
+                f"dict has {shape}.")
+    if strict:
+        target_keys = {key for key, _, _ in targets}
         unexpected = [key for key in source if key not in target_keys]
         if unexpected:
             raise ValueError(
@@ -162,19 +173,12 @@ def load_torch_state_dict(model, state_dict, strict=True):
                 f" for model {model.name!r}: the checkpoint belongs to another architecture "
                 f"({len(unexpected)} unexpected keys).")
 
-    # Check every shape before assigning anything, so a failure leaves the model untouched.
-    assignments = []
+    # One tensor at a time: a lazily read checkpoint (keras_resnest.weights.read_state_dict
+    # with lazy=True) is read as it is assigned and never held in memory whole.
     for key, variables, layout in targets:
         if key not in source:
             continue
-        array = np.asarray(source[key])
-        expected = _torch_shape(variables, layout)
-        if tuple(array.shape) != expected:
-            raise ValueError(
-                f"Shape mismatch for {key!r}: model {model.name!r} expects {expected}, the state "
-                f"dict has {tuple(array.shape)}.")
-        assignments.append((variables, _to_keras_values(array, variables, layout)))
-    for variables, values in assignments:
+        values = _to_keras_values(np.asarray(source[key]), variables, layout)
         for variable, value in zip(variables, values):
             variable.assign(value.astype(variable.dtype))
             report.parameters += int(value.size)
