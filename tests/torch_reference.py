@@ -5,26 +5,12 @@ but well-conditioned weights and BatchNorm statistics, and run it on 0..255 NHWC
 """
 import numpy as np
 import torch
-import resnest.torch as official
-from resnest.torch.resnet import Bottleneck, ResNet
 
-# max|keras - torch| / max|torch| in float32, for every model and size tested.
-PARITY_TOLERANCE = 1e-4
-
-IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], "float32")
-IMAGENET_STD = np.array([0.229, 0.224, 0.225], "float32")
-
-# GluonCV's resnest14/26 (timm resnest14d/26d) expressed with the official builder.
-SMALL_MODELS = {"resnest14d": [1, 1, 1, 1], "resnest26d": [2, 2, 2, 2]}
-
-
-def build_reference(name, **kwargs):
-    """The official model for a keras_resnest name; kwargs e.g. dilation=2 or dilated=True."""
-    if name in SMALL_MODELS:
-        return ResNet(Bottleneck, SMALL_MODELS[name], radix=2, groups=1, bottleneck_width=64,
-                      deep_stem=True, stem_width=32, avg_down=True, avd=True, avd_first=False,
-                      **kwargs)
-    return getattr(official, name)(pretrained=False, **kwargs)
+# The builder, input conversion, parity measure and bar are the package's own
+# (`keras-resnest convert --check` uses them too).
+from keras_resnest.weights.reference import (IMAGENET_MEAN, IMAGENET_STD,  # noqa: F401
+                                             PARITY_TOLERANCE, SMALL_MODELS, build_reference,
+                                             logits, relative_error, to_torch_input)
 
 
 def build_randomized(name, seed=0, **kwargs):
@@ -57,17 +43,6 @@ def state_dict_numpy(model):
     return {key: value.detach().numpy() for key, value in model.state_dict().items()}
 
 
-def to_torch_input(images):
-    """0..255 NHWC images -> the official normalised NCHW tensor."""
-    normalised = (np.asarray(images, "float32") / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
-    return torch.from_numpy(np.ascontiguousarray(normalised.transpose(0, 3, 1, 2)))
-
-
-def logits(model, images):
-    with torch.no_grad():
-        return model(to_torch_input(images)).numpy()
-
-
 def features(model, images):
     """layer4 output in NHWC (the backbone feature map)."""
     x = to_torch_input(images)
@@ -76,14 +51,6 @@ def features(model, images):
         for stage in (model.layer1, model.layer2, model.layer3, model.layer4):
             x = stage(x)
     return x.numpy().transpose(0, 2, 3, 1)
-
-
-def relative_error(actual, expected):
-    """max|actual - expected| / max|expected|: the project's parity measure."""
-    actual, expected = np.asarray(actual, "float64"), np.asarray(expected, "float64")
-    if actual.shape != expected.shape:
-        raise AssertionError(f"shape {actual.shape} != reference shape {expected.shape}")
-    return float(np.abs(actual - expected).max() / np.abs(expected).max())
 
 
 def random_images(batch, height, width, seed=0):

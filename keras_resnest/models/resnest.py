@@ -65,17 +65,11 @@ def _validate_input_shape(input_shape):
     return input_shape
 
 
-def _validate_weights_argument(weights, include_top, classes):
+def _validate_weights_argument(weights):
     if weights is not None and weights != "imagenet" and not os.path.exists(str(weights)):
         raise ValueError(
             "weights must be None (random initialisation), 'imagenet' (pre-training on "
             f"ImageNet) or the path to a weights file; got {weights!r}, which does not exist."
-        )
-    if weights == "imagenet" and include_top and classes != 1000:
-        raise ValueError(
-            'With weights="imagenet" and include_top=True, classes must be 1000 (the ImageNet '
-            f"head); got classes={classes}. Use include_top=False and add your own head, or "
-            "weights=None."
         )
 
 
@@ -156,11 +150,15 @@ def create_model(
     Args:
         model_name: e.g. "resnest50", "resnest50_fast_1s4x24d", "resnest14d".
         include_top: include the global pooling + `classes`-way Dense head.
-        weights: None, "imagenet" or a path to a weights file.
+        weights: None, "imagenet" (the official weights, downloaded and converted once),
+            or a path: a PyTorch `.pth`/`.pt`, `.safetensors` or `.npz` state dict (converted
+            on load, no torch needed) or a Keras `.weights.h5`/`.keras` file. See
+            `keras_resnest.weights`.
         input_tensor: optional Keras tensor to use as the image input.
         input_shape: (height, width, 3); default (None, None, 3). Any size >= 32.
         pooling: with include_top=False, None (4D feature map), "avg" or "max".
-        classes: size of the head (1000 for ImageNet weights).
+        classes: size of the head. With other than 1000, pretrained weights load into the
+            backbone and the head keeps its initialisation (as with include_top=False).
         classifier_activation: activation of the head ("softmax", None for logits).
         name: model name (default `model_name`).
         include_preprocessing: the model takes RGB in 0..255 and normalises with the ImageNet
@@ -177,7 +175,7 @@ def create_model(
     (None, 1000)
     """
     config = _config_for(model_name)
-    _validate_weights_argument(weights, include_top, classes)
+    _validate_weights_argument(weights)
     if pooling not in (None, "avg", "max"):
         raise ValueError(f'pooling must be None, "avg" or "max", got {pooling!r}.')
     for arg, value in (("drop_rate", drop_rate), ("drop_path_rate", drop_path_rate),

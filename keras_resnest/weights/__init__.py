@@ -1,16 +1,53 @@
-"""Weights for keras_resnest models (placeholder until the pretrained-weights work lands)."""
+"""Weights for keras_resnest models: `weights=` of every constructor, checkpoint reading
+without torch, and the official ImageNet weights.
+
+`weights=` accepts
+* None: random initialisation;
+* "imagenet": the official weights (downloaded, SHA-256 checked, converted and cached once;
+  see `keras_resnest.weights.pretrained`);
+* a PyTorch `.pth`/`.pt`, `.safetensors` or `.npz` state dict (official or timm names),
+  converted on load without torch;
+* a Keras `.weights.h5` or `.keras` file.
+
+With `include_top=False` or another `classes`, the head of a checkpoint is not loaded.
+
+Example:
+    >>> from keras_resnest.weights import read_state_dict
+    >>> state = read_state_dict("resnest50-528c19ca.pth")   # doctest: +SKIP
+"""
 import os
+
+from keras_resnest.weights.checkpoints import (CheckpointError, UnsafeCheckpointError,
+                                               is_torch_free_checkpoint, read_checkpoint,
+                                               read_state_dict)
+
+KERAS_SUFFIXES = (".weights.h5", ".keras", ".h5")
 
 
 def apply_weights(model, weights, *, model_name):
-    """Loads `weights` into `model`: None, "imagenet" or a path to Keras weights."""
+    """Loads `weights` into `model` (built as `model_name`); see the module docstring."""
     if weights is None:
-        return
+        return None
     if weights == "imagenet":
-        raise ValueError(
-            f'weights="imagenet" for {model_name!r} is not available yet: pretrained weights '
-            "arrive with the weights work. Pass weights=None or a path to a .weights.h5 file."
-        )
-    if not os.path.exists(weights):
+        from keras_resnest.weights.pretrained import load_imagenet_weights
+
+        return load_imagenet_weights(model, model_name)
+    path = os.fspath(weights)
+    if not os.path.isfile(path):
         raise ValueError(f"weights={weights!r}: expected None, 'imagenet' or an existing file.")
-    model.load_weights(weights)
+    if is_torch_free_checkpoint(path):
+        from keras_resnest.porting import load_torch_state_dict
+
+        return load_torch_state_dict(model, read_state_dict(path, lazy=True),
+                                     strict=True)
+    if path.lower().endswith(KERAS_SUFFIXES):
+        from keras_resnest.weights.pretrained import load_keras_weights
+
+        return load_keras_weights(model, path)
+    raise ValueError(
+        f"weights={weights!r}: unsupported file type; expected .pth/.pt, .safetensors, .npz "
+        "(converted on load) or a Keras .weights.h5/.keras file.")
+
+
+__all__ = ["CheckpointError", "UnsafeCheckpointError", "apply_weights", "read_checkpoint",
+           "read_state_dict"]

@@ -1,0 +1,322 @@
+"""`weights="imagenet"`: the official checkpoints, downloaded, verified, converted and cached.
+
+For each model the official `.pth` file is fetched with `keras.utils.get_file` into the Keras
+cache (`$KERAS_HOME/models`, `~/.keras/models` by default). Its SHA-256 must start with the hex
+in its file name, as torch.hub checks (`resnest50-528c19ca.pth`). The file is converted once
+without torch and the result is cached beside it as `<file name>.weights.h5`, so later loads
+read only that.
+
+`KERAS_RESNEST_WEIGHTS_URL` selects a mirror: a base URL, or a local directory, that holds
+the official file names. A local directory is read in place (nothing is copied into the
+cache but the converted weights).
+
+Example:
+    >>> import keras_resnest
+    >>> model = keras_resnest.ResNeSt50(weights="imagenet")   # doctest: +SKIP
+"""
+import contextlib
+import hashlib
+import os
+import re
+import urllib.parse
+import urllib.request
+import warnings
+from dataclasses import dataclass
+
+MIRROR_ENV = "KERAS_RESNEST_WEIGHTS_URL"
+CACHE_SUBDIR = "models"
+CONVERTED_SUFFIX = ".weights.h5"
+IMAGENET_CLASSES = 1000
+
+OFFICIAL_URL = "https://github.com/zhanghang1989/ResNeSt/releases/download/weights_step1/"
+# GluonCV's resnest14/26, ported to PyTorch by timm (the spec, section 4).
+TIMM_GLUON_URL = "https://github.com/rwightman/pytorch-image-models/releases/download/v0.1-weights/"
+
+
+@dataclass(frozen=True)
+class PretrainedFile:
+    filename: str
+    base_url: str
+
+    @property
+    def sha256_prefix(self):
+        """The hex after the last `-`, which the file's SHA-256 must start with (torch.hub)."""
+        return re.search(r"-([a-f0-9]+)\.", self.filename).group(1)
+
+    @property
+    def converted_filename(self):
+        return self.filename.rsplit(".", 1)[0] + CONVERTED_SUFFIX
+
+
+def _official(name, sha256_prefix):
+    return PretrainedFile(f"{name}-{sha256_prefix}.pth", OFFICIAL_URL)
+
+
+PRETRAINED_FILES = {
+    "resnest50": _official("resnest50", "528c19ca"),
+    "resnest101": _official("resnest101", "22405ba7"),
+    "resnest200": _official("resnest200", "75117900"),
+    "resnest269": _official("resnest269", "0cc87c48"),
+    "resnest50_fast_1s1x64d": _official("resnest50_fast_1s1x64d", "d8fbf808"),
+    "resnest50_fast_2s1x64d": _official("resnest50_fast_2s1x64d", "44938639"),
+    "resnest50_fast_4s1x64d": _official("resnest50_fast_4s1x64d", "f74f3fc3"),
+    "resnest50_fast_1s2x40d": _official("resnest50_fast_1s2x40d", "32830b84"),
+    "resnest50_fast_2s2x40d": _official("resnest50_fast_2s2x40d", "9d126481"),
+    "resnest50_fast_4s2x40d": _official("resnest50_fast_4s2x40d", "41d14ed0"),
+    "resnest50_fast_1s4x24d": _official("resnest50_fast_1s4x24d", "d4a4f76f"),
+    "resnest14d": PretrainedFile("gluon_resnest14-9c8fe254.pth", TIMM_GLUON_URL),
+    "resnest26d": PretrainedFile("gluon_resnest26-50eb607c.pth", TIMM_GLUON_URL),
+}
+
+# timm model names -> keras_resnest names. Same architecture and state-dict keys (spec, 4).
+TIMM_NAMES = {
+    "resnest50d": "resnest50",
+    "resnest101e": "resnest101",
+    "resnest200e": "resnest200",
+    "resnest269e": "resnest269",
+    "resnest50d_4s2x40d": "resnest50_fast_4s2x40d",
+    "resnest50d_1s4x24d": "resnest50_fast_1s4x24d",
+}
+
+
+def resolve_model_name(name):
+    """keras_resnest model name for a keras_resnest or timm name (`resnest101e` -> `resnest101`).
+
+    timm's pretrained tags (`resnest50d.in1k`) are accepted too.
+    """
+    name = str(name).split(".", 1)[0]
+    return TIMM_NAMES.get(name, name)
+
+
+def pretrained_file(model_name):
+    try:
+        return PRETRAINED_FILES[model_name]
+    except KeyError:
+        raise ValueError(
+            f'weights="imagenet": no ImageNet weights for {model_name!r}; available for '
+            f"{', '.join(sorted(PRETRAINED_FILES))}."
+        ) from None
+
+
+# --------------------------------------------------------------------------------------------
+# Cache and download
+
+
+def cache_dir():
+    """`$KERAS_HOME/models` (read at call time), `~/.keras/models` by default.
+
+    Falls back to `/tmp/.keras/models` where the home directory is not writable, as Keras does.
+    """
+    base = os.environ.get("KERAS_HOME")
+    if not base:
+        base = os.path.join(os.path.expanduser("~"), ".keras")
+        if not os.access(os.path.dirname(base), os.W_OK):
+            base = os.path.join("/tmp", ".keras")
+    return os.path.join(base, CACHE_SUBDIR)
+
+
+def sha256_file(path, chunk_size=1 << 20):
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for chunk in iter(lambda: file.read(chunk_size), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _mirror():
+    """(kind, location): ("url", base URL) or ("dir", local directory)."""
+    mirror = os.environ.get(MIRROR_ENV, "").strip()
+    if not mirror:
+        return None
+    parsed = urllib.parse.urlparse(mirror)
+    if parsed.scheme == "file":
+        return "dir", urllib.request.url2pathname(parsed.path)
+    if parsed.scheme in ("http", "https", "ftp"):
+        return "url", mirror
+    return "dir", os.path.expanduser(mirror)
+
+
+def _check_hash(path, entry, delete):
+    found = sha256_file(path)
+    if not found.startswith(entry.sha256_prefix):
+        if delete:
+            os.remove(path)
+        raise ValueError(
+            f"{entry.filename}: SHA-256 mismatch: expected a digest starting with "
+            f"{entry.sha256_prefix}, found {found[:len(entry.sha256_prefix)]} "
+            f"({found}). " + ("The file was deleted; " if delete else "") +
+            "the download was corrupted or the mirror serves a different file."
+        )
+
+
+def _remove_stale_parts(directory, filename):
+    """Deletes `<filename>.<pid>.part` leftovers of processes that no longer run."""
+    pattern = re.compile(re.escape(filename) + r"\.(\d+)\.part$")
+    for name in os.listdir(directory):
+        match = pattern.match(name)
+        if not match:
+            continue
+        pid = int(match.group(1))
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(os.path.join(directory, name))
+        except PermissionError:
+            pass
+
+
+def _download(entry, directory, base_url):
+    """Downloads into `directory` under a temporary name, verifies, then renames.
+
+    The final name therefore only ever holds a complete, verified file: an interrupted or
+    failed download leaves nothing behind.
+    """
+    import keras
+
+    os.makedirs(directory, exist_ok=True)
+    _remove_stale_parts(directory, entry.filename)
+    url = base_url.rstrip("/") + "/" + entry.filename
+    part_name = f"{entry.filename}.{os.getpid()}.part"
+    part = os.path.join(directory, part_name)
+    try:
+        # cache_dir/cache_subdir spelled out so that get_file writes exactly where we look.
+        downloaded = keras.utils.get_file(
+            fname=part_name, origin=url, cache_dir=os.path.dirname(directory),
+            cache_subdir=os.path.basename(directory), force_download=True)
+        if os.path.abspath(downloaded) != os.path.abspath(part):  # e.g. unwritable cache dir
+            part = downloaded
+        _check_hash(part, entry, delete=True)
+        final = os.path.join(os.path.dirname(part), entry.filename)
+        os.replace(part, final)
+        return final
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(part)
+        raise
+
+
+def fetch_checkpoint(model_name):
+    """Local path of the verified official checkpoint of `model_name` (downloads if needed)."""
+    entry = pretrained_file(model_name)
+    mirror = _mirror()
+    if mirror is not None and mirror[0] == "dir":
+        path = os.path.join(mirror[1], entry.filename)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(
+                f"{MIRROR_ENV}={os.environ[MIRROR_ENV]}: {entry.filename} is not in that "
+                "directory (the mirror must hold the official file names)."
+            )
+        _check_hash(path, entry, delete=False)
+        return path
+    directory = cache_dir()
+    cached = os.path.join(directory, entry.filename)
+    if os.path.isfile(cached):
+        try:
+            _check_hash(cached, entry, delete=True)
+            return cached
+        except ValueError:
+            pass  # a damaged cache entry: deleted, download again
+    base_url = mirror[1] if mirror is not None else entry.base_url
+    return _download(entry, directory, base_url)
+
+
+# --------------------------------------------------------------------------------------------
+# Conversion and loading
+
+
+def _converted_path(entry):
+    return os.path.join(cache_dir(), entry.converted_filename)
+
+
+def _is_imagenet_classifier(model):
+    try:
+        head = model.get_layer("fc")
+    except ValueError:
+        return False
+    return getattr(head, "units", None) == IMAGENET_CLASSES
+
+
+def convert_to_keras(model_name, checkpoint, output, model=None):
+    """Converts a checkpoint to a Keras `.weights.h5` file, atomically.
+
+    `model` (an ImageNet-head model of `model_name`) is reused when given, otherwise built.
+    Returns `(model, PortReport)`.
+    """
+    from keras_resnest.models import create_model
+    from keras_resnest.porting import load_torch_state_dict
+    from keras_resnest.weights.checkpoints import read_state_dict
+
+    state = read_state_dict(checkpoint, lazy=True)
+    if model is None:
+        model = create_model(model_name, weights=None)
+    report = load_torch_state_dict(model, state, strict=True)
+    del state
+    output = os.fspath(output)
+    os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
+    partial = f"{output[:-len(CONVERTED_SUFFIX)]}.{os.getpid()}.partial{CONVERTED_SUFFIX}" \
+        if output.endswith(CONVERTED_SUFFIX) else f"{output}.{os.getpid()}.partial"
+    try:
+        model.save_weights(partial)
+        os.replace(partial, output)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(partial)
+        raise
+    return model, report
+
+
+def imagenet_weights_file(model_name, model=None):
+    """Path of the cached converted ImageNet weights (full model, 1000 classes).
+
+    Downloads and converts on first use; `model` may be an ImageNet-head model of
+    `model_name` to convert into (it then already holds the weights).
+    """
+    entry = pretrained_file(model_name)
+    converted = _converted_path(entry)
+    if not os.path.isfile(converted):
+        checkpoint = fetch_checkpoint(model_name)
+        convert_to_keras(model_name, checkpoint, converted, model=model)
+    return converted
+
+
+def load_keras_weights(model, path):
+    """`model.load_weights(path)`; a head of another size keeps its initialisation.
+
+    Keras matches the layers of a `.weights.h5`/`.keras` file to the model's by order within
+    each layer type, which holds for every variant of one architecture (without the head,
+    without preprocessing, another output stride or input size). Only a head of another class
+    count differs, and it is skipped.
+    """
+    try:
+        head = model.get_layer("fc")
+    except ValueError:
+        head = None
+    skip_head = head is not None and getattr(head, "units", None) != IMAGENET_CLASSES
+    if not skip_head:
+        model.load_weights(path)
+        return
+    with warnings.catch_warnings():
+        # Keras warns about the one object it skips: the head, on purpose.
+        warnings.filterwarnings("ignore", message=r"(?s).*could not be loaded")
+        warnings.filterwarnings("ignore", message=r"(?s).*Skipping nested container")
+        warnings.filterwarnings("ignore", message=r"(?s).*__array__ implementation")
+        model.load_weights(path, skip_mismatch=True)
+
+
+def load_imagenet_weights(model, model_name):
+    """Loads the official ImageNet weights into `model` (any variant of `model_name`)."""
+    entry = pretrained_file(model_name)
+    converted = _converted_path(entry)
+    if not os.path.isfile(converted) and _is_imagenet_classifier(model):
+        # Convert straight into the model: no second model is built.
+        imagenet_weights_file(model_name, model=model)
+        return
+    path = imagenet_weights_file(model_name)
+    try:
+        load_keras_weights(model, path)
+    except (OSError, ValueError, KeyError):
+        # A damaged cache entry (e.g. a disk filled while writing): convert again, once.
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(converted)
+        load_keras_weights(model, imagenet_weights_file(model_name))
