@@ -33,15 +33,16 @@ def refuse_existing(path, overwrite):
 
 @contextlib.contextmanager
 def replace_directory(path, *, overwrite=False):
-    """Yield a fresh staging directory that replaces `path` when the block succeeds."""
+    """Yield a fresh, empty staging directory that replaces `path` when the block succeeds."""
     path = Path(path)
     refuse_existing(path, overwrite)
     path.parent.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=f".{path.name}.partial-", dir=path.parent))
     staging = scratch / path.name
+    staging.mkdir()
     try:
         yield staging
-        if not staging.is_dir():
+        if not any(staging.iterdir()):
             raise RuntimeError(f"the exporter wrote nothing for {path}")
         if path.exists():
             # Move the old one aside first, so there is never a moment without a complete one

@@ -12,9 +12,9 @@ Class names ship as the asset `assets/labels.txt` (one per line, line i = class 
 lookup table in the graph. The SavedModel needs neither Python nor keras_resnest to run.
 
 Example:
-    >>> import keras_resnest, tensorflow as tf
+    >>> import keras_resnest, tempfile, tensorflow as tf
     >>> model = keras_resnest.create_model("resnest14d", weights=None, input_shape=(64, 64, 3))
-    >>> path = export_saved_model(model, "/tmp/resnest14d_savedmodel", overwrite=True)
+    >>> path = export_saved_model(model, tempfile.mkdtemp() + "/resnest14d")
     >>> sorted(tf.saved_model.load(str(path)).signatures)
     ['serving_bytes', 'serving_default']
 """

@@ -11,10 +11,12 @@ Layout written under `output_dir` (mount it at `/models` in the server container
                                       replayed by the server before it takes traffic
 
 Example:
-    >>> import keras_resnest
+    >>> import keras_resnest, tempfile
     >>> model = keras_resnest.create_model("resnest14d", weights=None, input_shape=(64, 64, 3))
-    >>> export_serving_package(model, "/tmp/models", "resnest14d", version=1, overwrite=True)
-    PosixPath('/tmp/models/resnest14d/1')
+    >>> models = tempfile.mkdtemp()
+    >>> path = export_serving_package(model, models, "resnest14d", version=1)
+    >>> path.relative_to(models).as_posix(), sorted(p.name for p in path.parent.parent.iterdir())
+    ('resnest14d/1', ['batching.config', 'models.config', 'resnest14d'])
 """
 import re
 from pathlib import Path

@@ -13,8 +13,8 @@ Example:
     >>> import keras_resnest
     >>> model = keras_resnest.create_model("resnest14d", weights=None, input_shape=(64, 64, 3))
     >>> flatbuffer = convert_to_tflite(model, quantize="fp16")
-    >>> sorted(builtin_op_names(flatbuffer))[:3]
-    ['ADD', 'AVERAGE_POOL_2D', 'CONV_2D']
+    >>> "CONV_2D" in builtin_op_names(flatbuffer)
+    True
 """
 import tempfile
 from pathlib import Path

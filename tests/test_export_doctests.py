@@ -1,0 +1,17 @@
+"""The runnable examples in the docstrings of keras_resnest.export run and say what they show."""
+import doctest
+import importlib
+
+import pytest
+
+MODULES = ["calibration", "classifier", "client", "image_transform", "model_source",
+           "output_paths", "report", "saved_model", "serving", "tflite"]
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_docstring_examples(name, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    module = importlib.import_module(f"keras_resnest.export.{name}")
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS, verbose=False)
+    assert result.attempted > 0, f"{name} has no example"
+    assert result.failed == 0
