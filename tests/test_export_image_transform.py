@@ -1,8 +1,8 @@
 """The in-graph decode + official evaluation transform against the official PIL pipeline.
 
-The official `scripts/torch/verify.py` transform (ECenterCrop) is written out here with PIL,
-line for line: crop `size/(size+32)` of the short side at `int(round(...))`, resize with
-`Image.BICUBIC`. The TF-graph version must give the same pixels up to one grey level.
+The official `scripts/torch/verify.py` transform (ECenterCrop) is the PIL one that
+`keras-resnest predict` uses (`keras_resnest.weights.cli.official_eval_crop`, line for line:
+crop `size/(size+32)` of the short side at `int(round(...))`, resize with `Image.BICUBIC`). The TF-graph version must give the same pixels up to one grey level.
 """
 import io
 
@@ -12,18 +12,13 @@ import tensorflow as tf
 from PIL import Image
 
 from keras_resnest.export import image_transform
+from keras_resnest.weights.cli import official_eval_crop
 from tests import export_helpers as helpers
 
 
 def official_eval_transform(data, size):
     """ECenterCrop of resnest's verify.py (PIL), on encoded image bytes; float32 HWC."""
-    image = Image.open(io.BytesIO(data)).convert("RGB")
-    width, height = image.size
-    crop = float(size) / (size + 32) * min(width, height)
-    top = int(round((height - crop) / 2.0))
-    left = int(round((width - crop) / 2.0))
-    image = image.crop((left, top, left + crop, top + crop))
-    return np.asarray(image.resize((size, size), Image.BICUBIC), np.float32)
+    return official_eval_crop(Image.open(io.BytesIO(data)), size)
 
 
 CASES = [
@@ -82,3 +77,15 @@ def test_batch_transform_handles_mixed_sizes_and_formats():
 def test_undecodable_bytes_raise():
     with pytest.raises(tf.errors.InvalidArgumentError):
         image_transform.decode_and_transform(tf.constant(b"not an image"), 64)
+
+
+@pytest.mark.parametrize("shape, size, image_format", CASES[:4])
+def test_graph_transform_matches_the_predict_command(shape, size, image_format):
+    """The served graph and `keras-resnest predict` (PIL) prepare images alike."""
+    from keras_resnest.weights.cli import official_eval_crop
+
+    image = helpers.natural_image(*shape, seed=sum(shape) + 1)
+    data = helpers.encode(image, image_format)
+    expected = official_eval_crop(Image.open(io.BytesIO(data)), size)
+    actual = image_transform.decode_and_transform(tf.constant(data), size).numpy()
+    assert np.abs(actual - expected).max() <= 1.0
