@@ -2,7 +2,8 @@
 
 The official `scripts/torch/verify.py` transform (ECenterCrop) is the PIL one that
 `keras-resnest predict` uses (`keras_resnest.weights.cli.official_eval_crop`, line for line:
-crop `size/(size+32)` of the short side at `int(round(...))`, resize with `Image.BICUBIC`). The TF-graph version must give the same pixels up to one grey level.
+crop `size/(size+32)` of the short side at `int(round(...))`, resize with `Image.BICUBIC`).
+The TF-graph version must give the same pixels up to one grey level.
 """
 import io
 
