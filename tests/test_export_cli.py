@@ -193,3 +193,13 @@ def test_size_free_keras_file_is_built_for_the_export_size(tmp_path):
     images = np.stack([helpers.natural_image(64, 64, seed) for seed in range(2)]).astype("float32")
     np.testing.assert_array_equal(fixed.predict(images, verbose=0),
                                   model.predict(images, verbose=0))
+
+
+def test_commands_are_registered_in_the_keras_resnest_command():
+    from keras_resnest.export import cli as export_cli
+
+    parser = cli.build_parser()  # every area's modules, as the installed command has them
+    args = parser.parse_args(["export", "--format", "tflite", "-o", "m.tflite"])
+    assert args.func is export_cli.run_export and args.quantize == "none"
+    args = parser.parse_args(["serve-request", "cat.jpg"])
+    assert args.func is export_cli.run_serve_request and args.model_name == "resnest50"
