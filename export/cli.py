@@ -48,6 +48,10 @@ def register(subparsers):
     export.add_argument("--image-size", type=int, help="input size (default: the model's crop)")
     export.add_argument("--version", default="1", help="TF-Serving version number (default 1)")
     export.add_argument("--name", help="TF-Serving model name (default: the model name)")
+    export.add_argument(
+        "--labels", type=Path,
+        help="class names, one per line (default: ImageNet names for 1000 classes, else 0..N-1)",
+    )
     export.add_argument("-o", "--output", type=Path, required=True, help="output path")
     export.add_argument("--overwrite", action="store_true", help="replace an existing output")
     export.add_argument("--report-json", type=Path, help="also write the TFLite report as JSON")
@@ -97,23 +101,33 @@ def run_export(args):
 
     from keras_resnest.export.model_source import load_model_for_export
 
+    labels = read_labels(args.labels) if args.labels is not None else None
     model = load_model_for_export(args.model, args.weights, args.image_size)
     if args.format == "saved_model":
         from keras_resnest.export.saved_model import export_saved_model
 
-        path = export_saved_model(model, args.output, overwrite=args.overwrite)
+        path = export_saved_model(model, args.output, labels=labels, overwrite=args.overwrite)
         print(f"SavedModel written to {path} (signatures serving_default, serving_bytes)")
     elif args.format == "serving":
         from keras_resnest.export.serving import export_serving_package
 
         name = args.name or model.name
         path = export_serving_package(
-            model, args.output, name, args.version, overwrite=args.overwrite
+            model, args.output, name, args.version, labels=labels, overwrite=args.overwrite
         )
         print(f"TF-Serving model written to {path}; configs in {args.output}")
     else:
         export_tflite(model, args)
     return 0
+
+
+def read_labels(path):
+    if not path.is_file():
+        raise FileNotFoundError(f"--labels {path}: no such file")
+    labels = path.read_text(encoding="utf-8").splitlines()
+    while labels and not labels[-1].strip():
+        labels.pop()
+    return labels
 
 
 def export_tflite(model, args):

@@ -203,3 +203,21 @@ def test_commands_are_registered_in_the_keras_resnest_command():
     assert args.func is export_cli.run_export and args.quantize == "none"
     args = parser.parse_args(["serve-request", "cat.jpg"])
     assert args.func is export_cli.run_serve_request and args.model_name == "resnest50"
+
+
+def test_labels_file_for_a_fine_tuned_model(digits_files, tmp_path):
+    root, _ = digits_files
+    names = [f"digit {i}" for i in range(10)]
+    (tmp_path / "labels.txt").write_text("\n".join(names) + "\n")
+    base = ["export", "--weights", root / "digits.keras", "--format", "saved_model"]
+    code, _, err = run(base + ["--labels", tmp_path / "labels.txt", "-o", tmp_path / "sm"])
+    assert code == 0, err
+    assert (tmp_path / "sm" / "assets" / "labels.txt").read_text().splitlines() == names
+    served = tf.saved_model.load(str(tmp_path / "sm")).signatures["serving_default"](
+        image=tf.constant(helpers.digits_split()[2][:1]))
+    assert served["labels"].numpy()[0, 0].decode() == names[served["classes"].numpy()[0, 0]]
+
+    (tmp_path / "three.txt").write_text("a\nb\nc\n")
+    code, _, err = run(base + ["--labels", tmp_path / "three.txt", "-o", tmp_path / "sm2"])
+    assert code == 2 and "got 3 labels for a model with 10 classes" in err
+    assert not (tmp_path / "sm2").exists()
