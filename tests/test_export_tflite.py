@@ -105,3 +105,17 @@ def test_bad_conversion_arguments():
         tflite.convert_to_tflite(model, "int8", calibration_data=np.zeros((4, 32, 32, 3)))
     with pytest.raises(ValueError, match="built for 64x64"):
         tflite.convert_to_tflite(model, "none", image_size=96)
+
+
+def test_a_model_needing_tf_ops_fails_conversion_loudly():
+    import keras
+
+    class BesselI0e(keras.layers.Layer):  # a TF op with no TFLite builtin kernel
+        def call(self, x):
+            return tf.math.special.bessel_i0e(x)
+
+    inputs = keras.Input((32, 32, 3), name="image")
+    features = keras.layers.GlobalAveragePooling2D()(BesselI0e()(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(3, name="fc")(features))
+    with pytest.raises(RuntimeError, match="builtin ops only(.|\n)*BesselI0e"):
+        tflite.convert_to_tflite(model)
