@@ -9,7 +9,6 @@ TensorFlow is imported by the handlers, not at registration, so `--help` stays f
 import os
 import sys
 
-CONVERT_SUFFIX = ".weights.h5"
 # Official evaluation transform (scripts/torch/verify.py, ECenterCrop): crop
 # size / (size + CROP_MARGIN) of the short side, then a bicubic resize to size x size.
 CROP_MARGIN = 32
@@ -72,8 +71,6 @@ def convert_checkpoint(source, model_name, output):
         raise FileNotFoundError(f"{source}: no such checkpoint")
     if not is_torch_free_checkpoint(source):
         raise ValueError(f"{source}: expected a .pth/.pt, .safetensors or .npz checkpoint")
-    if not output.endswith(CONVERT_SUFFIX):
-        raise ValueError(f"-o {output}: the output name must end with {CONVERT_SUFFIX} (Keras)")
     model, report = convert_to_keras(model_name, source, output)
     return {
         "model": model_name,

@@ -181,13 +181,11 @@ def _download(entry, directory, base_url):
     part = os.path.join(directory, part_name)
     try:
         # cache_dir/cache_subdir spelled out so that get_file writes exactly where we look.
-        downloaded = keras.utils.get_file(
+        keras.utils.get_file(
             fname=part_name, origin=url, cache_dir=os.path.dirname(directory),
             cache_subdir=os.path.basename(directory), force_download=True)
-        if os.path.abspath(downloaded) != os.path.abspath(part):  # e.g. unwritable cache dir
-            part = downloaded
         _check_hash(part, entry, delete=True)
-        final = os.path.join(os.path.dirname(part), entry.filename)
+        final = os.path.join(directory, entry.filename)
         os.replace(part, final)
         return final
     except BaseException:
@@ -247,15 +245,17 @@ def convert_to_keras(model_name, checkpoint, output, model=None):
     from keras_resnest.porting import load_torch_state_dict
     from keras_resnest.weights.checkpoints import read_state_dict
 
+    output = os.fspath(output)
+    if not output.endswith(CONVERTED_SUFFIX):
+        raise ValueError(f"{output}: the output name must end with {CONVERTED_SUFFIX} (Keras)")
     state = read_state_dict(checkpoint, lazy=True)
     if model is None:
         model = create_model(model_name, weights=None)
     report = load_torch_state_dict(model, state, strict=True)
     del state
-    output = os.fspath(output)
     os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
-    partial = f"{output[:-len(CONVERTED_SUFFIX)]}.{os.getpid()}.partial{CONVERTED_SUFFIX}" \
-        if output.endswith(CONVERTED_SUFFIX) else f"{output}.{os.getpid()}.partial"
+    # Written under a temporary name and renamed: the output is complete or absent.
+    partial = f"{output[:-len(CONVERTED_SUFFIX)]}.{os.getpid()}.partial{CONVERTED_SUFFIX}"
     try:
         model.save_weights(partial)
         os.replace(partial, output)
