@@ -1,6 +1,7 @@
 """The runnable examples in the docstrings of keras_resnest.export run and say what they show."""
 import doctest
 import importlib
+import tempfile
 
 import pytest
 
@@ -11,6 +12,7 @@ MODULES = ["calibration", "classifier", "client", "image_transform", "model_sour
 @pytest.mark.parametrize("name", MODULES)
 def test_docstring_examples(name, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # examples' mkdtemp() land here
     module = importlib.import_module(f"keras_resnest.export.{name}")
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS, verbose=False)
     assert result.attempted > 0, f"{name} has no example"
