@@ -177,12 +177,16 @@ def evaluate_model(model, data, config, infer=None):
 
 
 def _make_train_step(strategy, model, optimizer, loss_fn, global_batch_size):
+    # The loss is computed from the logits ("fc"), not the softmax: cross-entropy on clipped
+    # probabilities loses the label-smoothing gradient of saturated classes and lets the logits
+    # grow without bound. The view shares the model's layers and variables.
+    logits_model = keras.Model(model.inputs, model.get_layer("fc").output)
     variables = model.trainable_variables
 
     def replica_step(images, labels):
         with tf.GradientTape() as tape:
-            probabilities = model(images, training=True)
-            per_example = loss_fn(labels, probabilities)
+            logits = logits_model(images, training=True)
+            per_example = loss_fn(labels, logits)
             loss = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch_size)
             if model.losses:
                 loss += tf.nn.scale_regularization_loss(tf.add_n(model.losses))
@@ -190,7 +194,7 @@ def _make_train_step(strategy, model, optimizer, loss_fn, global_batch_size):
         gradients = tape.gradient(scaled_loss, variables)
         optimizer.apply(gradients, variables)  # all-reduces across replicas, then updates
         correct = tf.reduce_sum(
-            tf.cast(tf.equal(tf.argmax(probabilities, -1), tf.argmax(labels, -1)), tf.float32)
+            tf.cast(tf.equal(tf.argmax(logits, -1), tf.argmax(labels, -1)), tf.float32)
         )
         return loss, correct
 
@@ -277,7 +281,7 @@ def _train(config, data, run_dir, out_dir, strategy, chief, log):
             precision=config.precision,
         )
         loss_fn = keras.losses.CategoricalCrossentropy(
-            label_smoothing=config.label_smoothing, reduction=None
+            from_logits=True, label_smoothing=config.label_smoothing, reduction=None
         )
     position = tf.Variable([0, 0], dtype=tf.int64, trainable=False)  # (epoch, step in epoch)
     checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, position=position)
@@ -387,6 +391,8 @@ def _train(config, data, run_dir, out_dir, strategy, chief, log):
         "optimizer_steps": int(optimizer.iterations.numpy()),
         "train_images_per_second": images_seen / train_seconds if train_seconds else None,
     }
+    _write_json(os.path.join(out_dir, "run_summary.json"), {k: v for k, v in result.items() if k != "history"})
+    result["model"] = model
     if chief:
         report = evaluate_model(model, data, config, infer)
         log(evaluate_lib.format_report(report))

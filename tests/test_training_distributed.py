@@ -1,0 +1,195 @@
+"""End-to-end training runs: MirroredStrategy accuracy, MultiWorkerMirroredStrategy agreement,
+kill-and-resume, mixed_bfloat16. All offline on the embedded digits with resnest14d at 32 px.
+
+Multi-device and multi-process runs go through `python -m keras_resnest.training` in
+subprocesses: logical CPU devices and the multi-worker runtime must be set up before any other
+TensorFlow op, which this test process has long done.
+"""
+import csv
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import h5py
+import numpy as np
+import pytest
+
+TRAIN = [sys.executable, "-m", "keras_resnest.training", "--model", "resnest14d", "--dataset", "digits"]
+
+
+def _env(**extra):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
+    env.pop("TF_CONFIG", None)
+    env.update(extra)
+    return env
+
+
+def _run(args, timeout, **env):
+    proc = subprocess.run(TRAIN + args, env=_env(**env), capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc.stdout
+
+
+def _json(path):
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def _history(run_dir):
+    with open(os.path.join(run_dir, "history.csv"), newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+def _h5_arrays(path):
+    arrays = {}
+    with h5py.File(path, "r") as f:
+        f.visititems(lambda name, obj: arrays.__setitem__(name, obj[()]) if isinstance(obj, h5py.Dataset) else None)
+    return arrays
+
+
+def test_digits_under_mirrored_strategy_on_two_cpu_devices_reaches_90_percent(tmp_path):
+    run_dir = str(tmp_path / "run")
+    out = _run(["--epochs", "6", "--batch-size", "32", "--strategy", "mirrored", "--cpu-devices", "2",
+                "--warmup-epochs", "1", "--seed", "0", "-o", run_dir], timeout=900)
+    assert "2 replica(s) x 32 = global batch 64" in out
+    evaluation = _json(os.path.join(run_dir, "evaluation.json"))
+    print(f"digits resnest14d mirrored x2: top1 {evaluation['top1']:.4f} top5 {evaluation['top5']:.4f}")
+    assert evaluation["top1"] >= 0.90
+    assert evaluation["examples"] == 360
+    matrix = np.array(evaluation["confusion_matrix"])
+    assert matrix.shape == (10, 10) and matrix.sum() == 360
+    assert np.trace(matrix) / 360 == pytest.approx(evaluation["top1"])
+    assert "confusion matrix" in out
+    assert [int(r["epoch"]) for r in _history(run_dir)] == list(range(6))
+    assert _json(os.path.join(run_dir, "class_names.json")) == [str(d) for d in range(10)]
+    summary = _json(os.path.join(run_dir, "run_summary.json"))
+    assert (summary["replicas"], summary["global_batch_size"], summary["optimizer_steps"]) == (2, 64, 6 * 22)
+    assert os.path.exists(os.path.join(run_dir, "best.keras"))
+    assert any(name.startswith("events.out.tfevents") for name in os.listdir(os.path.join(run_dir, "logs")))
+
+    # The saved .keras model is the evaluated one: reload it and re-score the validation set.
+    import keras
+
+    import keras_resnest  # noqa: F401  (registers the custom layers)
+    from keras_resnest.training.digits import load_digits_dataset
+
+    model = keras.models.load_model(os.path.join(run_dir, "model.keras"))
+    split = load_digits_dataset(32)
+    predictions = model.predict(split.val_images.astype("float32"), batch_size=120, verbose=0)
+    assert np.mean(predictions.argmax(-1) == split.val_labels) == pytest.approx(evaluation["top1"], abs=1 / 360)
+
+
+def _free_ports(count):
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def test_multiworker_two_processes_train_the_same_steps_to_identical_weights(tmp_path):
+    run_dir = str(tmp_path / "run")
+    workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
+    steps = 4
+    procs = []
+    for index in range(2):
+        tf_config = json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}})
+        procs.append(subprocess.Popen(
+            TRAIN + ["--epochs", "1", "--batch-size", "8", "--steps-per-epoch", str(steps),
+                     "--strategy", "multiworker", "-o", run_dir],
+            env=_env(TF_CONFIG=tf_config), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    outputs = []
+    try:
+        for proc in procs:
+            outputs.append(proc.communicate(timeout=600)[0])
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+    for proc, output in zip(procs, outputs):
+        assert proc.returncode == 0, output[-3000:]
+    chief_dir, worker_dir = run_dir, os.path.join(run_dir, "workers", "1")
+    for directory in (chief_dir, worker_dir):
+        summary = _json(os.path.join(directory, "run_summary.json"))
+        assert (summary["replicas"], summary["global_batch_size"], summary["optimizer_steps"]) == (2, 16, steps)
+    chief, worker = (_h5_arrays(os.path.join(d, "model.weights.h5")) for d in (chief_dir, worker_dir))
+    assert chief.keys() == worker.keys() and len(chief) > 100
+    different = [name for name in chief if not np.array_equal(chief[name], worker[name])]
+    assert different == []
+    assert os.path.exists(os.path.join(chief_dir, "model.keras"))
+    assert not os.path.exists(os.path.join(worker_dir, "model.keras"))  # only the chief saves the model
+
+
+def _read_progress(path):
+    try:
+        return _json(path)
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def test_a_killed_run_resumes_at_the_same_epoch_and_step(tmp_path):
+    run_dir = str(tmp_path / "run")
+    steps, epochs = 12, 2
+    args = ["--epochs", str(epochs), "--batch-size", "16", "--steps-per-epoch", str(steps),
+            "--checkpoint-every", "1", "--strategy", "none", "-o", run_dir]
+    proc = subprocess.Popen(TRAIN + args, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    progress_path = os.path.join(run_dir, "backup", "progress.json")
+    killed_at = None
+    try:
+        deadline = time.time() + 600
+        while time.time() < deadline and proc.poll() is None:
+            progress = _read_progress(progress_path)
+            if progress and progress["epoch"] == 1 and progress["step"] >= 3:
+                proc.send_signal(signal.SIGKILL)  # a real kill: no cleanup, no final save
+                killed_at = progress
+                break
+            time.sleep(0.05)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+    assert killed_at is not None, "the run ended before it could be killed mid-epoch"
+    assert proc.returncode == -signal.SIGKILL
+    assert not os.path.exists(os.path.join(run_dir, "model.keras"))
+    assert [int(r["epoch"]) for r in _history(run_dir)] == [0]
+
+    out = _run(args, timeout=600)
+    match = re.search(r"resumed from \S+: epoch (\d+) step (\d+)", out)
+    assert match, out[-2000:]
+    epoch, step = int(match.group(1)), int(match.group(2))
+    assert epoch == 1 and killed_at["step"] <= step < steps  # mid-epoch, nothing lost
+    summary = _json(os.path.join(run_dir, "run_summary.json"))
+    assert summary["optimizer_steps"] == epochs * steps  # every step ran exactly once
+    assert [int(r["epoch"]) for r in _history(run_dir)] == [0, 1]
+    assert os.path.exists(os.path.join(run_dir, "model.keras"))
+
+
+def test_mixed_bfloat16_training_runs_and_learns(tmp_path):
+    import keras
+
+    from keras_resnest.training.augment import AugmentConfig
+    from keras_resnest.training.data import digits_data
+    from keras_resnest.training.loop import TrainConfig, train
+
+    config = TrainConfig(model_name="resnest14d", image_size=32, epochs=3, batch_size=32, steps_per_epoch=15,
+                         warmup_epochs=0.5, precision="mixed_bfloat16",
+                         augment=AugmentConfig(min_area=0.5, flip=False), checkpoint_every=100)
+    result = train(config, digits_data(32), str(tmp_path / "run"), log=lambda *a, **k: None)
+    model = result["model"]
+    conv = model.get_layer("conv1.0")
+    assert conv.compute_dtype == "bfloat16" and conv.kernel.dtype == "float32"
+    assert model.get_layer("predictions").compute_dtype == "float32"
+    assert keras.mixed_precision.dtype_policy().name == "float32"  # the global policy is restored
+    losses = [row["loss"] for row in result["history"]]
+    accuracies = [row["accuracy"] for row in result["history"]]
+    print(f"mixed_bfloat16 digits: loss {losses}, train accuracy {accuracies}, "
+          f"val top1 {result['evaluation']['top1']:.4f}")
+    assert np.all(np.isfinite(losses)) and losses[-1] < losses[0]
+    assert accuracies[-1] >= 0.5  # chance is 0.1
