@@ -65,7 +65,7 @@ def torch_step_fn(args, images, labels):
         loss = loss_fn(model(x), y)
         loss.backward()
         optimizer.step()
-        return float(loss)
+        return loss.item()
 
     return step
 

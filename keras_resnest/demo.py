@@ -74,7 +74,7 @@ def main(argv=None):
                   f"{DEMO_IMAGE_SIZE} px"),
         ("data", "scikit-learn digits: 1437 train / 360 validation images, 10 classes"),
         ("strategy", f"MirroredStrategy, {result['replicas']} replicas "
-                     f"({', '.join(d for d in strategy.extended.worker_devices)})"),
+                     f"({', '.join(d.split('device:')[-1] for d in strategy.extended.worker_devices)})"),
         ("global batch", f"{result['global_batch_size']} ({DEMO_BATCH_PER_REPLICA} per replica)"),
         ("epochs x steps", f"{config.epochs} x {result['steps_per_epoch']}"),
         ("training time", f"{train_seconds:.1f} s ({result['train_images_per_second']:.0f} images/s)"),

@@ -15,12 +15,12 @@
 Example:
     >>> import keras
     >>> from keras_resnest.training import recipe
-    >>> model = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(4, 3),
-    ...                           keras.layers.BatchNormalization(), keras.layers.GlobalAveragePooling2D(),
-    ...                           keras.layers.Dense(2)])
-    >>> sorted(v.path for v in recipe.no_weight_decay_variables(model))  # doctest: +NORMALIZE_WHITESPACE
-    ['sequential/batch_normalization/beta', 'sequential/batch_normalization/gamma',
-     'sequential/conv2d/bias', 'sequential/dense/bias']
+    >>> model = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(4, 3, name="conv"),
+    ...                           keras.layers.BatchNormalization(name="bn"),
+    ...                           keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(2, name="fc")],
+    ...                          name="net")
+    >>> sorted(v.path for v in recipe.no_weight_decay_variables(model))
+    ['net/bn/beta', 'net/bn/gamma', 'net/conv/bias', 'net/fc/bias']
     >>> recipe.scaled_learning_rate("sgd", global_batch_size=512)
     0.2
 """
