@@ -193,3 +193,28 @@ def test_mixed_bfloat16_training_runs_and_learns(tmp_path):
           f"val top1 {result['evaluation']['top1']:.4f}")
     assert np.all(np.isfinite(losses)) and losses[-1] < losses[0]
     assert accuracies[-1] >= 0.5  # chance is 0.1
+
+
+def test_frozen_backbone_then_unfreeze_with_ema_saves_the_average(tmp_path):
+    import keras
+
+    from keras_resnest.training.data import digits_data
+    from keras_resnest.training.finetune import build_classifier
+    from keras_resnest.training.loop import TrainConfig, train
+
+    messages = []
+    config = TrainConfig(model_name="resnest14d", image_size=32, epochs=2, batch_size=16, steps_per_epoch=3,
+                         freeze_backbone=True, unfreeze_epoch=1, ema_momentum=0.5, warmup_epochs=0)
+    run_dir = str(tmp_path / "run")
+    result = train(config, digits_data(32), run_dir, log=messages.append)
+    assert "epoch 1: backbone frozen" in messages and "epoch 2: backbone trainable" in messages
+    assert result["optimizer_steps"] == 6
+    # The saved model holds the EMA of the weights; the live model keeps the raw weights.
+    saved = build_classifier("resnest14d", num_classes=10, image_size=32)
+    saved.load_weights(f"{run_dir}/model.weights.h5")
+    raw = result["model"]
+    fc_saved, fc_raw = saved.get_layer("fc").kernel.numpy(), raw.get_layer("fc").kernel.numpy()
+    assert not np.allclose(fc_saved, fc_raw)
+    reloaded = keras.models.load_model(f"{run_dir}/model.keras")
+    np.testing.assert_array_equal(reloaded.get_layer("fc").kernel.numpy(), fc_saved)
+    assert all(layer.trainable for layer in reloaded.layers)  # saved as a plain, unfrozen classifier
