@@ -232,3 +232,38 @@ def test_deterministic_mode_repeats_a_run_exactly(tmp_path):
     first, again, other_seed = run(3, "a"), run(3, "b"), run(4, "c")
     assert all(np.array_equal(first[name], again[name]) for name in first)
     assert not all(np.array_equal(first[name], other_seed[name]) for name in first)  # the seed matters
+
+
+_SYNC_BN_SCRIPT = """
+import sys
+import numpy as np
+from keras_resnest.training import strategy as strategy_lib
+strategy_lib.split_cpu(2)
+strategy = strategy_lib.make_strategy("mirrored")
+import keras, tensorflow as tf
+from keras_resnest.layers.norm import batch_norm
+from keras_resnest.training import recipe
+with strategy.scope():
+    model = keras.Sequential([keras.Input((4, 4, 1)), batch_norm(name="bn")])
+if sys.argv[1] == "sync":
+    recipe.synchronize_batch_norm(model)
+images = np.concatenate([np.zeros((2, 4, 4, 1)), np.ones((2, 4, 4, 1))]).astype("float32")
+batches = iter(strategy.experimental_distribute_dataset(tf.data.Dataset.from_tensor_slices(images).batch(4)))
+step = tf.function(lambda x: strategy.run(lambda b: model(b, training=True), args=(x,)))
+step(next(batches))
+print("moving_variance", float(model.get_layer("bn").moving_variance.numpy()[0]))
+"""
+
+
+def test_synchronized_batchnorm_uses_the_global_batch_statistics():
+    # Replica 0 sees only zeros, replica 1 only ones: each replica's batch variance is 0, the
+    # global batch's is 0.25. Moving variance after one step (momentum 0.9, from 1.0):
+    # synchronized 0.9 + 0.1 * 0.25 = 0.925; per-replica statistics would give 0.9.
+    def moving_variance(mode):
+        proc = subprocess.run([sys.executable, "-c", _SYNC_BN_SCRIPT, mode], env=_env(),
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return float(re.search(r"moving_variance (\S+)", proc.stdout).group(1))
+
+    assert moving_variance("sync") == pytest.approx(0.925, abs=1e-6)
+    assert moving_variance("plain") == pytest.approx(0.9, abs=1e-6)
