@@ -48,6 +48,7 @@ def _export(model_path, output):
 
     from keras_resnest.export import (convert_to_tflite, export_serving_package,
                                       tflite_report)
+    from keras_resnest.export.output_paths import write_file_atomically
     from keras_resnest.training.digits import load_digits_dataset
 
     model = keras.saving.load_model(model_path)
@@ -60,10 +61,7 @@ def _export(model_path, output):
     flatbuffer = convert_to_tflite(model, "int8", image_size=DEMO_IMAGE_SIZE,
                                    calibration_data=split.train_images.astype("float32"),
                                    num_calibration=200)
-    tflite_path = os.path.join(output, "digits_int8.tflite")
-    with open(tflite_path + ".tmp", "wb") as handle:
-        handle.write(flatbuffer)
-    os.replace(tflite_path + ".tmp", tflite_path)
+    tflite_path = write_file_atomically(os.path.join(output, "digits_int8.tflite"), flatbuffer)
     report = tflite_report(flatbuffer, model, split.val_images.astype("float32"))
     return [
         ("TF-Serving package", str(version_dir)),

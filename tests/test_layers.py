@@ -125,3 +125,24 @@ def test_bottleneck_zero_init_last_gamma():
     block = ResNeStBottleneck(8, downsample=True, zero_init_last_gamma=True)
     block(np.zeros((1, 8, 8, 16), "float32"))
     np.testing.assert_array_equal(block.bn3.gamma.numpy(), 0.0)
+
+
+@pytest.mark.parametrize("radix,cardinality", [(2, 1), (4, 2)])
+def test_split_attention_training_mode_matches_official_batch_statistics(radix, cardinality):
+    # Inference takes a fused per-group path; training must still normalise with the
+    # statistics of the whole batch over every channel, as the official layer does.
+    torch.manual_seed(7)
+    official = SplAtConv2d(32, 32, 3, padding=1, groups=cardinality, bias=False, radix=radix,
+                           norm_layer=torch.nn.BatchNorm2d).train()
+    layer = SplitAttention(32, 3, radix=radix, cardinality=cardinality, name="splat")
+    x = np.random.RandomState(1).normal(size=(4, 6, 7, 32)).astype("float32")
+    inputs = keras.Input(x.shape[1:])
+    model = keras.Model(inputs, layer(inputs))
+    keras_resnest.load_torch_state_dict(
+        model, {f"splat.{k}": v.detach().numpy() for k, v in official.state_dict().items()})
+    with torch.no_grad():
+        expected = official(torch.from_numpy(x.transpose(0, 3, 1, 2))).numpy()
+    actual = np.asarray(model(x, training=True))
+    assert relative_error(actual, expected.transpose(0, 2, 3, 1)) <= PARITY_TOLERANCE
+    np.testing.assert_allclose(layer.bn0.moving_mean.numpy(),
+                               official.bn0.running_mean.numpy(), rtol=1e-4, atol=1e-6)

@@ -74,7 +74,8 @@ class GroupedConv2D(keras.layers.Layer):
         # padding when padding == dilation * (k - 1) / 2. Stride 2 'same' pads asymmetrically.
         return self.strides == 1 and 2 * self.padding == self.dilation_rate * (self.kernel_size - 1)
 
-    def call(self, inputs):
+    def group_outputs(self, inputs):
+        """The convolution of each group, before concatenation (and without the bias)."""
         if self._same_is_exact():
             conv_padding = "same"
         else:
@@ -83,11 +84,14 @@ class GroupedConv2D(keras.layers.Layer):
                 p = self.padding
                 inputs = ops.pad(inputs, [[0, 0], [p, p], [p, p], [0, 0]])
         group_inputs = ops.split(inputs, self.groups, axis=-1) if self.groups > 1 else [inputs]
-        group_outputs = [
+        return [
             ops.conv(x, kernel, strides=self.strides, padding=conv_padding,
                      dilation_rate=self.dilation_rate)
             for x, kernel in zip(group_inputs, self.group_kernels)
         ]
+
+    def call(self, inputs):
+        group_outputs = self.group_outputs(inputs)
         outputs = (ops.concatenate(group_outputs, axis=-1) if self.groups > 1
                    else group_outputs[0])
         if self.use_bias:

@@ -16,17 +16,25 @@ class BatchNorm(keras.layers.BatchNormalization):
     training, other dtypes and other backends use Keras' implementation unchanged.
     """
 
+    def can_fuse(self, inputs, training=None, mask=None):
+        """Whether this call is a float32 NHWC inference that the fused op computes."""
+        return not (training and self.trainable) and mask is None \
+            and keras.backend.backend() == "tensorflow" and inputs.dtype == "float32" \
+            and len(inputs.shape) == 4 and self.axis in (-1, 3) and self.scale and self.center
+
     def call(self, inputs, training=None, mask=None):
-        use_batch_statistics = training and self.trainable
-        if (use_batch_statistics or mask is not None or keras.backend.backend() != "tensorflow"
-                or inputs.dtype != "float32" or len(inputs.shape) != 4 or self.axis not in (-1, 3)
-                or not (self.scale and self.center)):
+        if not self.can_fuse(inputs, training, mask):
             return super().call(inputs, training=training, mask=mask)
+        return self.fused_inference(inputs, 0, inputs.shape[-1])
+
+    def fused_inference(self, inputs, start, stop):
+        """Inference BN of `inputs`, which hold channels [start, stop) of this layer's input."""
         import tensorflow as tf
 
         outputs, _, _ = tf.compat.v1.nn.fused_batch_norm(
-            inputs, self.gamma, self.beta, mean=self.moving_mean,
-            variance=self.moving_variance, epsilon=self.epsilon, is_training=False)
+            inputs, self.gamma[start:stop], self.beta[start:stop],
+            mean=self.moving_mean[start:stop], variance=self.moving_variance[start:stop],
+            epsilon=self.epsilon, is_training=False)
         return outputs
 
 

@@ -88,13 +88,7 @@ class SplitAttention(keras.layers.Layer):
         self.fc2.build((input_shape[0], 1, 1, inter))
 
     def call(self, inputs, training=False):
-        x = self.conv(inputs)
-        x = self.bn0(x, training=training)
-        if self.dropblock is not None:
-            x = self.dropblock(x, training=training)
-        x = ops.relu(x)
-
-        splits = ops.split(x, self.radix, axis=-1) if self.radix > 1 else [x]
+        splits = self._radix_splits(inputs, training)
         gap = splits[0]
         for split in splits[1:]:
             gap = gap + split
@@ -103,12 +97,33 @@ class SplitAttention(keras.layers.Layer):
         attention = self._radix_softmax(self.fc2(gap))
 
         if self.radix == 1:
-            return x * attention
+            return splits[0] * attention
         weights = ops.split(attention, self.radix, axis=-1)
         out = weights[0] * splits[0]
         for weight, split in zip(weights[1:], splits[1:]):
             out = out + weight * split
         return out
+
+    def _radix_splits(self, inputs, training):
+        """conv -> bn0 -> (dropblock) -> relu, as one tensor per radix split."""
+        group_outputs = self.conv.group_outputs(inputs)
+        dropblock_active = training and self.dropblock is not None
+        if not dropblock_active and self.bn0.can_fuse(group_outputs[0], training):
+            # Inference: normalise each group's output on its own, so that TensorFlow fuses
+            # conv + BN + ReLU per group and no concat/split copies the feature map.
+            width = group_outputs[0].shape[-1]
+            groups = [ops.relu(self.bn0.fused_inference(y, g * width, (g + 1) * width))
+                      for g, y in enumerate(group_outputs)]
+            k = self.cardinality  # group g = r * K + k belongs to radix split r
+            return [groups[r * k] if k == 1 else ops.concatenate(groups[r * k:(r + 1) * k], -1)
+                    for r in range(self.radix)]
+        x = ops.concatenate(group_outputs, axis=-1) if len(group_outputs) > 1 \
+            else group_outputs[0]
+        x = self.bn0(x, training=training)
+        if self.dropblock is not None:
+            x = self.dropblock(x, training=training)
+        x = ops.relu(x)
+        return ops.split(x, self.radix, axis=-1) if self.radix > 1 else [x]
 
     def _radix_softmax(self, logits):
         # Computed in float32 under mixed precision: the softmax/sigmoid is the numerically
