@@ -17,6 +17,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from keras_resnest.atomic_files import renamed_on_success
+
 
 def refuse_existing(path, overwrite):
     """Raise FileExistsError if `path` is a non-empty directory or a file and not `overwrite`."""
@@ -61,12 +63,7 @@ def write_file_atomically(path, data, *, overwrite=True):
     path.parent.mkdir(parents=True, exist_ok=True)
     mode = "wb" if isinstance(data, bytes) else "w"
     descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.partial-", dir=path.parent)
-    try:
+    with renamed_on_success(temporary, path):
         with os.fdopen(descriptor, mode, **({} if mode == "wb" else {"encoding": "utf-8"})) as f:
             f.write(data)
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(temporary)
-        raise
     return path

@@ -23,6 +23,8 @@ import urllib.request
 import warnings
 from dataclasses import dataclass
 
+from keras_resnest.atomic_files import renamed_on_success
+
 MIRROR_ENV = "KERAS_RESNEST_WEIGHTS_URL"
 CACHE_SUBDIR = "models"
 CONVERTED_SUFFIX = ".weights.h5"
@@ -179,19 +181,14 @@ def _download(entry, directory, base_url):
     url = base_url.rstrip("/") + "/" + entry.filename
     part_name = f"{entry.filename}.{os.getpid()}.part"
     part = os.path.join(directory, part_name)
-    try:
+    final = os.path.join(directory, entry.filename)
+    with renamed_on_success(part, final):
         # cache_dir/cache_subdir spelled out so that get_file writes exactly where we look.
         keras.utils.get_file(
             fname=part_name, origin=url, cache_dir=os.path.dirname(directory),
             cache_subdir=os.path.basename(directory), force_download=True)
         _check_hash(part, entry, delete=True)
-        final = os.path.join(directory, entry.filename)
-        os.replace(part, final)
-        return final
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(part)
-        raise
+    return final
 
 
 def fetch_checkpoint(model_name):
@@ -256,13 +253,8 @@ def convert_to_keras(model_name, checkpoint, output, model=None):
     os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
     # Written under a temporary name and renamed: the output is complete or absent.
     partial = f"{output[:-len(CONVERTED_SUFFIX)]}.{os.getpid()}.partial{CONVERTED_SUFFIX}"
-    try:
+    with renamed_on_success(partial, output):
         model.save_weights(partial)
-        os.replace(partial, output)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(partial)
-        raise
     return model, report
 
 
