@@ -20,6 +20,7 @@ implementation of the network's arithmetic can pass.
 """
 import argparse
 import os
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -84,12 +85,6 @@ def gemm_peak_gflops(size=3072, repeats=5):
     return 2 * size ** 3 / best / 1e9
 
 
-def median(values):
-    values = sorted(values)
-    middle = len(values) // 2
-    return values[middle] if len(values) % 2 else (values[middle - 1] + values[middle]) / 2
-
-
 def main():
     args = parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -147,9 +142,9 @@ def main():
             for run, speeds in sides[::1 if round_index % 2 == 0 else -1]:
                 speeds.append(images_per_second(run, batch, args.seconds))
         ratios = [k / t for k, t in zip(keras_speeds, torch_speeds)]
-        keras_speed, torch_speed = median(keras_speeds), median(torch_speeds)
+        keras_speed, torch_speed = statistics.median(keras_speeds), statistics.median(torch_speeds)
         line = (f"{batch:>5} {keras_speed:>12.2f} {torch_speed:>12.2f} "
-                f"{median(ratios):>6.2f}x ({min(ratios):.2f}-{max(ratios):.2f}x) "
+                f"{statistics.median(ratios):>6.2f}x ({min(ratios):.2f}-{max(ratios):.2f}x) "
                 f"{100 * keras_speed / ceiling:>15.0f}% {ceiling / torch_speed:>13.2f}x")
         if args.jit:
             line += f" {images_per_second(lambda: xla_call(tf_images).numpy(), batch, args.seconds):>10.2f}"

@@ -51,13 +51,12 @@ def keras_step_fn(args, images, labels):
 def torch_step_fn(args, images, labels):
     import torch
 
-    from keras_resnest.weights.reference import build_reference
+    from keras_resnest.weights.reference import build_reference, to_torch_input
 
     model = build_reference(args.model).train()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
     loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=0.1)
-    x = torch.from_numpy(images.transpose(0, 3, 1, 2).copy())
-    x = (x / 255.0 - torch.tensor([0.485, 0.456, 0.406])[:, None, None]) / torch.tensor([0.229, 0.224, 0.225])[:, None, None]
+    x = to_torch_input(images)
     y = torch.from_numpy(labels.astype("int64"))
 
     def step():
