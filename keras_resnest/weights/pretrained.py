@@ -224,12 +224,16 @@ def _converted_path(entry):
     return os.path.join(cache_dir(), entry.converted_filename)
 
 
-def _is_imagenet_classifier(model):
+def _classifier_head(model):
+    """The "fc" layer, or None for a model without one (include_top=False)."""
     try:
-        head = model.get_layer("fc")
+        return model.get_layer("fc")
     except ValueError:
-        return False
-    return getattr(head, "units", None) == IMAGENET_CLASSES
+        return None
+
+
+def _is_imagenet_classifier(model):
+    return getattr(_classifier_head(model), "units", None) == IMAGENET_CLASSES
 
 
 def convert_to_keras(model_name, checkpoint, output, model=None):
@@ -280,10 +284,7 @@ def load_keras_weights(model, path):
     without preprocessing, another output stride or input size). Only a head of another class
     count differs, and it is skipped.
     """
-    try:
-        head = model.get_layer("fc")
-    except ValueError:
-        head = None
+    head = _classifier_head(model)
     skip_head = head is not None and getattr(head, "units", None) != IMAGENET_CLASSES
     if not skip_head:
         model.load_weights(path)
