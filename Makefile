@@ -10,13 +10,9 @@ STAMP := $(VENV)/.installed-stamp
 $(STAMP): setup.py Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip setuptools wheel
+	# The README's install command (`pip install keras-resnest`, here from the checkout) plus
+	# the test extra (pytest and the torch reference); nothing installed beside it.
 	$(PY) -m pip install -q -e ".[test]"
-	# Reference implementation for the parity tests: its own dependencies are torch/numpy only.
-	$(PY) -m pip install -q --no-deps resnest==0.0.5
-	# TF-Serving client protos (export warm-up records, serve-request): the wheel pins the full
-	# `tensorflow` package, so install it without deps; grpcio and protobuf are its real deps.
-	$(PY) -m pip install -q "grpcio>=1.24.3,<2" "protobuf>=6.31.1,<8"
-	$(PY) -m pip install -q --no-deps "tensorflow-serving-api==2.21.*"
 	touch $(STAMP)
 
 venv: $(STAMP)

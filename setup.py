@@ -34,26 +34,35 @@ setup(
         "keras_resnest.training": "training",
     },
     package_data={"keras_resnest": ["data/*.json"]},
-    # TensorFlow itself comes from an extra: CPU and GPU users need different distributions
-    # and pip cannot replace one with the other.
-    install_requires=["keras>=3.9,<3.16", "numpy>=1.23", "h5py", "pillow", "tqdm"],
+    # Every command in the README works after a plain `pip install keras-resnest`. The full
+    # `tensorflow` distribution is the Linux CPU build as well, and the clients we need
+    # (tensorflow-serving-api, tf-keras, keras-hub's tensorflow-text) pin it: basing on
+    # `tensorflow-cpu` would leave them installable only with --no-deps.
+    install_requires=[
+        f"tensorflow=={TF_VERSION}",
+        "keras>=3.9,<3.16",
+        "numpy>=1.23",
+        "h5py",
+        "pillow",
+        "tqdm",
+        # `train --dataset digits` (the demo's data) and TensorBoard logs during training.
+        "scikit-learn",
+        "tensorboard",
+        # `export --format serving` (warm-up records) and `serve-request` (gRPC client).
+        f"tensorflow-serving-api=={TF_VERSION}",
+        # `export --format tflite` checks each .tflite file it writes with the LiteRT interpreter.
+        "ai-edge-litert>=2.1",
+        # `convert` reads .safetensors checkpoints.
+        "safetensors",
+    ],
     extras_require={
-        "cpu": [f"tensorflow-cpu=={TF_VERSION}"],
+        # Bundled CUDA libraries for NVIDIA GPUs: `pip install "keras-resnest[gpu]"`.
         "gpu": [f"tensorflow[and-cuda]=={TF_VERSION}"],
-        "litert": ["ai-edge-litert>=2.1"],
-        # tensorflow-cpu does not bring TensorBoard, which the training logs are written for.
-        "training": ["scikit-learn", "tensorboard"],
-        "safetensors": ["safetensors"],
-        # The numerical reference (torch==2.13.0 CPU and resnest==0.0.5) is installed by the
-        # Makefile: resnest must go in with --no-deps, which an extra cannot express.
+        # The numerical reference for the parity tests; never a runtime dependency.
         "test": [
-            f"tensorflow-cpu=={TF_VERSION}",
             "pytest",
             "torch==2.13.0",
-            "scikit-learn",
-            "tensorboard",
-            "safetensors",
-            "ai-edge-litert>=2.1",
+            "resnest==0.0.5",
         ],
     },
     entry_points={"console_scripts": ["keras-resnest=keras_resnest.cli:main"]},

@@ -2,11 +2,14 @@
 
 Each feature area owns its subcommands in its own module (a `register(subparsers)` function);
 this file only assembles them, so `keras-resnest --help` stays fast (TensorFlow is imported by
-the handlers, never here).
+the handlers). Once the arguments parse, TensorFlow is imported with its C++ start-up lines
+hidden unless `--verbose` is given (`keras_resnest.quiet_start`).
 """
 import argparse
 import importlib
 import sys
+
+from keras_resnest.quiet_start import import_tensorflow_quietly
 
 COMMAND_MODULES = (
     "keras_resnest.weights.cli",
@@ -23,11 +26,15 @@ def build_parser():
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module_name in COMMAND_MODULES:
         importlib.import_module(module_name).register(subparsers)
+    for command in subparsers.choices.values():
+        command.add_argument("--verbose", action="store_true",
+                             help="show TensorFlow's start-up and C++ log lines")
     return parser
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    import_tensorflow_quietly(verbose=args.verbose)
     try:
         return args.func(args) or 0
     except (ValueError, FileNotFoundError, FileExistsError) as error:

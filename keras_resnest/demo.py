@@ -19,6 +19,8 @@ import shutil
 import sys
 import time
 
+from keras_resnest.quiet_start import import_tensorflow_quietly
+
 DEMO_MODEL = "resnest14d"
 DEMO_IMAGE_SIZE = 32
 DEMO_EPOCHS = 6
@@ -31,6 +33,7 @@ def _parse(argv):
     parser.add_argument("-o", "--output", default="demo_output", help="output folder (replaced)")
     parser.add_argument("--epochs", type=int, default=DEMO_EPOCHS)
     parser.add_argument("--weights", default=None, help="backbone weights: imagenet or a file (default: none)")
+    parser.add_argument("--verbose", action="store_true", help="show TensorFlow's start-up and C++ log lines")
     return parser.parse_args(argv)
 
 
@@ -75,6 +78,7 @@ def _export(model_path, output):
 def main(argv=None):
     args = _parse(argv)
     started = time.perf_counter()
+    import_tensorflow_quietly(verbose=args.verbose)
     # Devices and the strategy first: logical devices cannot be added once TensorFlow runs.
     import tensorflow as tf
 
