@@ -3,6 +3,7 @@
 Module-level caches rather than fixtures, so the test modules of the export issue share them.
 """
 import atexit
+import contextlib
 import functools
 import io
 import shutil
@@ -122,3 +123,48 @@ def write_digit_folder(folder, images):
         canvas = np.pad(image.astype(np.uint8), ((pad, pad), (pad, pad), (0, 0)))
         Image.fromarray(canvas).save(folder / f"digit_{index:04d}.png")
     return folder
+
+
+# --- TF-Serving's Predict API in-process (no TF-Serving binary exists here) ---
+
+
+class SavedModelPredictionService:
+    """What TF-Serving does with a Predict call: run the named signature of the SavedModel."""
+
+    def __init__(self, version_dir):
+        import tensorflow as tf
+
+        self.model = tf.saved_model.load(str(version_dir))
+
+    def predict(self, signature_name, inputs):
+        outputs = self.model.signatures[signature_name or "serving_default"](**inputs)
+        return {name: value.numpy() for name, value in outputs.items()}
+
+
+@contextlib.contextmanager
+def grpc_stand_in(service, model_name):
+    """A gRPC PredictionService on 127.0.0.1 answering for `model_name`; yields its port."""
+    from concurrent import futures
+
+    import grpc
+    import tensorflow as tf
+    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+    class Servicer(prediction_service_pb2_grpc.PredictionServiceServicer):
+        def Predict(self, request, context):
+            if request.model_spec.name != model_name:
+                context.abort(grpc.StatusCode.NOT_FOUND, f"Servable not found: {request.model_spec.name}")
+            inputs = {k: tf.constant(tf.make_ndarray(v)) for k, v in request.inputs.items()}
+            response = predict_pb2.PredictResponse()
+            for name, value in service.predict(request.model_spec.signature_name, inputs).items():
+                response.outputs[name].CopyFrom(tf.make_tensor_proto(value))
+            return response
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(Servicer(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        yield port
+    finally:
+        server.stop(0)
