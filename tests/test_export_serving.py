@@ -9,7 +9,6 @@ import os
 import subprocess
 import sys
 import threading
-from concurrent import futures
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
@@ -204,44 +203,15 @@ def test_overwrite_replaces_a_version_atomically(tmp_path):
         "batching.config", "models.config", "resnest14d"]
 
 
-class SavedModelPredictionService:
-    """What TF-Serving does with a Predict call, for the client tests: run the named signature."""
-
-    def __init__(self, version_dir):
-        self.model = tf.saved_model.load(str(version_dir))
-
-    def predict(self, signature_name, inputs):
-        outputs = self.model.signatures[signature_name or "serving_default"](**inputs)
-        return {name: value.numpy() for name, value in outputs.items()}
-
-
 @pytest.fixture(scope="module")
 def service(package):
-    return SavedModelPredictionService(package)
+    return helpers.SavedModelPredictionService(package)
 
 
 def test_grpc_client_round_trip(service):
-    import grpc
-    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
-
-    class Servicer(prediction_service_pb2_grpc.PredictionServiceServicer):
-        def Predict(self, request, context):
-            assert request.model_spec.name == "resnest14d"
-            inputs = {k: tf.constant(tf.make_ndarray(v)) for k, v in request.inputs.items()}
-            response = predict_pb2.PredictResponse()
-            for name, value in service.predict(request.model_spec.signature_name, inputs).items():
-                response.outputs[name].CopyFrom(tf.make_tensor_proto(value))
-            return response
-
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
-    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(Servicer(), server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
-    try:
-        encoded = helpers.sample_encoded_images()[:2]
+    encoded = helpers.sample_encoded_images()[:2]
+    with helpers.grpc_stand_in(service, "resnest14d") as port:
         result = client.grpc_predict(f"127.0.0.1:{port}", "resnest14d", encoded)
-    finally:
-        server.stop(0)
     direct = service.predict("serving_bytes", {"image_bytes": tf.constant(encoded)})
     for name in ("classes", "labels"):
         np.testing.assert_array_equal(result[name], direct[name])
