@@ -23,7 +23,7 @@ def classifier_head(model):
     """
     if len(model.inputs) != 1:
         raise ValueError(
-            f"export needs a model with one image input; {model.name!r} has {len(model.inputs)}"
+            f"expected a model with one image input; {model.name!r} has {len(model.inputs)}"
         )
     fc = logits_layer(model)
     logits = fc.output
@@ -44,9 +44,10 @@ def logits_layer(model):
     if any(candidate.name == LOGITS_LAYER for candidate in model.layers):
         layer = model.get_layer(LOGITS_LAYER)
     if not isinstance(layer, keras.layers.Dense):
+        # Worded for every caller (export, predict): the model is what is wrong, not the command.
         raise ValueError(
-            f"export needs a classifier ending in a Dense layer named {LOGITS_LAYER!r} "
-            f"(build it with include_top=True); model {model.name!r} has none"
+            f"expected a classifier ending in a Dense layer named {LOGITS_LAYER!r} (a model "
+            f"built with include_top=True); model {model.name!r} has none"
         )
     return layer
 

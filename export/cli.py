@@ -86,15 +86,31 @@ def check_export_arguments(args):
         from keras_resnest.export.serving import check_version
 
         check_version(args.version)
+    from keras_resnest.models.configs import resolve_model_name
+
+    resolve_model_name(args.model)  # the same names and message as every other command
+
+
+def output_target(args):
+    """The path the export will create (for serving, the version directory), or None if it
+    depends on the loaded model (a serving export of an unreadable `.keras` file)."""
+    if args.format != "serving":
+        return args.output
+    from keras_resnest.export.model_source import model_name_before_loading
+    from keras_resnest.export.serving import version_directory
+
+    name = args.name or model_name_before_loading(args.model, args.weights)
+    return None if name is None else version_directory(args.output, name, args.version)
 
 
 def run_export(args):
     check_export_arguments(args)
     from keras_resnest.export import calibration, output_paths
 
-    # Fail on a taken output or bad image folders before the (slow) model build.
-    if args.format == "tflite":
-        output_paths.refuse_existing(args.output, args.overwrite)
+    # Fail on a taken output or bad image folders before the (slow) model build or download.
+    target = output_target(args)
+    if target is not None:
+        output_paths.refuse_existing(target, args.overwrite)
     for folder in (args.calibration, args.report_images):
         if folder is not None:
             calibration.list_images(folder)

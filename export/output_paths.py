@@ -17,7 +17,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from keras_resnest.atomic_files import renamed_on_success
+from keras_resnest.atomic_files import written_atomically
 
 
 def refuse_existing(path, overwrite):
@@ -39,6 +39,8 @@ def replace_directory(path, *, overwrite=False):
     path = Path(path)
     refuse_existing(path, overwrite)
     path.parent.mkdir(parents=True, exist_ok=True)
+    # `scratch` is private (mkdtemp: 0700) and never renamed; `staging`, the directory that
+    # becomes `path`, is made by a plain mkdir and so gets the umask's mode, as os.makedirs.
     scratch = Path(tempfile.mkdtemp(prefix=f".{path.name}.partial-", dir=path.parent))
     staging = scratch / path.name
     staging.mkdir()
@@ -61,9 +63,9 @@ def write_file_atomically(path, data, *, overwrite=True):
     path = Path(path)
     refuse_existing(path, overwrite)
     path.parent.mkdir(parents=True, exist_ok=True)
-    mode = "wb" if isinstance(data, bytes) else "w"
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.partial-", dir=path.parent)
-    with renamed_on_success(temporary, path):
-        with os.fdopen(descriptor, mode, **({} if mode == "wb" else {"encoding": "utf-8"})) as f:
-            f.write(data)
+    with written_atomically(path) as temporary:
+        if isinstance(data, bytes):
+            Path(temporary).write_bytes(data)
+        else:
+            Path(temporary).write_text(data, encoding="utf-8")
     return path

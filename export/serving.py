@@ -65,6 +65,20 @@ def check_version(version):
     return number
 
 
+def version_directory(output_dir, model_name, version):
+    """`output_dir/<model_name>/<version>`, the directory a package is written to.
+
+    Checks the name, the version and that `output_dir` is not a file; no model is needed, so
+    the command line checks its output with this before building one.
+    """
+    check_model_name(model_name)
+    version = check_version(version)
+    output_dir = Path(output_dir)
+    if output_dir.exists() and not output_dir.is_dir():
+        raise ValueError(f"output {output_dir} is a file; TF-Serving needs a directory")
+    return output_dir / model_name / str(version)
+
+
 def warmup_image(image_size):
     """A deterministic, natural-looking (smooth) RGB uint8 image for warm-up requests."""
     rows, cols = np.mgrid[0:image_size, 0:image_size] / max(image_size - 1, 1)
@@ -146,12 +160,8 @@ def export_serving_package(
     Returns:
         The `Path` of the version directory.
     """
-    check_model_name(model_name)
-    version = check_version(version)
     output_dir = Path(output_dir)
-    if output_dir.exists() and not output_dir.is_dir():
-        raise ValueError(f"output {output_dir} is a file; TF-Serving needs a directory")
-    version_dir = output_dir / model_name / str(version)
+    version_dir = version_directory(output_dir, model_name, version)
     with replace_directory(version_dir, overwrite=overwrite) as staging:
         size = saved_model.write_saved_model(model, staging, image_size=image_size, labels=labels)
         write_warmup_file(staging, model_name, size)

@@ -8,6 +8,7 @@ import contextlib
 import io
 import json
 import re
+import zipfile
 
 import numpy as np
 import pytest
@@ -154,6 +155,33 @@ def test_existing_tflite_file_is_refused(tmp_path, capsys):
                         "32", "--format", "tflite", "-o", output], capsys)
     assert code == 2 and "already exists" in err
     assert output.read_bytes() == b"keep me"
+
+
+@pytest.mark.parametrize("fmt, model, taken", [
+    ("saved_model", "resnest14d", "."),
+    ("serving", "resnest14d", "resnest14d/1"),
+    ("serving", "resnest50d", "resnest50/1"),  # an alias: the model is named after resnest50
+    ("serving", "{keras}", "my_classifier/1"),  # a .keras model: the name saved in it
+])
+def test_existing_output_is_refused_before_the_model_is_built(tmp_path, monkeypatch, fmt,
+                                                               model, taken):
+    from keras_resnest.export import model_source
+
+    def no_build(*args, **kwargs):
+        raise AssertionError("the model was built (or downloaded) before the output was checked")
+
+    monkeypatch.setattr(model_source, "load_model_for_export", no_build)
+    keras_file = tmp_path / "fine_tuned.keras"  # only its config.json is read
+    with zipfile.ZipFile(keras_file, "w") as archive:
+        archive.writestr("config.json", json.dumps({"config": {"name": "my_classifier"}}))
+    output = tmp_path / "out"
+    (output / taken).mkdir(parents=True)
+    (output / taken / "keep.txt").write_text("keep me")
+    weights = ["--weights", keras_file] if model == "{keras}" else ["--model", model]
+    code, out, err = run(["export", *weights, "--format", fmt, "-o", output])
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and "already exists and is not empty" in err, err
+    assert (output / taken / "keep.txt").read_text() == "keep me"
 
 
 def test_serve_request_without_a_server_fails_clearly(tmp_path, capsys):

@@ -83,7 +83,7 @@ def test_decode_predictions_names_imagenet_classes():
 # --- errors -------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("kwargs,message", [
-    ({"model_name": "resnest51"}, r"Unknown model name 'resnest51'\. Did you mean 'resnest50'"),
+    ({"model_name": "resnest51"}, r"unknown model 'resnest51' \(did you mean 'resnest50'"),
     ({"model_name": "resnest50", "weights": None, "input_shape": (31, 64, 3)}, r">= 32"),
     ({"model_name": "resnest50", "weights": None, "input_shape": (64, 64, 1)},
      r"3 \(RGB\) channels, got 1"),

@@ -134,10 +134,10 @@ def load_data(args, image_size):
 
 
 def run(args):
-    from keras_resnest import list_models
+    from keras_resnest.models import resolve_model_name
 
-    if args.model not in list_models():
-        raise ValueError(f"--model {args.model!r}: expected one of {', '.join(list_models())}.")
+    # The registry's names and aliases (resnest50d), canonical from here on (logs, configs).
+    args.model = resolve_model_name(args.model)
     if args.val_tfrecord and not args.tfrecord:
         raise ValueError("--val-tfrecord needs --tfrecord.")
     config = config_from_args(args)

@@ -30,7 +30,6 @@ import json
 import os
 import shutil
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 
@@ -38,6 +37,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_resnest.atomic_files import written_atomically
 from keras_resnest.training import augment as augment_lib
 from keras_resnest.training import data as data_lib
 from keras_resnest.training import evaluate as evaluate_lib
@@ -96,18 +96,14 @@ class TrainConfig:
 
 
 def _atomic_write(path, write):
-    """Writes through `write(tmp_path)` to a temporary file, then renames it over `path`."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    suffix = "".join(os.path.basename(path).partition(".")[1:])  # keep ".keras"/".weights.h5"
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=suffix)
-    os.close(fd)
-    try:
+    """Writes through `write(tmp_path)` to a temporary file, then renames it over `path`.
+
+    The temporary file keeps `path`'s extensions (".keras"/".weights.h5") and gets the mode of
+    a plain new file (umask), so outputs are as readable as any other file the user writes.
+    """
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with written_atomically(path) as tmp:
         write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def _write_json(path, value):

@@ -3,14 +3,13 @@
 Layer names follow the PyTorch module names ("conv1.0", "bn1", "layer3.5", "fc") so that weight
 porting and feature extraction (`model.get_layer("layer3.5").output`) read naturally.
 """
-import difflib
 import os
 
 import keras
 
 from keras_resnest.layers import ResNeStBottleneck
 from keras_resnest.layers.norm import batch_norm
-from keras_resnest.models.configs import MODEL_CONFIGS
+from keras_resnest.models.configs import MODEL_CONFIGS, resolve_model_name
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -30,18 +29,9 @@ STAGE_STRIDES_DILATIONS = {
 
 
 def list_models():
-    """Names accepted by `create_model`, e.g. `"resnest50"`."""
+    """Canonical names accepted by `create_model`, e.g. `"resnest50"` (timm aliases such as
+    `"resnest50d"` are accepted too; see `configs.ALIASES`)."""
     return sorted(MODEL_CONFIGS)
-
-
-def _config_for(model_name):
-    if model_name not in MODEL_CONFIGS:
-        close = difflib.get_close_matches(str(model_name), MODEL_CONFIGS, n=3, cutoff=0.5)
-        hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-        raise ValueError(
-            f"Unknown model name {model_name!r}.{hint} Available: {', '.join(list_models())}."
-        )
-    return MODEL_CONFIGS[model_name]
 
 
 def _validate_input_shape(input_shape):
@@ -148,7 +138,8 @@ def create_model(
     """Builds a ResNeSt model by name (see `list_models()`), keras.applications style.
 
     Args:
-        model_name: e.g. "resnest50", "resnest50_fast_1s4x24d", "resnest14d".
+        model_name: e.g. "resnest50", "resnest50_fast_1s4x24d", "resnest14d", or a timm
+            alias ("resnest50d"); see `list_models()` and `configs.ALIASES`.
         include_top: include the global pooling + `classes`-way Dense head.
         weights: None, "imagenet" (the official weights, downloaded and converted once),
             or a path: a PyTorch `.pth`/`.pt`, `.safetensors` or `.npz` state dict (converted
@@ -174,7 +165,8 @@ def create_model(
     >>> model.output_shape
     (None, 1000)
     """
-    config = _config_for(model_name)
+    model_name = resolve_model_name(model_name)  # an alias builds (and is named) as its model
+    config = MODEL_CONFIGS[model_name]
     _validate_weights_argument(weights)
     if pooling not in (None, "avg", "max"):
         raise ValueError(f'pooling must be None, "avg" or "max", got {pooling!r}.')

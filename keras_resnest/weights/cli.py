@@ -3,16 +3,22 @@
     keras-resnest convert resnest50-528c19ca.pth --model resnest50 -o resnest50.weights.h5
     keras-resnest convert model.safetensors --model resnest50d -o r50.weights.h5 --check
     keras-resnest predict cat.jpg dog.png --model resnest50 --top 5
+    keras-resnest predict photo.jpg --weights runs/photos/model.keras   # a model you trained
 
 TensorFlow is imported by the handlers, not at registration, so `--help` stays fast.
 """
+import json
 import os
 import sys
+from pathlib import Path
 
 # Official evaluation transform (scripts/torch/verify.py, ECenterCrop): crop
 # size / (size + CROP_MARGIN) of the short side, then a bicubic resize to size x size.
 CROP_MARGIN = 32
 CHECK_SEED = 0
+DEFAULT_TOP = 5
+# Written beside model.keras by `keras-resnest train`: the names of the head's classes, in order.
+CLASS_NAMES_FILE = "class_names.json"
 
 
 def register(subparsers):
@@ -33,29 +39,33 @@ def register(subparsers):
     convert.set_defaults(func=run_convert)
 
     predict = subparsers.add_parser(
-        "predict", help="top ImageNet classes of images",
+        "predict", help="top classes of images (ImageNet, or a model you trained)",
         description="Classify images with the official evaluation transform (centre crop "
-        "of size/(size+32) of the short side, bicubic resize).")
+        "of size/(size+32) of the short side, bicubic resize). With --weights MODEL.keras (e.g. "
+        "`keras-resnest train`'s model.keras) the file is the model: its architecture, input "
+        "size and head are used and the class names are read from class_names.json beside it "
+        "(or --labels).")
     predict.add_argument("images", nargs="+", metavar="IMAGE")
     predict.add_argument("--model", default="resnest50", metavar="NAME",
-                         help="model name (default resnest50)")
+                         help="model name (default resnest50); ignored with a .keras model")
     predict.add_argument("--weights", default="imagenet",
-                         help="'imagenet' (default), a checkpoint or a Keras weights file")
-    predict.add_argument("--top", type=int, default=5, help="classes per image (default 5)")
+                         help="'imagenet' (default), a checkpoint, a Keras weights file, or a "
+                         "fine-tuned .keras model")
+    predict.add_argument("--labels", type=Path, default=None, metavar="FILE",
+                         help="class names, one per line (default: class_names.json beside a "
+                         ".keras model; ImageNet names for 1000 classes; else 0..N-1)")
+    predict.add_argument("--top", type=int, default=None,
+                         help=f"classes per image (default {DEFAULT_TOP}, or all if fewer)")
     predict.add_argument("--size", type=int, default=None,
                          help="evaluation crop (default: the model's, e.g. 224 for resnest50)")
     predict.set_defaults(func=run_predict)
 
 
 def _model_name(name):
-    from keras_resnest.models import list_models
-    from keras_resnest.weights.pretrained import resolve_model_name
+    """The canonical name of `--model` (aliases such as resnest50d included), or ValueError."""
+    from keras_resnest.models import resolve_model_name
 
-    resolved = resolve_model_name(name)
-    if resolved not in list_models():
-        raise ValueError(f"--model {name!r}: unknown model; expected one of "
-                         f"{', '.join(list_models())} (or a timm name such as resnest50d)")
-    return resolved
+    return resolve_model_name(name)
 
 
 # --------------------------------------------------------------------------------------------
@@ -163,21 +173,101 @@ def load_images(paths, size):
 
 
 def run_predict(args):
-    from keras_resnest.imagenet import NUM_CLASSES, decode_predictions
-    from keras_resnest.models import MODEL_CONFIGS, create_model
-
+    # Everything that can be checked without the model is checked before it is built.
     model_name = _model_name(args.model)
-    size = args.size or MODEL_CONFIGS[model_name].default_size
-    if size < 32:
-        raise ValueError(f"--size {size}: must be >= 32")
-    if not 1 <= args.top <= NUM_CLASSES:
-        raise ValueError(f"--top {args.top}: must be between 1 and {NUM_CLASSES}")
+    if args.size is not None and args.size < 32:
+        raise ValueError(f"--size {args.size}: must be >= 32")
+    if args.top is not None and args.top < 1:
+        raise ValueError(f"--top {args.top}: must be >= 1")
+    missing = [path for path in args.images if not os.path.isfile(path)]
+    if missing:
+        raise FileNotFoundError(f"no such image: {', '.join(missing)}")
+    class_names, names_source = read_class_names(args)
+
+    from keras_resnest.export import classifier
+
+    model, size = load_predict_model(model_name, args)
+    num_classes = classifier.num_classes(model)  # a model without a classifier head: one line
+    if class_names is not None and len(class_names) != num_classes:
+        raise ValueError(f"{names_source} has {len(class_names)} class names but the model has "
+                         f"{num_classes} classes")
+    if args.top is not None and args.top > num_classes:
+        raise ValueError(f"--top {args.top}: the model has only {num_classes} classes")
+    top = args.top or min(DEFAULT_TOP, num_classes)
+
     images = load_images(args.images, size)
-    weights = None if args.weights.lower() in ("none", "random") else args.weights
-    model = create_model(model_name, weights=weights, input_shape=(size, size, 3))
-    probabilities = model.predict(images, verbose=0)
-    for path, top in zip(args.images, decode_predictions(probabilities, top=args.top)):
+    # The head's probabilities whatever the model's last activation (a softmax, or logits).
+    _, probabilities = classifier.classifier_head(model).predict(images, verbose=0)
+    for path, best in zip(args.images, top_classes(probabilities, top, class_names)):
         print(path)
-        for rank, (wordnet_id, name, score) in enumerate(top, start=1):
-            print(f"  {rank}. {score:.4f}  {name} ({wordnet_id})")
+        for rank, (name, score) in enumerate(best, start=1):
+            print(f"  {rank}. {score:.4f}  {name}")
     return 0
+
+
+def load_predict_model(model_name, args):
+    """(model, image size): a fine-tuned `.keras` model as saved, else `model_name` built."""
+    from keras_resnest.export.model_source import is_keras_model_file, load_model_for_export
+
+    if is_keras_model_file(args.weights):
+        from keras_resnest.export.classifier import fixed_image_size
+
+        # The file holds the architecture, input size and head (export's loader: the same
+        # models are accepted); --size must agree with a fixed input size or sets a free one.
+        model = load_model_for_export(model_name, args.weights, args.size)
+        return model, fixed_image_size(model) or args.size or _default_size(model_name)
+
+    from keras_resnest.models import create_model
+
+    size = args.size or _default_size(model_name)
+    weights = None if args.weights.lower() in ("none", "random") else args.weights
+    return create_model(model_name, weights=weights, input_shape=(size, size, 3)), size
+
+
+def _default_size(model_name):
+    from keras_resnest.models import MODEL_CONFIGS
+
+    return MODEL_CONFIGS[model_name].default_size
+
+
+def read_class_names(args):
+    """(names, where they came from) from --labels or a .keras model's class_names.json.
+
+    (None, None) when there are neither: ImageNet names for 1000 classes, else indices.
+    """
+    from keras_resnest.export.cli import read_labels
+    from keras_resnest.export.model_source import is_keras_model_file
+
+    if args.labels is not None:
+        return read_labels(args.labels), f"--labels {args.labels}"
+    if not is_keras_model_file(args.weights):
+        return None, None
+    path = Path(args.weights).parent / CLASS_NAMES_FILE
+    if not path.is_file():
+        return None, None
+    try:
+        names = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path}: not a JSON list of class names ({error})") from None
+    if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
+        raise ValueError(f"{path}: expected a JSON list of class names (strings)")
+    return names, str(path)
+
+
+def top_classes(probabilities, top, class_names=None):
+    """Per image, the `top` (name, score) pairs, best first.
+
+    Without `class_names`, a 1000-class model gets the ImageNet names ("tabby (n02123045)")
+    and any other the class indices.
+    """
+    import numpy as np
+
+    from keras_resnest.imagenet import NUM_CLASSES, decode_predictions
+
+    if class_names is None and probabilities.shape[-1] == NUM_CLASSES:
+        return [[(f"{name} ({wordnet_id})", score) for wordnet_id, name, score in best]
+                for best in decode_predictions(probabilities, top=top)]
+    if class_names is None:
+        class_names = [str(index) for index in range(probabilities.shape[-1])]
+    return [[(class_names[i], float(row[i])) for i in np.argsort(-row, kind="stable")[:top]]
+            for row in probabilities]

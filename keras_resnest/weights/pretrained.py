@@ -24,6 +24,7 @@ import warnings
 from dataclasses import dataclass
 
 from keras_resnest.atomic_files import renamed_on_success
+from keras_resnest.models.configs import ALIASES, resolve_model_name  # noqa: F401
 
 MIRROR_ENV = "KERAS_RESNEST_WEIGHTS_URL"
 CACHE_SUBDIR = "models"
@@ -70,24 +71,9 @@ PRETRAINED_FILES = {
     "resnest26d": PretrainedFile("gluon_resnest26-50eb607c.pth", TIMM_GLUON_URL),
 }
 
-# timm model names -> keras_resnest names. Same architecture and state-dict keys (spec, 4).
-TIMM_NAMES = {
-    "resnest50d": "resnest50",
-    "resnest101e": "resnest101",
-    "resnest200e": "resnest200",
-    "resnest269e": "resnest269",
-    "resnest50d_4s2x40d": "resnest50_fast_4s2x40d",
-    "resnest50d_1s4x24d": "resnest50_fast_1s4x24d",
-}
-
-
-def resolve_model_name(name):
-    """keras_resnest model name for a keras_resnest or timm name (`resnest101e` -> `resnest101`).
-
-    timm's pretrained tags (`resnest50d.in1k`) are accepted too.
-    """
-    name = str(name).split(".", 1)[0]
-    return TIMM_NAMES.get(name, name)
+# timm model names -> keras_resnest names: owned by the model registry (one table for every
+# command); kept importable here, where checkpoint conversion used to define them.
+TIMM_NAMES = ALIASES
 
 
 def pretrained_file(model_name):

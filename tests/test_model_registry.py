@@ -1,0 +1,103 @@
+"""One model registry: every command and `create_model` accept the same names and aliases.
+
+`resnest50d` (timm's name of resnest50) is accepted everywhere and `resnest51` refused everywhere
+with the registry's one-line message, before any model is built. The heavy step of each command
+is replaced by one that records the model name it was given and stops the command.
+"""
+import pytest
+
+import keras_resnest
+from keras_resnest import cli
+from keras_resnest.models import ALIASES, MODEL_CONFIGS, list_models, resolve_model_name
+
+
+class Reached(Exception):
+    """Raised by a stand-in for a command's model build: validation let the name through."""
+
+    def __init__(self, model_name):
+        super().__init__(model_name)
+        self.model_name = model_name
+
+
+def unknown_message(name):
+    with pytest.raises(ValueError) as error:
+        resolve_model_name(name)
+    return str(error.value)
+
+
+def test_names_and_aliases_come_from_one_table():
+    assert list_models() == sorted(MODEL_CONFIGS)
+    assert set(ALIASES.values()) <= set(MODEL_CONFIGS)
+    assert not set(ALIASES) & set(MODEL_CONFIGS)
+    for name in list_models():
+        assert resolve_model_name(name) == name
+    assert resolve_model_name("resnest50d") == "resnest50"
+    assert resolve_model_name("resnest50d_4s2x40d.in1k") == "resnest50_fast_4s2x40d"  # timm tag
+    # convert's historical import location is the same table.
+    from keras_resnest.weights import pretrained
+
+    assert pretrained.TIMM_NAMES is ALIASES
+    assert pretrained.resolve_model_name is resolve_model_name
+
+
+def test_unknown_name_message_names_what_is_valid():
+    message = unknown_message("resnest51")
+    assert message.startswith("unknown model 'resnest51' (did you mean 'resnest50'")
+    assert "\n" not in message
+    for name in [*MODEL_CONFIGS, *ALIASES]:
+        assert name in message
+
+
+def test_create_model_accepts_aliases_and_refuses_unknown_names():
+    model = keras_resnest.create_model("resnest50d", weights=None, input_shape=(32, 32, 3))
+    assert model.name == "resnest50"  # built (and named) as the model the alias stands for
+    with pytest.raises(ValueError) as error:
+        keras_resnest.create_model("resnest51", weights=None)
+    assert str(error.value) == unknown_message("resnest51")
+
+
+@pytest.fixture
+def commands(tmp_path, monkeypatch):
+    """argv (without --model) of each command, its heavy step replaced by `Reached`."""
+    from PIL import Image
+
+    from keras_resnest.training import cli as train_cli
+    from keras_resnest.weights import cli as weights_cli
+
+    def stop(name_of):
+        def stand_in(*args, **kwargs):
+            raise Reached(name_of(*args, **kwargs))
+        return stand_in
+
+    monkeypatch.setattr(weights_cli, "convert_checkpoint", stop(lambda source, name, out: name))
+    monkeypatch.setattr(weights_cli, "load_predict_model", stop(lambda name, args: name))
+    monkeypatch.setattr(train_cli, "config_from_args", stop(lambda args: args.model))
+    monkeypatch.setattr(keras_resnest, "create_model", stop(lambda name, **_: name))  # export
+
+    image = tmp_path / "image.png"
+    Image.new("RGB", (40, 40)).save(image)
+    checkpoint = tmp_path / "model.safetensors"
+    checkpoint.write_bytes(b"")
+    return {
+        "convert": ["convert", str(checkpoint), "-o", str(tmp_path / "out.weights.h5")],
+        "predict": ["predict", str(image)],
+        "train": ["train", "--dataset", "digits", "-o", str(tmp_path / "run")],
+        "export": ["export", "--format", "tflite", "--weights", "none",
+                   "-o", str(tmp_path / "out.tflite")],
+    }
+
+
+@pytest.mark.parametrize("command", ["convert", "predict", "train", "export"])
+def test_every_command_accepts_an_alias(commands, command):
+    with pytest.raises(Reached) as reached:
+        cli.main([*commands[command], "--model", "resnest50d"])
+    assert reached.value.model_name == "resnest50"
+
+
+@pytest.mark.parametrize("command", ["convert", "predict", "train", "export"])
+def test_every_command_refuses_an_unknown_name_with_the_same_line(commands, command, capsys):
+    # A `Reached` escaping here would mean the command went on to build the model.
+    assert cli.main([*commands[command], "--model", "resnest51"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == f"keras-resnest {command}: error: {unknown_message('resnest51')}\n"
