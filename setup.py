@@ -58,12 +58,11 @@ setup(
     extras_require={
         # Bundled CUDA libraries for NVIDIA GPUs: `pip install "keras-resnest[gpu]"`.
         "gpu": [f"tensorflow[and-cuda]=={TF_VERSION}"],
-        # The numerical reference for the parity tests; never a runtime dependency.
-        "test": [
-            "pytest",
-            "torch==2.13.0",
-            "resnest==0.0.5",
-        ],
+        # The official PyTorch model, for `keras-resnest convert --check` only: heavy, and never
+        # imported by anything else.
+        "reference": ["torch>=2.0", "resnest==0.0.5"],
+        # The suite: pytest and the reference, with torch pinned to the CPU wheel it is measured on.
+        "test": ["pytest", "torch==2.13.0", "resnest==0.0.5"],
     },
     entry_points={"console_scripts": ["keras-resnest=keras_resnest.cli:main"]},
 )

@@ -9,7 +9,6 @@ TensorFlow is imported by the handlers, not at registration, so `--help` stays f
 """
 import json
 import os
-import sys
 from pathlib import Path
 
 # Official evaluation transform (scripts/torch/verify.py, ECenterCrop): crop
@@ -34,8 +33,8 @@ def register(subparsers):
     convert.add_argument("-o", "--output", required=True, metavar="OUT.weights.h5",
                          help="Keras weights file to write")
     convert.add_argument("--check", action="store_true",
-                         help="compare the result with the official PyTorch model (needs torch "
-                         "and resnest); skipped with a note when torch is not importable")
+                         help="compare the result with the official PyTorch model (needs "
+                         'torch and resnest: pip install "keras-resnest[reference]")')
     convert.set_defaults(func=run_convert)
 
     predict = subparsers.add_parser(
@@ -115,6 +114,10 @@ def run_convert(args):
     from keras_resnest.weights.reference import PARITY_TOLERANCE, torch_available
 
     model_name = _model_name(args.model)
+    if args.check and not torch_available():
+        # Known before any work: refuse instead of converting and then skipping the check.
+        raise ValueError("--check needs torch and the official resnest package: "
+                         'pip install "keras-resnest[reference]" (or run without --check)')
     result = convert_checkpoint(args.source, model_name, args.output)
     print(f"converted {result['source']} -> {result['output']}")
     print(f"  model       {model_name}")
@@ -125,11 +128,6 @@ def run_convert(args):
     print(f"  output      {result['output']} ({result['bytes'] / 1e6:.1f} MB)")
     print(f"  sha256      {result['sha256']}")
     if not args.check:
-        return 0
-    if not torch_available():
-        print("  check       skipped: torch and the official resnest package are not "
-              "importable (pip install torch && pip install --no-deps resnest==0.0.5)",
-              file=sys.stderr)
         return 0
     error, size = check_conversion(model_name, args.source, args.output)
     verdict = "OK" if error <= PARITY_TOLERANCE else "FAILED"
