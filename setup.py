@@ -62,7 +62,7 @@ setup(
         # imported by anything else.
         "reference": ["torch>=2.0", "resnest==0.0.5"],
         # The suite: pytest and the reference, with torch pinned to the CPU wheel it is measured on.
-        "test": ["pytest", "torch==2.13.0", "resnest==0.0.5"],
+        "test": ["pytest", "torch==2.13.0", "resnest==0.0.5", "jax[cpu]>=0.10.2,<0.11"],
     },
     entry_points={"console_scripts": ["keras-resnest=keras_resnest.cli:main"]},
 )

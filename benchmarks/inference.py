@@ -17,6 +17,12 @@ machine, measured in the same run: images/s at that rate is a ceiling no exact f
 implementation of the network's arithmetic can pass.
 
     python benchmarks/inference.py [--model resnest50] [--threads 2] [--batches 1 8] [--rounds 4]
+        [--keras-backends jax torch]
+
+`--keras-backends jax torch` adds a row per batch size for keras_resnest under Keras' JAX
+backend (`predict_on_batch`: an XLA-compiled function, native grouped convolutions) and
+PyTorch backend (eager), each measured in its own process (KERAS_BACKEND is fixed at import)
+with the same weights; their parity with the official model is printed too. Measured only.
 """
 import argparse
 import os
@@ -40,7 +46,64 @@ def parse_args():
     parser.add_argument("--seconds", type=float, default=3.0,
                         help="minimum timed seconds per side per round")
     parser.add_argument("--jit", action="store_true", help="also time an XLA-compiled call")
+    parser.add_argument("--keras-backends", nargs="*", default=[], choices=["jax", "torch"],
+                        help="also time keras_resnest under these Keras backends")
+    parser.add_argument("--backend-worker", help=argparse.SUPPRESS)
     return parser.parse_args()
+
+
+def backend_worker(args):
+    """Under KERAS_BACKEND=args.backend_worker: parity and images/s, one JSON line."""
+    import json
+
+    import keras
+    import numpy as np
+    import torch
+
+    torch.set_num_threads(args.threads)
+    import keras_resnest
+    from tests.torch_reference import (build_randomized, logits, relative_error,
+                                       state_dict_numpy)
+
+    torch_model = build_randomized(args.model)
+    model = keras_resnest.create_model(args.model, weights=None, classifier_activation=None,
+                                       input_shape=(args.size, args.size, 3))
+    keras_resnest.load_torch_state_dict(model, state_dict_numpy(torch_model))
+    check = np.random.RandomState(1).uniform(0, 255, (2, args.size, args.size, 3)).astype("float32")
+    result = {"backend": keras.backend.backend(),
+              "parity": relative_error(model.predict_on_batch(check), logits(torch_model, check)),
+              "speeds": {}}
+    for batch in args.batches:
+        images = np.random.RandomState(0).uniform(0, 255, (batch, args.size, args.size, 3))
+        images = images.astype("float32")
+        speeds = [images_per_second(lambda: model.predict_on_batch(images), batch, args.seconds)
+                  for _ in range(args.rounds)]
+        result["speeds"][str(batch)] = [min(speeds), statistics.median(speeds), max(speeds)]
+    print("RESULT " + json.dumps(result), flush=True)
+
+
+def other_backend_rows(args):
+    """keras_resnest under each of `args.keras_backends`, one process each."""
+    import json
+    import subprocess
+
+    for backend in args.keras_backends:
+        command = [sys.executable, __file__, "--backend-worker", backend, "--model", args.model,
+                   "--threads", str(args.threads), "--size", str(args.size), "--rounds",
+                   str(args.rounds), "--seconds", str(args.seconds), "--batches",
+                   *map(str, args.batches)]
+        env = dict(os.environ, KERAS_BACKEND=backend, OMP_NUM_THREADS=str(args.threads))
+        process = subprocess.run(command, env=env, capture_output=True, text=True)
+        lines = [line for line in process.stdout.splitlines() if line.startswith("RESULT ")]
+        if process.returncode or not lines:
+            print(f"keras backend {backend}: failed\n{process.stderr[-3000:]}", flush=True)
+            continue
+        result = json.loads(lines[-1][len("RESULT "):])
+        print(f"keras backend {backend}: max|keras - torch| / max|torch| = "
+              f"{result['parity']:.1e}", flush=True)
+        for batch, (low, median, high) in result["speeds"].items():
+            print(f"{batch:>5} {backend + ' img/s':>12} {median:>10.2f} ({low:.2f}-{high:.2f})",
+                  flush=True)
 
 
 def images_per_second(run, batch, seconds):
@@ -88,6 +151,8 @@ def gemm_peak_gflops(size=3072, repeats=5):
 def main():
     args = parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if args.backend_worker:
+        return backend_worker(args)
     import numpy as np
     import tensorflow as tf
     import torch
@@ -149,6 +214,7 @@ def main():
         if args.jit:
             line += f" {images_per_second(lambda: xla_call(tf_images).numpy(), batch, args.seconds):>10.2f}"
         print(line, flush=True)
+    other_backend_rows(args)
 
 
 if __name__ == "__main__":

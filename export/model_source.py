@@ -9,8 +9,6 @@ import json
 import zipfile
 from pathlib import Path
 
-import keras
-
 import keras_resnest
 from keras_resnest.export import classifier
 from keras_resnest.models.configs import MODEL_CONFIGS, resolve_model_name
@@ -61,7 +59,8 @@ def load_model_for_export(model_name, weights="imagenet", image_size=None):
         if not zipfile.is_zipfile(path):  # Keras would call it "File not found"
             raise ValueError(f"--weights {path}: not a .keras model (expected a zip archive)")
         # safe_mode (the default) refuses arbitrary code; ResNeSt layers are registered.
-        model = keras.saving.load_model(path, compile=False)
+        # keras_resnest.load_model also renames the layers of 0.1.0 files ("layer3.5").
+        model = keras_resnest.load_model(path, compile=False)
         if image_size is not None and classifier.fixed_image_size(model) is None:
             return _rebuild_for_size(model, image_size)
         classifier.resolve_image_size(model, image_size)  # a different fixed size: refused

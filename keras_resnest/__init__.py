@@ -17,6 +17,7 @@ _PUBLIC_NAMES = {
                              "ResNeSt269", "create_model", "list_models"),
     "keras_resnest.imagenet": ("decode_predictions", "imagenet_classes", "preprocess_input"),
     "keras_resnest.porting": ("load_torch_state_dict",),
+    "keras_resnest.model_files": ("load_model",),
 }
 _MODULE_OF = {name: module for module, names in _PUBLIC_NAMES.items() for name in names}
 

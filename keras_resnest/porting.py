@@ -1,10 +1,14 @@
 """Assigning PyTorch-named ResNeSt state dicts to keras_resnest models (no torch needed).
 
-The Keras layers carry the PyTorch module names ("layer2.0", "conv1.0", "fc"), and inside a
-block the few sub-layers whose names differ are mapped below. Layouts: conv weights
+The Keras layers carry the PyTorch module names with "_" for "." ("layer2_0" for the PyTorch
+module "layer2.0", "conv1_0" for "conv1.0", "fc"): Keras' PyTorch backend registers every
+variable as a torch parameter named by its path, and torch refuses dots in those names. The
+rule is reversible (`keras_layer_name` / `torch_module_name`) because no official module name
+has "_" before a digit. Inside a block the few sub-layers whose names differ are mapped below. Layouts: conv weights
 (out, in/groups, kh, kw) -> Keras (kh, kw, in/groups, out); Linear (out, in) -> Dense (in, out);
 BatchNorm weight/bias/running_mean/running_var -> gamma/beta/moving_mean/moving_variance.
 """
+import re
 from dataclasses import dataclass, field
 
 import keras
@@ -24,6 +28,29 @@ BATCH_NORM_WEIGHTS = (("weight", "gamma"), ("bias", "beta"), ("running_mean", "m
                       ("running_var", "moving_variance"))
 IGNORED_SUFFIXES = ("num_batches_tracked",)
 HEAD_PREFIX = "fc."
+# "_" before a digit in a Keras layer name stands for "." in the PyTorch module name.
+_INDEX_SEPARATOR = re.compile(r"_(?=\d)")
+
+
+def keras_layer_name(torch_name):
+    """Keras layer name of an official PyTorch module name: `"layer3.5"` -> `"layer3_5"`.
+
+    >>> keras_layer_name("layer3.5"), keras_layer_name("conv1.0"), keras_layer_name("fc")
+    ('layer3_5', 'conv1_0', 'fc')
+    """
+    return torch_name.replace(".", "_")
+
+
+def torch_module_name(keras_name):
+    """PyTorch module name of a keras_resnest layer name: `"layer3_5"` -> `"layer3.5"`.
+
+    The inverse of `keras_layer_name`. Dotted names (models saved by keras-resnest 0.1.0 and
+    loaded without renaming, TensorFlow backend) pass through unchanged.
+
+    >>> [torch_module_name(name) for name in ("layer3_5", "conv1_0_pad", "fc", "layer3.5")]
+    ['layer3.5', 'conv1.0_pad', 'fc', 'layer3.5']
+    """
+    return _INDEX_SEPARATOR.sub(".", keras_name)
 
 
 @dataclass
@@ -95,7 +122,7 @@ def _torch_shape(variables, layout):
 def _model_targets(model):
     targets = []
     for layer in model.layers:
-        targets.extend(_targets(layer, layer.name))
+        targets.extend(_targets(layer, torch_module_name(layer.name)))
     return targets
 
 

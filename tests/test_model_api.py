@@ -27,7 +27,7 @@ def test_named_constructors_and_model_list():
     assert model.name == "resnest14d"
     assert model.output_shape == (None, 7)
     assert model.input.name == "image"
-    assert keras_resnest.ResNeSt26(weights=None).get_layer("layer4.1") is not None
+    assert keras_resnest.ResNeSt26(weights=None).get_layer("layer4_1") is not None
 
 
 @pytest.mark.parametrize("size", [32, 97])
@@ -137,7 +137,7 @@ def test_backbone_only_port_skips_the_head_and_says_so(kwargs, resnest14d_state)
     report = keras_resnest.load_torch_state_dict(model, resnest14d_state)
     assert report.skipped == ["fc.bias", "fc.weight"]
     assert "fc.weight" in report.notes[0]
-    conv = model.get_layer("conv1.0").kernel.numpy()
+    conv = model.get_layer("conv1_0").kernel.numpy()
     np.testing.assert_array_equal(conv, resnest14d_state["conv1.0.weight"].transpose(2, 3, 1, 0))
 
 
@@ -152,7 +152,7 @@ def test_keras_file_round_trip_is_exact(tmp_path, resnest14d_state):
     model.save(path)
     restored = keras.saving.load_model(path)
     np.testing.assert_array_equal(restored.predict(images, verbose=0), expected)
-    assert restored.get_layer("layer3.0").get_config() == model.get_layer("layer3.0").get_config()
+    assert restored.get_layer("layer3_0").get_config() == model.get_layer("layer3_0").get_config()
 
 
 @pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
@@ -169,7 +169,7 @@ def test_mixed_precision_logits_close_to_float32(policy, resnest14d_state):
     finally:
         keras.config.set_dtype_policy(previous)
     keras_resnest.load_torch_state_dict(model, resnest14d_state)
-    block = model.get_layer("layer2.0")
+    block = model.get_layer("layer2_0")
     assert block.compute_dtype == policy.split("_")[1]
     assert model.get_layer("fc").compute_dtype == "float32"
     assert probabilities.get_layer("predictions").compute_dtype == "float32"

@@ -157,8 +157,8 @@ def test_imagenet_weights_reproduce_reference_and_are_cached(
                               ref.features(reference, images)) <= ref.PARITY_TOLERANCE
     ten = keras_resnest.create_model(model_name, weights="imagenet", classes=10)
     assert ten.get_layer("fc").kernel.shape == (2048, 10)
-    np.testing.assert_array_equal(ten.get_layer("conv1.0").kernel.numpy(),
-                                  model.get_layer("conv1.0").kernel.numpy())
+    np.testing.assert_array_equal(ten.get_layer("conv1_0").kernel.numpy(),
+                                  model.get_layer("conv1_0").kernel.numpy())
     assert cache_files(keras_home) == sorted([name, converted])
 
 

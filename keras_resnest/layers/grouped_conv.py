@@ -5,7 +5,9 @@ convolution in an XLA-compiled function (`jit_compile=True`), which lands in exp
 and which TF-Serving CPU builds do not run by default. Measured on this 2-core CPU (TF 2.21,
 batch 8, 56x56x128 -> 128, 3x3, 2 groups, tf.function, 20 runs): TF's native grouped conv 52 ms,
 the XLA version 41 ms, one conv per group plus concat 25 ms. Split convolutions are also plain
-CONV_2D/SPLIT/CONCATENATION ops for TFLite. So we split.
+CONV_2D/SPLIT/CONCATENATION ops for TFLite. So we split, on TensorFlow. Under JAX and PyTorch
+the group kernels are concatenated and run as one native grouped convolution
+(`backend_paths.tensorflow_fast_paths` is the switch).
 
 Each group has its own kernel variable, (kh, kw, in_channels / groups, filters / groups), so
 no kernel is sliced (copied) at run time; groups are contiguous along the input and output
@@ -13,6 +15,8 @@ channels exactly as in PyTorch (group g reads input block g and writes output bl
 """
 import keras
 from keras import ops
+
+from keras_resnest.layers.backend_paths import tensorflow_fast_paths
 
 
 @keras.saving.register_keras_serializable(package="keras_resnest")
@@ -74,15 +78,18 @@ class GroupedConv2D(keras.layers.Layer):
         # padding when padding == dilation * (k - 1) / 2. Stride 2 'same' pads asymmetrically.
         return self.strides == 1 and 2 * self.padding == self.dilation_rate * (self.kernel_size - 1)
 
+    def _padded(self, inputs):
+        """(inputs, Keras padding) giving PyTorch's symmetric padding."""
+        if self._same_is_exact():
+            return inputs, "same"
+        if self.padding:
+            p = self.padding
+            inputs = ops.pad(inputs, [[0, 0], [p, p], [p, p], [0, 0]])
+        return inputs, "valid"
+
     def group_outputs(self, inputs):
         """The convolution of each group, before concatenation (and without the bias)."""
-        if self._same_is_exact():
-            conv_padding = "same"
-        else:
-            conv_padding = "valid"
-            if self.padding:
-                p = self.padding
-                inputs = ops.pad(inputs, [[0, 0], [p, p], [p, p], [0, 0]])
+        inputs, conv_padding = self._padded(inputs)
         group_inputs = ops.split(inputs, self.groups, axis=-1) if self.groups > 1 else [inputs]
         return [
             ops.conv(x, kernel, strides=self.strides, padding=conv_padding,
@@ -91,9 +98,16 @@ class GroupedConv2D(keras.layers.Layer):
         ]
 
     def call(self, inputs):
-        group_outputs = self.group_outputs(inputs)
-        outputs = (ops.concatenate(group_outputs, axis=-1) if self.groups > 1
-                   else group_outputs[0])
+        if self.groups > 1 and not tensorflow_fast_paths():
+            # One native grouped convolution (the groups follow from the kernel's input depth).
+            padded, conv_padding = self._padded(inputs)
+            outputs = ops.conv(padded, ops.concatenate(self.group_kernels, axis=-1),
+                               strides=self.strides, padding=conv_padding,
+                               dilation_rate=self.dilation_rate)
+        else:
+            group_outputs = self.group_outputs(inputs)
+            outputs = (ops.concatenate(group_outputs, axis=-1) if self.groups > 1
+                       else group_outputs[0])
         if self.use_bias:
             outputs = outputs + self.bias
         return outputs

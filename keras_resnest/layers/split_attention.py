@@ -9,6 +9,7 @@ Leaving that swap out is silently right for cardinality 1 and wrong for cardinal
 import keras
 from keras import ops
 
+from keras_resnest.layers.backend_paths import tensorflow_fast_paths
 from keras_resnest.layers.drop_block import DropBlock2D
 from keras_resnest.layers.grouped_conv import GroupedConv2D
 from keras_resnest.layers.norm import batch_norm
@@ -106,19 +107,22 @@ class SplitAttention(keras.layers.Layer):
 
     def _radix_splits(self, inputs, training):
         """conv -> bn0 -> (dropblock) -> relu, as one tensor per radix split."""
-        group_outputs = self.conv.group_outputs(inputs)
         dropblock_active = training and self.dropblock is not None
-        if not dropblock_active and self.bn0.can_fuse(group_outputs[0], training):
-            # Inference: normalise each group's output on its own, so that TensorFlow fuses
-            # conv + BN + ReLU per group and no concat/split copies the feature map.
-            width = group_outputs[0].shape[-1]
-            groups = [ops.relu(self.bn0.fused_inference(y, g * width, (g + 1) * width))
-                      for g, y in enumerate(group_outputs)]
-            k = self.cardinality  # group g = r * K + k belongs to radix split r
-            return [groups[r * k] if k == 1 else ops.concatenate(groups[r * k:(r + 1) * k], -1)
-                    for r in range(self.radix)]
-        x = ops.concatenate(group_outputs, axis=-1) if len(group_outputs) > 1 \
-            else group_outputs[0]
+        if not tensorflow_fast_paths() or dropblock_active \
+                or not self.bn0.can_fuse(inputs, training):
+            return self._radix_splits_unfused(self.conv(inputs), training)
+        # TensorFlow inference: normalise each group's output on its own, so that TensorFlow
+        # fuses conv + BN + ReLU per group and no concat/split copies the feature map.
+        group_outputs = self.conv.group_outputs(inputs)
+        width = group_outputs[0].shape[-1]
+        groups = [ops.relu(self.bn0.fused_inference(y, g * width, (g + 1) * width))
+                  for g, y in enumerate(group_outputs)]
+        k = self.cardinality  # group g = r * K + k belongs to radix split r
+        return [groups[r * k] if k == 1 else ops.concatenate(groups[r * k:(r + 1) * k], -1)
+                for r in range(self.radix)]
+
+    def _radix_splits_unfused(self, x, training):
+        """bn0 -> (dropblock) -> relu of the grouped conv's output `x`, split by radix."""
         x = self.bn0(x, training=training)
         if self.dropblock is not None:
             x = self.dropblock(x, training=training)

@@ -1,7 +1,9 @@
 """One builder for every ResNeSt model, driven by `configs.MODEL_CONFIGS`.
 
-Layer names follow the PyTorch module names ("conv1.0", "bn1", "layer3.5", "fc") so that weight
-porting and feature extraction (`model.get_layer("layer3.5").output`) read naturally.
+Layer names follow the PyTorch module names with "_" for "." ("conv1_0", "bn1", "layer3_5", "fc"
+for the official "conv1.0", "bn1", "layer3.5", "fc"; `keras_resnest.porting.keras_layer_name`),
+so that weight porting and feature extraction (`model.get_layer("layer3_5").output`) read
+naturally on every Keras backend (PyTorch refuses dots in parameter names).
 """
 import os
 
@@ -66,17 +68,17 @@ def _validate_weights_argument(weights):
 def _stem(x, stem_width):
     # Deep stem: three 3x3 convs; the first is the only stride-2 conv of the network. PyTorch
     # pads 1 on every side; TF 'same' pads asymmetrically for even sizes, so pad explicitly.
-    x = keras.layers.ZeroPadding2D(1, name="conv1.0_pad")(x)
+    x = keras.layers.ZeroPadding2D(1, name="conv1_0_pad")(x)
     x = keras.layers.Conv2D(stem_width, 3, 2, use_bias=False, kernel_initializer="he_normal",
-                            name="conv1.0")(x)
-    x = batch_norm(name="conv1.1")(x)
-    x = keras.layers.ReLU(name="conv1.2")(x)
+                            name="conv1_0")(x)
+    x = batch_norm(name="conv1_1")(x)
+    x = keras.layers.ReLU(name="conv1_2")(x)
     x = keras.layers.Conv2D(stem_width, 3, padding="same", use_bias=False,
-                            kernel_initializer="he_normal", name="conv1.3")(x)
-    x = batch_norm(name="conv1.4")(x)
-    x = keras.layers.ReLU(name="conv1.5")(x)
+                            kernel_initializer="he_normal", name="conv1_3")(x)
+    x = batch_norm(name="conv1_4")(x)
+    x = keras.layers.ReLU(name="conv1_5")(x)
     x = keras.layers.Conv2D(stem_width * 2, 3, padding="same", use_bias=False,
-                            kernel_initializer="he_normal", name="conv1.6")(x)
+                            kernel_initializer="he_normal", name="conv1_6")(x)
     x = batch_norm(name="bn1")(x)
     x = keras.layers.ReLU(name="relu")(x)
     # MaxPool2d(3, 2, padding=1): inputs are >= 0 after the ReLU, so zero padding is as good
@@ -112,7 +114,7 @@ def _stages(x, config, output_stride, dropblock_rate, drop_path_rate):
                 dropblock_rate=stage_dropblock,
                 # Linearly increasing stochastic depth over all blocks.
                 drop_path_rate=drop_path_rate * block_index / max(total_blocks - 1, 1),
-                name=f"layer{stage}.{index}",
+                name=f"layer{stage}_{index}",
             )(x)
             block_index += 1
     return x
