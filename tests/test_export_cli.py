@@ -8,6 +8,7 @@ import contextlib
 import io
 import json
 import re
+import socket
 import zipfile
 
 import numpy as np
@@ -187,8 +188,16 @@ def test_existing_output_is_refused_before_the_model_is_built(tmp_path, monkeypa
 def test_serve_request_without_a_server_fails_clearly(tmp_path, capsys):
     image = tmp_path / "x.png"
     image.write_bytes(helpers.encode(helpers.natural_image(40, 40, 0), "PNG"))
-    code, _, err = run(["serve-request", "--rest", "--port", "9", image], capsys)
-    assert code == 2 and "the TF-Serving request failed" in err
+    # A port that refuses for sure: bound here but not listening, so no other process can
+    # listen on it (port 9 may well have a listener, and the result would depend on it).
+    with socket.socket() as refusing:
+        refusing.bind(("127.0.0.1", 0))
+        port = refusing.getsockname()[1]
+        for transport in (["--rest"], []):  # REST (urllib), then gRPC
+            code, _, err = run(["serve-request", *transport, "--host", "127.0.0.1", "--port",
+                                port, image], capsys)
+            assert code == 2 and "the TF-Serving request failed" in err, err
+            assert re.search("connection refused|failed to connect", err, re.IGNORECASE), err
     code, _, err = run(["serve-request", tmp_path / "nope.jpg"], capsys)
     assert code == 2 and "no such image file" in err
 

@@ -37,9 +37,11 @@ def test_graph_transform_matches_official_pil_transform(shape, size, image_forma
     actual = image_transform.decode_and_transform(tf.constant(data), size).numpy()
     assert actual.shape == (size, size, 3) and actual.dtype == np.float32
     difference = np.abs(actual - expected)
-    # Same pixels except rare one-level rounding differences (PIL uses fixed-point weights).
+    # Same pixels except rare one-level rounding differences (PIL uses fixed-point weights):
+    # the README's "under 0.1% of the pixel values"; `python benchmarks/image_transform_report.py`
+    # prints the share of each case (worst 0.017%).
     assert difference.max() <= 1.0
-    assert np.mean(difference > 0) < 0.005
+    assert np.mean(difference > 0) < 0.001
 
 
 def test_grayscale_and_rgba_inputs_become_rgb_like_pil():

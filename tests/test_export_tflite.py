@@ -2,6 +2,8 @@
 
 Float modes use ResNeSt-14d at 64 px with reference-converted (official random init, random BN
 state) weights. The int8 accuracy test uses a ResNeSt-14d trained on real images (the digits).
+`python benchmarks/tflite_report.py` prints the figures these tests measure (the README's
+TFLite table); the bars sit just above them.
 """
 import numpy as np
 import pytest
@@ -26,7 +28,8 @@ def float32_flatbuffer():
 def test_float32_matches_keras(float32_flatbuffer, images):
     result = report.tflite_report(float32_flatbuffer, helpers.small_model(), images,
                                   latency_runs=3)
-    # The issue's target; also catches the all-NaN output of the concrete-function route.
+    # The issue's target (measured 1.1e-06); also catches the all-NaN output of the
+    # concrete-function route.
     assert result["max_rel_logit_diff"] <= 1e-5
     assert result["top1_agreement"] == 1.0
     assert result["input_dtype"] == "float32"
@@ -47,15 +50,17 @@ def test_signature_names(float32_flatbuffer):
                                               "outputs": ["logits", "probabilities"]}}
 
 
-@pytest.mark.parametrize("mode, size_ratio, max_rel", [("fp16", (0.45, 0.55), 2e-3),
-                                                       ("dynamic", (0.2, 0.3), 0.1)])
+# Measured: fp16 4.1e-04, dynamic 1.19e-02 relative logit difference, both 100% top-1.
+# (The smallest top-1/top-2 logit gap of these images is 2.3e-02 of the largest logit.)
+@pytest.mark.parametrize("mode, size_ratio, max_rel", [("fp16", (0.45, 0.55), 1e-3),
+                                                       ("dynamic", (0.2, 0.3), 2e-2)])
 def test_weight_quantized_modes(mode, size_ratio, max_rel, float32_flatbuffer, images):
     flatbuffer = tflite.convert_to_tflite(helpers.small_model(), mode)
     result = report.tflite_report(flatbuffer, helpers.small_model(), images, latency_runs=3)
     ratio = len(flatbuffer) / len(float32_flatbuffer)
     assert size_ratio[0] <= ratio <= size_ratio[1], ratio
-    assert result["max_rel_logit_diff"] <= max_rel
-    assert result["top1_agreement"] >= 5 / 6
+    assert result["max_rel_logit_diff"] <= max_rel, result["max_rel_logit_diff"]
+    assert result["top1_agreement"] == 1.0
     assert result["input_dtype"] == "float32"
 
 
@@ -70,9 +75,11 @@ def test_int8_with_int8_io_from_a_tf_data_dataset():
     tensor_types = {np.dtype(t["dtype"]).name
                     for t in Interpreter(model_content=flatbuffer).get_tensor_details()}
     assert "float32" not in tensor_types and "int8" in tensor_types  # fully integer
-    result = report.tflite_report(flatbuffer, model, test_images[:100], latency_runs=3)
+    # All 360 held-out images. Measured: 2.1e-02 relative logit difference, 100% top-1.
+    result = report.tflite_report(flatbuffer, model, test_images, latency_runs=3)
     assert result["input_dtype"] == "int8"
-    assert result["top1_agreement"] >= 0.98
+    assert result["max_rel_logit_diff"] <= 3e-2, result["max_rel_logit_diff"]
+    assert result["top1_agreement"] >= 0.99
 
 
 def test_calibration_folder_errors(tmp_path):

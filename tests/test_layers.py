@@ -11,7 +11,12 @@ from keras_resnest.layers import (DropBlock2D, GroupedConv2D, ResNeStBottleneck,
                                   StochasticDepth)
 from keras_resnest.layers.split_attention import inter_channels
 from keras_resnest.porting import SPLIT_ATTENTION_CHILDREN
-from tests.torch_reference import PARITY_TOLERANCE, randomize_batch_norm, relative_error
+from tests.torch_reference import randomize_batch_norm, relative_error
+
+# What the layers achieve against torch (`python benchmarks/parity_report.py --sections layers`
+# prints each figure: worst 6.6e-07), with a margin for other CPUs' summation order; far below
+# the public 1e-4 of `convert --check`, which would let a small systematic slip through.
+LAYER_BAR = 5e-6
 
 
 @pytest.mark.parametrize("radix", [1, 2, 4])
@@ -35,7 +40,7 @@ def test_split_attention_matches_official_splat(radix, cardinality, strides):
     with torch.no_grad():
         expected = official(torch.from_numpy(x.transpose(0, 3, 1, 2))).numpy()
     actual = np.asarray(layer(x, training=False))
-    assert relative_error(actual, expected.transpose(0, 2, 3, 1)) <= PARITY_TOLERANCE
+    assert relative_error(actual, expected.transpose(0, 2, 3, 1)) <= LAYER_BAR
 
 
 def test_inter_channels_follow_official_rule_with_32_floor():
@@ -58,7 +63,7 @@ def test_grouped_conv_matches_torch_grouped_conv():
     layer.bias.assign(conv.bias.detach().numpy())
     with torch.no_grad():
         expected = conv(torch.from_numpy(x.transpose(0, 3, 1, 2))).numpy().transpose(0, 2, 3, 1)
-    assert relative_error(layer(x), expected) <= PARITY_TOLERANCE
+    assert relative_error(layer(x), expected) <= LAYER_BAR
 
 
 def test_grouped_conv_rejects_indivisible_channels():
@@ -143,6 +148,6 @@ def test_split_attention_training_mode_matches_official_batch_statistics(radix, 
     with torch.no_grad():
         expected = official(torch.from_numpy(x.transpose(0, 3, 1, 2))).numpy()
     actual = np.asarray(model(x, training=True))
-    assert relative_error(actual, expected.transpose(0, 2, 3, 1)) <= PARITY_TOLERANCE
+    assert relative_error(actual, expected.transpose(0, 2, 3, 1)) <= LAYER_BAR
     np.testing.assert_allclose(layer.bn0.moving_mean.numpy(),
                                official.bn0.running_mean.numpy(), rtol=1e-4, atol=1e-6)

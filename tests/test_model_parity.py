@@ -1,10 +1,20 @@
-"""Every model against the official PyTorch ResNeSt: parameters and logits/feature maps."""
+"""Every model against the official PyTorch ResNeSt: parameters and logits/feature maps.
+
+The bars are what the port achieves, not the public PARITY_TOLERANCE (1e-4, the bar of
+`keras-resnest convert --check`): `python benchmarks/parity_report.py` prints every figure
+these tests measure, 4e-07 to 8e-07 (README, Faithfulness). A systematic slip such as a
+BatchNorm epsilon of 2e-5 instead of 1e-5 stays under 1e-4 but not under these bars; the
+margin (about 6x) covers the float32 summation order of other CPUs and thread counts.
+"""
 import numpy as np
 import pytest
 
 import keras_resnest
+from keras_resnest.weights import reference
 from tests import torch_reference as ref
-from tests.torch_reference import PARITY_TOLERANCE
+
+LOGITS_BAR = 5e-6    # measured worst: 8.1e-07 at 45x67 (resnest200), 5.7e-07 at 224x224
+FEATURES_BAR = 5e-6  # measured worst: 6.0e-07 (output stride 16 and 8)
 
 
 def _ported_pair(name, **torch_kwargs):
@@ -28,7 +38,7 @@ def test_logits_match_official_model_at_odd_size(name):
     assert report.tensors == len([k for k in state if not k.endswith("num_batches_tracked")])
     images = ref.random_images(2, 45, 67, seed=1)
     error = ref.relative_error(model.predict(images, verbose=0), ref.logits(torch_model, images))
-    assert error <= PARITY_TOLERANCE, f"{name}: relative error {error:.2e}"
+    assert error <= LOGITS_BAR, f"{name}: relative error {error:.2e}"
 
 
 @pytest.mark.parametrize("name", ["resnest14d", "resnest50"])
@@ -39,7 +49,7 @@ def test_logits_match_official_model_at_native_resolution(name):
     keras_resnest.load_torch_state_dict(model, state)
     images = ref.random_images(2, 224, 224, seed=2)
     error = ref.relative_error(model.predict(images, verbose=0), ref.logits(torch_model, images))
-    assert error <= PARITY_TOLERANCE
+    assert error <= LOGITS_BAR, f"{name}: relative error {error:.2e}"
 
 
 def test_resnest50_parameter_count_is_official():
@@ -61,4 +71,16 @@ def test_dilated_feature_maps_match_official(name, output_stride, torch_kwargs):
     keras_features = model.predict(images, verbose=0)
     torch_features = ref.features(torch_model, images)
     assert keras_features.shape[1:3] == (-(-49 // output_stride), -(-65 // output_stride))
-    assert ref.relative_error(keras_features, torch_features) <= PARITY_TOLERANCE
+    error = ref.relative_error(keras_features, torch_features)
+    assert error <= FEATURES_BAR, f"{name}, output stride {output_stride}: {error:.2e}"
+
+
+# `keras-resnest convert --check` builds its reference with keras_resnest.weights.reference,
+# which keeps its own copy of the 14d/26d configurations and of the input normalisation: it
+# must compute exactly what the reference pinned in tests/torch_reference.py computes.
+@pytest.mark.parametrize("name", sorted(ref.SMALL_MODELS))
+def test_convert_check_reference_is_the_pinned_reference(name):
+    pinned = ref.build_randomized(name)
+    images = ref.random_images(2, 45, 67, seed=1)
+    checked = reference.reference_logits(name, ref.state_dict_numpy(pinned), images)
+    np.testing.assert_array_equal(checked, ref.logits(pinned, images))

@@ -10,6 +10,7 @@ import hashlib
 import http.server
 import io
 import os
+import socket
 import subprocess
 import sys
 import textwrap
@@ -145,7 +146,13 @@ def test_imagenet_weights_reproduce_reference_and_are_cached(
 
     # Second load: from the converted cache, with no server at all.
     server.stop()
-    monkeypatch.setenv(pretrained.MIRROR_ENV, "http://127.0.0.1:9/nothing-listens-here")
+    # A mirror that refuses every connection: a port this test holds bound but not listening
+    # (no other process can listen there; port 9 may well have a listener).
+    refusing = socket.socket()
+    request.addfinalizer(refusing.close)
+    refusing.bind(("127.0.0.1", 0))
+    monkeypatch.setenv(pretrained.MIRROR_ENV,
+                       f"http://127.0.0.1:{refusing.getsockname()[1]}/nothing-listens-here")
     again = logits_model(model_name, weights="imagenet")
     np.testing.assert_array_equal(again.predict(images, verbose=0),
                                   model.predict(images, verbose=0))

@@ -2,15 +2,63 @@
 
 Shared by the test modules: build the reference for a keras_resnest model name, give it random
 but well-conditioned weights and BatchNorm statistics, and run it on 0..255 NHWC images.
+
+Everything a parity result depends on (the architecture of each reference, the input
+normalisation, the error measure) is written out here rather than imported from keras_resnest:
+a constant shared by the port and its reference would make every parity test agree with a
+wrong value. Only the public bar, PARITY_TOLERANCE, comes from the package.
+`keras_resnest.weights.reference` (the reference of `keras-resnest convert --check`) has its own
+copy, which test_model_parity compares with this one.
 """
 import numpy as np
 import torch
 
-# The builder, input conversion, parity measure and bar are the package's own
-# (`keras-resnest convert --check` uses them too).
-from keras_resnest.weights.reference import (IMAGENET_MEAN, IMAGENET_STD,  # noqa: F401
-                                             PARITY_TOLERANCE, SMALL_MODELS, build_reference,
-                                             logits, relative_error, to_torch_input)
+from keras_resnest.weights.reference import PARITY_TOLERANCE  # noqa: F401
+
+# The official evaluation transform (scripts/torch/verify.py): ToTensor, then
+# Normalize(mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225]).
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], "float32")
+IMAGENET_STD = np.array([0.229, 0.224, 0.225], "float32")
+
+# resnest14d / resnest26d are not in the official package: they are GluonCV's resnest14/26 as
+# timm defines them (the source of their weights):
+#   ResNet(ResNestBottleneck, [1, 1, 1, 1] (26d: [2, 2, 2, 2]), stem_type='deep',
+#          stem_width=32, avg_down=True, base_width=64, cardinality=1,
+#          block_args=dict(radix=2, avd=True, avd_first=False))
+# which is this call of the official builder (deep_stem=True: 3x3 convs 3->32->32->64).
+SMALL_MODELS = {"resnest14d": [1, 1, 1, 1], "resnest26d": [2, 2, 2, 2]}
+SMALL_MODEL_KWARGS = dict(radix=2, groups=1, bottleneck_width=64, deep_stem=True, stem_width=32,
+                          avg_down=True, avd=True, avd_first=False)
+
+
+def build_reference(name, **kwargs):
+    """The official model for a keras_resnest name; kwargs e.g. dilation=2 or dilated=True."""
+    import resnest.torch as official
+    from resnest.torch.resnet import Bottleneck, ResNet
+
+    if name in SMALL_MODELS:
+        return ResNet(Bottleneck, SMALL_MODELS[name], **SMALL_MODEL_KWARGS, **kwargs)
+    return getattr(official, name)(pretrained=False, **kwargs)
+
+
+def to_torch_input(images):
+    """0..255 NHWC images -> the official normalised NCHW tensor."""
+    normalised = (np.asarray(images, "float32") / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
+    return torch.from_numpy(np.ascontiguousarray(normalised.transpose(0, 3, 1, 2)))
+
+
+def logits(model, images):
+    """Logits of a torch model on 0..255 NHWC images."""
+    with torch.no_grad():
+        return model(to_torch_input(images)).numpy()
+
+
+def relative_error(actual, expected):
+    """max|actual - expected| / max|expected|: the project's parity measure."""
+    actual, expected = np.asarray(actual, "float64"), np.asarray(expected, "float64")
+    if actual.shape != expected.shape:
+        raise AssertionError(f"shape {actual.shape} != reference shape {expected.shape}")
+    return float(np.abs(actual - expected).max() / np.abs(expected).max())
 
 
 def build_randomized(name, seed=0, **kwargs):

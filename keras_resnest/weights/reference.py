@@ -6,13 +6,15 @@ resnest==0.0.5`). Nothing else in keras_resnest imports it.
 """
 import numpy as np
 
-from keras_resnest.models import resnest
-
 # max|keras - torch| / max|torch| in float32: the project's parity bar.
 PARITY_TOLERANCE = 1e-4
-IMAGENET_MEAN = np.array(resnest.IMAGENET_MEAN, "float32")
-IMAGENET_STD = np.array(resnest.IMAGENET_STD, "float32")
-# GluonCV's resnest14/26 (timm resnest14d/26d) expressed with the official builder.
+# The Normalize of the official evaluation transform (scripts/torch/verify.py), written out
+# here on purpose: the models carry their own copy (keras_resnest.models.resnest), and a
+# reference taking its constants from there would agree with any wrong value.
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], "float32")
+IMAGENET_STD = np.array([0.229, 0.224, 0.225], "float32")
+# GluonCV's resnest14/26 (timm resnest14d/26d) expressed with the official builder. The tests
+# pin their own copy (tests/torch_reference.py) and check that this one computes the same.
 SMALL_MODELS = {"resnest14d": [1, 1, 1, 1], "resnest26d": [2, 2, 2, 2]}
 
 

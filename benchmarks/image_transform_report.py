@@ -1,0 +1,44 @@
+"""Prints how far the in-graph decode + evaluation transform is from the official PIL one.
+
+For each case of tests/test_export_image_transform.py (same images, sizes and formats): the
+largest difference in grey levels and the share of pixel values (H x W x 3) that differ at all,
+then the worst of each. The test asserts bars at the README's claim, just above these figures.
+
+    python benchmarks/image_transform_report.py
+"""
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def main():
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow as tf
+
+    from keras_resnest.export import image_transform
+    from tests import export_helpers as helpers
+    # The cases and the PIL pipeline of the test itself, so the figures are the test's.
+    from tests.test_export_image_transform import CASES, official_eval_transform
+
+    print(f"{'image':>10s} {'size':>5s} {'format':>6s} {'max diff':>9s} {'values differing':>17s}")
+    worst_max, worst_share = 0.0, 0.0
+    for shape, size, image_format in CASES:
+        image = helpers.natural_image(*shape, seed=sum(shape))
+        options = {"quality": 90} if image_format == "JPEG" else {}
+        data = helpers.encode(image, image_format, **options)
+        expected = official_eval_transform(data, size)
+        actual = image_transform.decode_and_transform(tf.constant(data), size).numpy()
+        difference = np.abs(actual - expected)
+        share = float(np.mean(difference > 0))
+        worst_max, worst_share = max(worst_max, difference.max()), max(worst_share, share)
+        print(f"{shape[0]:>4d}x{shape[1]:<5d} {size:>5d} {image_format:>6s} "
+              f"{difference.max():>9.1f} {100 * share:>16.3f}%", flush=True)
+    print(f"worst: {worst_max:.1f} grey level(s), {100 * worst_share:.3f}% of pixel values")
+
+
+if __name__ == "__main__":
+    main()
