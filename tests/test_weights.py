@@ -513,7 +513,12 @@ def test_no_torch_import_in_the_library_runtime_paths(tmp_path, reference_14d):
             {name!r}, "https://unreachable.invalid/")
         keras_resnest.ResNeSt14(weights="imagenet")
         assert cli.main(["convert", f"{{tmp}}/zip.pth", "--model", "resnest14d", "-o",
-                         f"{{tmp}}/out.weights.h5", "--check"]) == 0
+                         f"{{tmp}}/out.weights.h5"]) == 0
+        # --check needs the reference: refused before converting, nothing written.
+        assert cli.main(["convert", f"{{tmp}}/zip.pth", "--model", "resnest14d", "-o",
+                         f"{{tmp}}/checked.weights.h5", "--check"]) == 2
+        import os
+        assert not os.path.exists(f"{{tmp}}/checked.weights.h5")
         assert "torch" not in sys.modules, "torch was imported"
         print("TORCH-FREE")
     """)
@@ -523,7 +528,8 @@ def test_no_torch_import_in_the_library_runtime_paths(tmp_path, reference_14d):
                             env=env, cwd=tmp_path, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "TORCH-FREE" in result.stdout
-    assert "check       skipped: torch" in result.stderr
+    assert ('keras-resnest convert: error: --check needs torch and the official resnest '
+            'package: pip install "keras-resnest[reference]"') in result.stderr
 
 
 def test_only_the_reference_module_mentions_torch_imports():

@@ -1,8 +1,8 @@
 """The official PyTorch models as a numerical reference (`keras-resnest convert --check`).
 
 This is the only module of the package that imports torch, and only when called: it needs
-`torch` and the official `resnest` package (`pip install torch; pip install --no-deps
-resnest==0.0.5`). Nothing else in keras_resnest imports it.
+`torch` and the official `resnest` package (`pip install "keras-resnest[reference]"`).
+Nothing else in keras_resnest imports it.
 """
 import numpy as np
 
