@@ -22,6 +22,7 @@ Example:
     >>> random_resized_crop(image, 224).shape, center_crop(image, 224).shape
     (TensorShape([224, 224, 3]), TensorShape([224, 224, 3]))
 """
+import hashlib
 from dataclasses import dataclass
 
 import tensorflow as tf
@@ -47,6 +48,24 @@ class AugmentConfig:
         for name in ("mixup_alpha", "cutmix_alpha"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name}={getattr(self, name)!r}: expected >= 0 (0 disables it).")
+
+
+def op_seed(seed, name):
+    """The seed of one random op, derived from the run's `seed`; None (unseeded) stays None.
+
+    The one place op seeds come from. TensorFlow reads an op seed of 0 as "pick one at random",
+    and under op determinism `sample_distorted_bounding_box` refuses it outright, so `--seed 0`
+    must not reach an op as 0. Hashing (seed, name) gives a non-zero seed in [1, 2**31 - 1],
+    the same in every process, and a different one per op: ops sharing one seed would draw
+    from the same random stream (a crop and a flip in lockstep).
+
+    >>> op_seed(0, "crop") != 0 and op_seed(0, "crop") != op_seed(0, "flip"), op_seed(None, "crop")
+    (True, None)
+    """
+    if seed is None:
+        return None
+    digest = hashlib.sha256(f"{seed}/{name}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") % (2**31 - 1) + 1
 
 
 def random_resized_crop(image, size, min_area=MIN_AREA, seed=None):
@@ -84,19 +103,23 @@ def center_crop(image, size):
 
 
 def make_image_augmenter(config, size, seed=None):
-    """Returns `fn(image) -> image` for one training image (crop, flip, RandAugment)."""
+    """Returns `fn(image) -> image` for one training image (crop, flip, RandAugment).
+
+    `seed`: the run's seed for a repeatable run (each op gets its own `op_seed`), None for fresh
+    randomness.
+    """
     import keras
 
     rand_augment = (
-        keras.layers.RandAugment(value_range=(0, 255), num_ops=2, factor=0.5, seed=seed)
+        keras.layers.RandAugment(value_range=(0, 255), num_ops=2, factor=0.5, seed=op_seed(seed, "randaugment"))
         if config.randaugment
         else None
     )
 
     def augment(image):
-        image = random_resized_crop(image, size, config.min_area, seed=seed)
+        image = random_resized_crop(image, size, config.min_area, seed=op_seed(seed, "crop"))
         if config.flip:
-            image = tf.image.random_flip_left_right(image, seed=seed)
+            image = tf.image.random_flip_left_right(image, seed=op_seed(seed, "flip"))
         if rand_augment is not None:
             image = rand_augment(image, training=True)
         return tf.cast(image, tf.float32)
@@ -105,11 +128,16 @@ def make_image_augmenter(config, size, seed=None):
 
 
 def make_batch_mixer(config, seed=None):
-    """Returns `fn(images, onehot_labels) -> (images, soft_labels)`, or None when both are off."""
+    """Returns `fn(images, onehot_labels) -> (images, soft_labels)`, or None when both are off.
+
+    `seed`: the run's seed (each op gets its own `op_seed`), or None.
+    """
     import keras
 
-    mixup = keras.layers.MixUp(alpha=config.mixup_alpha, seed=seed) if config.mixup_alpha else None
-    cutmix = keras.layers.CutMix(factor=config.cutmix_alpha, seed=seed) if config.cutmix_alpha else None
+    mixup = keras.layers.MixUp(alpha=config.mixup_alpha, seed=op_seed(seed, "mixup")) if config.mixup_alpha else None
+    cutmix = (
+        keras.layers.CutMix(factor=config.cutmix_alpha, seed=op_seed(seed, "cutmix")) if config.cutmix_alpha else None
+    )
     if mixup is None and cutmix is None:
         return None
 
@@ -122,7 +150,7 @@ def make_batch_mixer(config, seed=None):
             return apply(cutmix, images, labels)
         if cutmix is None:
             return apply(mixup, images, labels)
-        use_mixup = tf.random.uniform((), seed=seed) < 0.5
+        use_mixup = tf.random.uniform((), seed=op_seed(seed, "mix-switch")) < 0.5
         return tf.cond(
             use_mixup,
             lambda: apply(mixup, images, labels),

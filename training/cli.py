@@ -141,15 +141,19 @@ def run(args):
     if args.val_tfrecord and not args.tfrecord:
         raise ValueError("--val-tfrecord needs --tfrecord.")
     config = config_from_args(args)
+    # Fail before work: the checks that need neither TensorFlow devices nor the data come first;
+    # train() checks the rest (classes, batch, validation split) before it builds the model.
     config.validate()
+    # Importing runs no TensorFlow op, so the device layout below can still be set.
+    from keras_resnest.training.loop import check_output_dir, train
+
+    check_output_dir(args.output)
     # Device layout and the strategy come first: both must exist before any other TF op.
     from keras_resnest.training import strategy as strategy_lib
 
     if args.cpu_devices:
         strategy_lib.split_cpu(args.cpu_devices)
     strategy = strategy_lib.make_strategy(args.strategy)
-    from keras_resnest.training.loop import train
-
     data = load_data(args, config.image_size)
     result = train(config, data, args.output, strategy)
     evaluation = result.get("evaluation")

@@ -92,7 +92,7 @@ def _list_class_folder(root, class_names=None):
             d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)) and not d.startswith(".")
         )
         if not class_names:
-            raise ValueError(f"{root}: expected one sub-folder per class, found none.")
+            raise ValueError(f"{root}: no class folders: put each class's images in {root}/<class name>/.")
     paths, labels, skipped = [], [], []
     for label, name in enumerate(class_names):
         folder = os.path.join(root, name)
@@ -143,10 +143,22 @@ def folder_data(directory, val_fraction=0.1, seed=0):
     if os.path.isdir(val_dir):
         val_paths, val_labels, _, val_skipped = _list_class_folder(val_dir, class_names)
         skipped += val_skipped
+        # Every epoch ends with an evaluation: an empty val/ would end the run after epoch 1.
+        if not val_paths:
+            raise ValueError(
+                f"{val_dir}: no images in its class folders ({', '.join(class_names)}): "
+                "add validation images or remove val/ to hold out --val-fraction of train/."
+            )
     else:
         if not 0.0 < val_fraction < 1.0:
             raise ValueError(f"val_fraction={val_fraction!r}: expected a fraction in (0, 1).")
         train_idx, val_idx = _seeded_split(labels, val_fraction, seed)
+        if paths and not len(val_idx):
+            largest = max(np.bincount(labels))
+            raise ValueError(
+                f"--val-fraction {val_fraction:g} holds out no image of {train_dir} ({len(paths)} images, "
+                f"at most {largest} per class): raise --val-fraction or add a val/ folder."
+            )
         val_paths, val_labels = [paths[i] for i in val_idx], [labels[i] for i in val_idx]
         paths, labels = [paths[i] for i in train_idx], [labels[i] for i in train_idx]
     if skipped:
@@ -212,6 +224,8 @@ def tfrecord_data(pattern, val_pattern=None, val_fraction=0.1, seed=0):
         if not val_files:
             raise FileNotFoundError(f"--val-tfrecord {val_pattern!r}: no files match.")
         val_count, val_names = _scan_records(val_files)
+        if val_count == 0:
+            raise ValueError(f"--val-tfrecord {val_pattern!r}: the shards hold no records.")
         for label, name in val_names.items():
             names.setdefault(label, name)
         train, val, train_size = records, tf.data.TFRecordDataset(val_files).map(_parse_record), count
@@ -225,6 +239,11 @@ def tfrecord_data(pattern, val_pattern=None, val_fraction=0.1, seed=0):
         train = zipped.filter(lambda item, flag: tf.logical_not(flag)).map(lambda item, flag: item)
         val = zipped.filter(lambda item, flag: flag).map(lambda item, flag: item)
         train_size, val_count = int((~is_val).sum()), int(is_val.sum())
+        if val_count == 0:
+            raise ValueError(
+                f"--val-fraction {val_fraction:g} holds out none of the {count} records of {pattern!r}: "
+                "raise --val-fraction or give --val-tfrecord."
+            )
     num_classes = max(names) + 1
     return TrainingData(
         class_names=[names.get(i, str(i)) for i in range(num_classes)],

@@ -54,7 +54,7 @@ def build_classifier(
         x = keras.layers.Dropout(drop_rate, name="drop")(x)
     x = keras.layers.Dense(num_classes, dtype="float32", name="fc")(x)
     outputs = keras.layers.Activation("softmax", dtype="float32", name="predictions")(x)
-    # Re-using the backbone's graph keeps the model flat: layers are named "conv1.0" ... "fc".
+    # Re-using the backbone's graph keeps the model flat: the backbone's layers, then "fc".
     model = keras.Model(backbone.input, outputs, name=f"{model_name}_classifier")
     if last_gamma is None:
         last_gamma = weights is None  # zeroing gammas of pretrained blocks would erase them

@@ -15,6 +15,17 @@ step written with `strategy.run` works the same under the default strategy, Mirr
 * Outputs (chief): `history.csv`, TensorBoard logs in `logs/`, `best.keras` (best validation
   top-1), `model.keras` + `model.weights.h5`, `class_names.json`, `evaluation.json`.
   Other workers write `RUN_DIR/workers/<index>/` (their backup and final weights).
+  Without TensorBoard installed the run says so once, at its start, and goes on without `logs/`.
+* EMA (`ema_momentum`): evaluation and the saved models use the optimizer's average of the
+  weights; training and the checkpoints keep the raw weights (see `_EmaWeights`).
+* Fail before work: everything knowable at the start (output directory, seed, classes,
+  training images for one global batch, a non-empty validation split, the weights file) is
+  checked before the model is built, each with one line naming the problem and the fix.
+* `deterministic=True` seeds everything from `seed` and turns on TensorFlow's op determinism
+  for the run; `train` leaves op determinism as it found it.
+* Test-only: with the environment variable `KERAS_RESNEST_TEST_KILL_AT_CHECKPOINT=N` the process
+  SIGKILLs itself right after writing checkpoint N (epoch x steps_per_epoch + step), so the
+  kill-and-resume test stops at the same step on any machine. Never set it otherwise.
 
 Example (a tiny run on the embedded digits; `keras-resnest train` wraps this):
     >>> from keras_resnest.training.data import digits_data
@@ -24,18 +35,25 @@ Example (a tiny run on the embedded digits; `keras-resnest train` wraps this):
     >>> sorted(result["evaluation"])[:2]  # doctest: +SKIP
     ['class_names', 'confusion_matrix']
 """
+import contextlib
 import csv
 import dataclasses
 import json
 import os
 import shutil
+import signal
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 
 import keras
 import numpy as np
 import tensorflow as tf
+
+# TensorFlow 2.21 exports only `tf.config.experimental.enable_op_determinism`; its reader and its
+# inverse live unexported beside it (Keras's trainer imports them from there too).
+from tensorflow.python.framework.config import disable_op_determinism, is_op_determinism_enabled
 
 from keras_resnest.atomic_files import written_atomically
 from keras_resnest.training import augment as augment_lib
@@ -46,6 +64,8 @@ from keras_resnest.training import strategy as strategy_lib
 
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 HISTORY_FIELDS = ("epoch", "loss", "accuracy", "val_top1", "val_top5", "learning_rate", "seconds")
+MAX_SEED = 2**31 - 1  # the int32 range: a seed every seeded library here (NumPy, TF, Keras) accepts
+TEST_KILL_ENV = "KERAS_RESNEST_TEST_KILL_AT_CHECKPOINT"  # test-only, see the module docstring
 
 
 @dataclass
@@ -89,6 +109,7 @@ class TrainConfig:
             (self.checkpoint_every >= 1, "checkpoint_every", "an integer >= 1"),
             (self.steps_per_epoch is None or self.steps_per_epoch >= 1, "steps_per_epoch", ">= 1"),
             (self.learning_rate is None or self.learning_rate > 0, "learning_rate", "a value > 0"),
+            (isinstance(self.seed, int) and 0 <= self.seed <= MAX_SEED, "seed", f"an integer in [0, {MAX_SEED}]"),
         ]
         for ok, name, expected in checks:
             if not ok:
@@ -137,20 +158,107 @@ def _save_model(model, path):
 
 
 class _EmaWeights:
-    """Swaps the optimizer's EMA into the model (for evaluation/saving) and back."""
+    """Puts the optimizer's EMA of the weights into the model for a while (evaluation, saving).
 
-    def __init__(self, model, optimizer):
-        inner = getattr(optimizer, "inner_optimizer", optimizer)
-        self.active = bool(getattr(inner, "use_ema", False))
-        if self.active:
-            self.pairs = list(zip(inner._trainable_variables, inner._model_variables_moving_average))
+    Public Keras API only. `finalize_variable_values(variables)` is Keras's own way to put the
+    averages into the model (what `fit` does at its end), but it only overwrites: a resumable
+    run must go on training, and checkpointing, the raw weights. So the raw values are copied
+    out first and assigned back afterwards; the averages themselves are never written, so the
+    optimizer state in a checkpoint is exactly what training made.
 
-    def swap(self):
-        if self.active:
-            for variable, average in self.pairs:
-                current = variable.numpy()
-                variable.assign(average.numpy())
-                average.assign(current)
+    `variables` must be the list the optimizer was built on, in that order: Keras pairs them
+    with its averages by position (`recipe.build_optimizer` builds on `model.trainable_variables`
+    before any freezing; freezing later shortens that list, so it is captured once).
+    """
+
+    def __init__(self, optimizer, variables):
+        inner = getattr(optimizer, "inner_optimizer", optimizer)  # under a LossScaleOptimizer
+        self.active = bool(inner.use_ema)
+        self.optimizer, self.variables = optimizer, list(variables)
+
+    @contextlib.contextmanager
+    def applied(self):
+        if not self.active:
+            yield
+            return
+        raw = [variable.numpy() for variable in self.variables]
+        self.optimizer.finalize_variable_values(self.variables)
+        try:
+            yield
+        finally:
+            for variable, value in zip(self.variables, raw):
+                variable.assign(value)
+
+
+def check_output_dir(path):
+    """Raises one clear error unless `path` is, or can become, a directory this process can write."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise FileExistsError(f"output {path} is an existing file: give a directory for the run (-o RUN_DIR).")
+    try:
+        os.makedirs(path, exist_ok=True)
+        # Writing a file is the only sure test: permission bits say nothing for root, and
+        # read-only mounts or quotas show only on a write.
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as error:
+        raise ValueError(
+            f"output directory {path} is not writable ({error.strerror or error}): choose another -o RUN_DIR."
+        ) from None
+
+
+def _test_kill_checkpoint():
+    """The checkpoint number after which this process kills itself (test-only), or None."""
+    raw = os.environ.get(TEST_KILL_ENV)
+    if not raw:
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(f"{TEST_KILL_ENV}={raw!r}: expected a checkpoint number; it is test-only, unset it.") from None
+
+
+def _preflight(config, data, out_dir, strategy):
+    """Every check that needs no model, so that a run never dies after an epoch for a reason
+    it could have told at its start. Returns the test-only kill checkpoint (or None)."""
+    config.validate()
+    check_output_dir(out_dir)
+    if data.num_classes < 2:
+        raise ValueError(f"{data.num_classes} class found: a classifier needs at least 2 (one folder or label per class).")
+    replicas = strategy.num_replicas_in_sync
+    global_batch = config.batch_size * replicas
+    if data.train_size < global_batch:
+        raise ValueError(
+            f"{data.train_size} training images are fewer than one global batch of {global_batch} "
+            f"({config.batch_size} per replica x {replicas} replicas): lower --batch-size."
+        )
+    if data.val_size < 1:
+        raise ValueError(
+            "the validation split is empty and every epoch ends with an evaluation: give validation "
+            "images (DIR/val/, --val-tfrecord) or a larger --val-fraction."
+        )
+    if config.weights not in (None, "imagenet") and not os.path.exists(str(config.weights)):
+        raise FileNotFoundError(
+            f"weights file {config.weights} does not exist: give an existing file, 'imagenet', or no --weights."
+        )
+    return _test_kill_checkpoint()
+
+
+def _summary_writer(path, log):
+    """A TensorBoard writer for `path`, or None, said once, when its logs cannot be written.
+
+    `tf.summary.scalar` imports the tensorboard package at each call: without it, the first
+    write, after the first epoch, would end the run. Logs are a side output; the run goes on.
+    """
+    try:
+        import tensorboard.summary.v2  # noqa: F401  (what tf.summary.scalar imports)
+    except ImportError:
+        log("warning: TensorBoard is not installed (pip install tensorboard): training goes on without logs/.")
+        return None
+    try:
+        return tf.summary.create_file_writer(path)
+    except (tf.errors.OpError, OSError) as error:
+        log(f"warning: cannot write TensorBoard logs to {path} ({error}): training goes on without them.")
+        return None
 
 
 def _predict(model, dataset, infer=None):
@@ -218,33 +326,31 @@ def train(config, data, run_dir, strategy=None, log=print):
     Restarting with the same arguments after an interruption resumes from the last checkpoint.
     Returns a dict with the history, the final evaluation and throughput figures.
     """
-    config.validate()
     strategy = strategy or tf.distribute.get_strategy()
     chief = strategy_lib.is_chief(strategy)
     out_dir = run_dir if chief else os.path.join(run_dir, "workers", str(strategy_lib.worker_index(strategy)))
-    os.makedirs(out_dir, exist_ok=True)
     log = log if chief else (lambda *a, **k: None)
+    kill_at = _preflight(config, data, out_dir, strategy)
 
+    # Op determinism and the dtype policy are process-wide: leave them as they were found.
+    was_deterministic = is_op_determinism_enabled()
+    previous_policy = keras.mixed_precision.dtype_policy()
     if config.deterministic:
         keras.utils.set_random_seed(config.seed)
         tf.config.experimental.enable_op_determinism()
-    previous_policy = keras.mixed_precision.dtype_policy()
     keras.mixed_precision.set_dtype_policy(config.precision)
     try:
-        return _train(config, data, run_dir, out_dir, strategy, chief, log)
+        return _train(config, data, out_dir, strategy, chief, log, kill_at)
     finally:
         keras.mixed_precision.set_dtype_policy(previous_policy)
+        if not was_deterministic:
+            disable_op_determinism()
 
 
-def _train(config, data, run_dir, out_dir, strategy, chief, log):
+def _train(config, data, out_dir, strategy, chief, log, kill_at):
     replicas = strategy.num_replicas_in_sync
     global_batch = config.batch_size * replicas
-    steps = config.steps_per_epoch or data.train_size // global_batch
-    if steps < 1:
-        raise ValueError(
-            f"{data.train_size} training images are fewer than one global batch of {global_batch} "
-            f"({config.batch_size} per replica x {replicas} replicas): lower --batch-size."
-        )
+    steps = config.steps_per_epoch or data.train_size // global_batch  # >= 1: see _preflight
     total_steps = steps * config.epochs
     warmup_steps = min(int(config.warmup_epochs * steps), total_steps // 5)
     peak_lr = config.learning_rate or recipe.scaled_learning_rate(config.optimizer, global_batch)
@@ -253,6 +359,9 @@ def _train(config, data, run_dir, out_dir, strategy, chief, log):
         if config.freeze_backbone
         else 0
     )
+
+    # Checked before the model is built, like everything else knowable at the start.
+    writer = _summary_writer(os.path.join(out_dir, "logs"), log) if chief else None
 
     with strategy.scope():
         model = finetune.build_classifier(
@@ -276,6 +385,7 @@ def _train(config, data, run_dir, out_dir, strategy, chief, log):
             ema_momentum=config.ema_momentum,
             precision=config.precision,
         )
+        ema = _EmaWeights(optimizer, model.trainable_variables)  # the variables the optimizer was built on
         loss_fn = keras.losses.CategoricalCrossentropy(
             from_logits=True, label_smoothing=config.label_smoothing, reduction=None
         )
@@ -291,8 +401,6 @@ def _train(config, data, run_dir, out_dir, strategy, chief, log):
     history_path = os.path.join(out_dir, "history.csv")
     history = _read_history(history_path, start_epoch)
     best_top1 = max((float(r["val_top1"]) for r in history), default=-1.0)
-    writer = tf.summary.create_file_writer(os.path.join(out_dir, "logs")) if chief else None
-    ema = _EmaWeights(model, optimizer)
     infer = tf.function(lambda x: model(x, training=False), reduce_retracing=True)  # traced once
     log(
         f"training {config.model_name} on {data.train_size} images ({data.num_classes} classes), "
@@ -302,8 +410,11 @@ def _train(config, data, run_dir, out_dir, strategy, chief, log):
 
     def save_position(epoch, step):
         position.assign([epoch, step])
-        manager.save(checkpoint_number=epoch * steps + step)
+        number = epoch * steps + step
+        manager.save(checkpoint_number=number)
         _write_json(os.path.join(out_dir, "backup", "progress.json"), {"epoch": epoch, "step": step})
+        if number == kill_at:  # test-only (TEST_KILL_ENV): die as a crash would, no cleanup
+            os.kill(os.getpid(), signal.SIGKILL)
 
     train_step, frozen = None, None
     images_seen, train_seconds = 0, 0.0
@@ -358,27 +469,27 @@ def _train(config, data, run_dir, out_dir, strategy, chief, log):
             "seconds": round(seconds, 2),
         }
         if chief:  # evaluation needs no collective ops: only the chief spends time on it
-            ema.swap()
-            report = evaluate_model(model, data, config, infer)
-            row.update(val_top1=report["top1"], val_top5=report["top5"])
-            if report["top1"] > best_top1:
-                best_top1 = report["top1"]
-                _save_model(_SavingView(model), os.path.join(out_dir, "best.keras"))
-            ema.swap()
+            with ema.applied():
+                report = evaluate_model(model, data, config, infer)
+                row.update(val_top1=report["top1"], val_top5=report["top5"])
+                if report["top1"] > best_top1:
+                    best_top1 = report["top1"]
+                    _save_model(_SavingView(model), os.path.join(out_dir, "best.keras"))
             history.append(row)
             _write_history(history_path, history)
-            with writer.as_default(step=epoch):
-                for key in ("loss", "accuracy", "val_top1", "val_top5", "learning_rate"):
-                    tf.summary.scalar(key, row[key])
-            writer.flush()
+            if writer is not None:
+                try:
+                    with writer.as_default(step=epoch):
+                        for key in ("loss", "accuracy", "val_top1", "val_top5", "learning_rate"):
+                            tf.summary.scalar(key, row[key])
+                    writer.flush()
+                except Exception as error:  # logs are a side output: losing them must not lose the run
+                    log(f"warning: writing TensorBoard logs failed ({error}): training goes on without them.")
+                    writer = None
             log(f"epoch {epoch + 1}: loss {row['loss']:.4f} accuracy {row['accuracy']:.4f} "
                 f"val_top1 {row['val_top1']:.4f} val_top5 {row['val_top5']:.4f} ({seconds:.1f}s)")
         save_position(epoch + 1, 0)
 
-    if ema.active:
-        ema.swap()  # the EMA becomes the final model
-    final_weights = os.path.join(out_dir, "model.weights.h5")
-    _atomic_write(final_weights, model.save_weights)
     result = {
         "history": history,
         "global_batch_size": global_batch,
@@ -387,19 +498,21 @@ def _train(config, data, run_dir, out_dir, strategy, chief, log):
         "optimizer_steps": int(optimizer.iterations.numpy()),
         "train_images_per_second": images_seen / train_seconds if train_seconds else None,
     }
-    _write_json(os.path.join(out_dir, "run_summary.json"), {k: v for k, v in result.items() if k != "history"})
-    result["model"] = model
-    if chief:
-        report = evaluate_model(model, data, config, infer)
-        log(evaluate_lib.format_report(report))
-        _save_model(_SavingView(model), os.path.join(out_dir, "model.keras"))
-        _write_json(os.path.join(out_dir, "class_names.json"), data.class_names)
-        _write_json(os.path.join(out_dir, "evaluation.json"), report)
-        _write_json(os.path.join(out_dir, "train_config.json"), _config_dict(config))
-        result["evaluation"] = report
-        log(f"saved {os.path.join(out_dir, 'model.keras')} and class_names.json")
-    if ema.active:
-        ema.swap()  # keep the checkpointed state consistent if this run is resumed again
+    # The EMA is the final model; the raw weights come back afterwards, consistent with the
+    # checkpoint if this run is resumed again.
+    with ema.applied():
+        _atomic_write(os.path.join(out_dir, "model.weights.h5"), model.save_weights)
+        _write_json(os.path.join(out_dir, "run_summary.json"), {k: v for k, v in result.items() if k != "history"})
+        if chief:
+            report = evaluate_model(model, data, config, infer)
+            log(evaluate_lib.format_report(report))
+            _save_model(_SavingView(model), os.path.join(out_dir, "model.keras"))
+            _write_json(os.path.join(out_dir, "class_names.json"), data.class_names)
+            _write_json(os.path.join(out_dir, "evaluation.json"), report)
+            _write_json(os.path.join(out_dir, "train_config.json"), _config_dict(config))
+            result["evaluation"] = report
+            log(f"saved {os.path.join(out_dir, 'model.keras')} and class_names.json")
+    result["model"] = model  # with the raw weights again, as the checkpoint has them
     return result
 
 

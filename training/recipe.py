@@ -5,9 +5,11 @@
 * Cosine decay to zero with a linear warmup (`keras.optimizers.schedules.CosineDecay` with
   `warmup_target`), stepped per optimizer step.
 * No weight decay on BatchNorm gamma/beta and biases (the official `--no-wd`).
-* SGD's weight decay is *coupled* L2 added to the gradient before momentum, as `torch.optim.SGD`
-  does in the reference (Keras's own `weight_decay` is decoupled, `w -= lr*wd*w`, which decays
-  ~10x less with momentum 0.9). AdamW keeps Keras's decoupled decay, which is what AdamW means.
+* SGD is `torch.optim.SGD`, as in the reference: weight decay is *coupled* L2 added to the
+  gradient before momentum (Keras's own `weight_decay` is decoupled, `w -= lr*wd*w`, which
+  decays ~10x less with momentum 0.9), and the momentum buffer holds gradients, not
+  lr-scaled steps, so a changing learning rate acts as in torch. AdamW keeps Keras's decoupled
+  decay, which is what AdamW means.
 * Optional EMA of the weights (Keras's `use_ema`), evaluated and saved in place of the raw weights.
 * `last gamma`: the gamma of every Bottleneck's last BatchNorm (`bn3`) starts at zero, so each
   residual block starts as the identity.
@@ -79,9 +81,13 @@ def no_weight_decay_variables(model):
 
 @keras.saving.register_keras_serializable(package="keras_resnest")
 class CoupledWeightDecaySGD(keras.optimizers.SGD):
-    """SGD whose weight decay is L2 added to the gradient before momentum (torch.optim.SGD).
+    """`torch.optim.SGD` step for step: weight decay is L2 added to the gradient before momentum.
 
-    Variables excluded with `exclude_from_weight_decay` are not decayed, exactly as in Keras.
+    Keras's SGD differs from torch twice: its weight decay is decoupled (`w -= lr*wd*w`), and
+    its velocity holds the learning rate (`v = m*v - lr*g; w += v`), which equals torch's
+    `buf = m*buf + g; w -= lr*buf` only while the learning rate is constant; under the
+    recipe's warmup and cosine decay it is not. Variables excluded with
+    `exclude_from_weight_decay` are not decayed, exactly as in Keras.
     """
 
     def _apply_weight_decay(self, variables):
@@ -89,12 +95,22 @@ class CoupledWeightDecaySGD(keras.optimizers.SGD):
         return
 
     def update_step(self, gradient, variable, learning_rate):
+        # torch.optim.SGD with dampening 0: g += wd*w; buf = m*buf + g (buf starts at 0, so the
+        # first step gives buf = g, as torch's clone does); w -= lr*buf, or lr*(g + m*buf) for Nesterov.
+        learning_rate = ops.cast(learning_rate, variable.dtype)
+        gradient = ops.cast(gradient, variable.dtype)
         if self.weight_decay and self._use_weight_decay(variable):
-            gradient = ops.add(
-                ops.cast(gradient, variable.dtype),
-                ops.multiply(ops.cast(self.weight_decay, variable.dtype), variable),
-            )
-        super().update_step(gradient, variable, learning_rate)
+            gradient = ops.add(gradient, ops.multiply(ops.cast(self.weight_decay, variable.dtype), variable))
+        if not self.momentum:
+            self.assign_sub(variable, ops.multiply(learning_rate, gradient))
+            return
+        # SGD.build made one momentum slot per variable; _get_variable_index is how Keras's own
+        # optimizers find it.
+        buffer = self.momentums[self._get_variable_index(variable)]
+        momentum = ops.cast(self.momentum, variable.dtype)
+        self.assign(buffer, ops.add(ops.multiply(momentum, buffer), gradient))
+        direction = ops.add(gradient, ops.multiply(momentum, buffer)) if self.nesterov else buffer
+        self.assign_sub(variable, ops.multiply(learning_rate, direction))
 
 
 def build_optimizer(
