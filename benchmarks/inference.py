@@ -52,6 +52,22 @@ def parse_args():
     return parser.parse_args()
 
 
+def same_weights_models(name, size):
+    """The official model (random init, random BN state) and keras_resnest with its weights.
+
+    Logits on both sides (the official model has no softmax); keras_resnest still does its
+    in-graph ImageNet normalisation, which the torch side is not timed for.
+    """
+    import keras_resnest
+    from tests.torch_reference import build_randomized, state_dict_numpy
+
+    torch_model = build_randomized(name)
+    model = keras_resnest.create_model(name, weights=None, classifier_activation=None,
+                                       input_shape=(size, size, 3))
+    keras_resnest.load_torch_state_dict(model, state_dict_numpy(torch_model))
+    return torch_model, model
+
+
 def backend_worker(args):
     """Under KERAS_BACKEND=args.backend_worker: parity and images/s, one JSON line."""
     import json
@@ -61,14 +77,9 @@ def backend_worker(args):
     import torch
 
     torch.set_num_threads(args.threads)
-    import keras_resnest
-    from tests.torch_reference import (build_randomized, logits, relative_error,
-                                       state_dict_numpy)
+    from tests.torch_reference import logits, relative_error
 
-    torch_model = build_randomized(args.model)
-    model = keras_resnest.create_model(args.model, weights=None, classifier_activation=None,
-                                       input_shape=(args.size, args.size, 3))
-    keras_resnest.load_torch_state_dict(model, state_dict_numpy(torch_model))
+    torch_model, model = same_weights_models(args.model, args.size)
     check = np.random.RandomState(1).uniform(0, 255, (2, args.size, args.size, 3)).astype("float32")
     result = {"backend": keras.backend.backend(),
               "parity": relative_error(model.predict_on_batch(check), logits(torch_model, check)),
@@ -161,16 +172,9 @@ def main():
     tf.config.threading.set_inter_op_parallelism_threads(1)
     torch.set_num_threads(args.threads)
 
-    import keras_resnest
-    from tests.torch_reference import (build_randomized, logits, relative_error,
-                                       state_dict_numpy)
+    from tests.torch_reference import logits, relative_error
 
-    torch_model = build_randomized(args.model)
-    # Logits on both sides (the official model has no softmax); keras_resnest still does its
-    # in-graph ImageNet normalisation, which the torch side is not timed for.
-    model = keras_resnest.create_model(args.model, weights=None, classifier_activation=None,
-                                       input_shape=(args.size, args.size, 3))
-    keras_resnest.load_torch_state_dict(model, state_dict_numpy(torch_model))
+    torch_model, model = same_weights_models(args.model, args.size)
     keras_call = tf.function(lambda x: model(x, training=False))
     xla_call = tf.function(lambda x: model(x, training=False), jit_compile=True)
 
