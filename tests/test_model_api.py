@@ -192,7 +192,9 @@ def test_no_lambda_layers():
 
 
 def test_saved_model_has_no_forced_xla_and_tflite_uses_builtin_ops(tmp_path):
-    # cardinality 2 x radix 4: the most grouped convolutions of any model.
+    # cardinality 2 x radix 4: the most grouped convolutions of any model. Seeded: with some
+    # random initialisations a probability differs by ~2e-6 between TFLite and TF.
+    keras.utils.set_random_seed(0)
     model = keras_resnest.create_model("resnest50_fast_4s2x40d", weights=None,
                                        input_shape=(64, 64, 3))
     export_dir = str(tmp_path / "saved_model")
