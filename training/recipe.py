@@ -84,8 +84,8 @@ class CoupledWeightDecaySGD(keras.optimizers.SGD):
     """`torch.optim.SGD` step for step: weight decay is L2 added to the gradient before momentum.
 
     Keras's SGD and torch.optim.SGD differ in two ways: Keras' weight decay is decoupled
-    (`w -= lr*wd*w`), and its velocity holds the learning rate (`v = m*v - lr*g; w += v`), which equals torch's
-    `buf = m*buf + g; w -= lr*buf` only while the learning rate is constant; under the
+    (`w -= lr*wd*w`), and its velocity holds the learning rate (`v = m*v - lr*g; w += v`),
+    which equals torch's `buf = m*buf + g; w -= lr*buf` only while the learning rate is constant; under the
     recipe's warmup and cosine decay it is not. Variables excluded with
     `exclude_from_weight_decay` are not decayed, exactly as in Keras.
     """
