@@ -82,7 +82,7 @@ def report_layers():
     from resnest.torch.splat import SplAtConv2d
 
     import keras_resnest
-    from keras_resnest.layers import GroupedConv2D, SplitAttention
+    from keras_resnest.layers import SplitAttention
     from tests import torch_reference as ref
 
     def splat_pair(radix, cardinality, strides, channels, seed, train):
@@ -126,18 +126,9 @@ def report_layers():
               f"{error(official, layer, x, train=True):>11.2e}", flush=True)
 
     print("\nGroupedConv2D vs torch Conv2d(groups=3) (test_grouped_conv_matches_torch_grouped_conv)")
-    torch.manual_seed(0)
-    conv = torch.nn.Conv2d(12, 18, 3, stride=2, padding=1, groups=3, bias=True)
-    layer = GroupedConv2D(18, 3, strides=2, padding=1, groups=3, use_bias=True)
-    x = np.random.RandomState(1).normal(size=(2, 10, 7, 12)).astype("float32")
-    layer(x)
-    kernel = conv.weight.detach().numpy().transpose(2, 3, 1, 0)
-    for variable, group_kernel in zip(layer.group_kernels, np.split(kernel, 3, axis=-1)):
-        variable.assign(group_kernel)
-    layer.bias.assign(conv.bias.detach().numpy())
-    with torch.no_grad():
-        expected = conv(torch.from_numpy(x.transpose(0, 3, 1, 2))).numpy().transpose(0, 2, 3, 1)
-    print(f"groups 3 stride 2 {ref.relative_error(layer(x), expected):>11.2e}")
+    from tests.test_layers import grouped_conv_error
+
+    print(f"groups 3 stride 2 {grouped_conv_error():>11.2e}")
 
 
 def main():

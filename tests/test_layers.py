@@ -51,7 +51,9 @@ def test_inter_channels_follow_official_rule_with_32_floor():
     assert set(SPLIT_ATTENTION_CHILDREN) == {"conv", "bn0", "fc1", "bn1", "fc2"}
 
 
-def test_grouped_conv_matches_torch_grouped_conv():
+def grouped_conv_error():
+    """GroupedConv2D vs torch Conv2d(groups=3) with the same weights (also printed by
+    benchmarks/parity_report.py)."""
     torch.manual_seed(0)
     conv = torch.nn.Conv2d(12, 18, 3, stride=2, padding=1, groups=3, bias=True)
     layer = GroupedConv2D(18, 3, strides=2, padding=1, groups=3, use_bias=True)
@@ -63,7 +65,11 @@ def test_grouped_conv_matches_torch_grouped_conv():
     layer.bias.assign(conv.bias.detach().numpy())
     with torch.no_grad():
         expected = conv(torch.from_numpy(x.transpose(0, 3, 1, 2))).numpy().transpose(0, 2, 3, 1)
-    assert relative_error(layer(x), expected) <= LAYER_BAR
+    return relative_error(layer(x), expected)
+
+
+def test_grouped_conv_matches_torch_grouped_conv():
+    assert grouped_conv_error() <= LAYER_BAR
 
 
 def test_grouped_conv_rejects_indivisible_channels():
