@@ -10,6 +10,7 @@ from setuptools import setup
 
 HERE = Path(__file__).parent
 TF_VERSION = "2.21.*"
+KERAS_HUB = "keras-hub>=0.32,<0.33"  # tested with 0.32.0 (needs keras >= 3.15)
 
 setup(
     name="keras-resnest",
@@ -25,6 +26,7 @@ setup(
         "keras_resnest.layers",
         "keras_resnest.models",
         "keras_resnest.weights",
+        "keras_resnest.hub",
         "keras_resnest.export",
         "keras_resnest.training",
     ],
@@ -61,8 +63,12 @@ setup(
         # The official PyTorch model, for `keras-resnest convert --check` only: heavy, and never
         # imported by anything else.
         "reference": ["torch>=2.0", "resnest==0.0.5"],
-        # The suite: pytest and the reference, with torch pinned to the CPU wheel it is measured on.
-        "test": ["pytest", "torch==2.13.0", "resnest==0.0.5", "jax[cpu]>=0.10.2,<0.11"],
+        # keras_resnest.hub: the keras-hub backbone, classifier and presets.
+        "hub": [KERAS_HUB],
+        # The suite: pytest and the reference, with torch pinned to the CPU wheel it is measured
+        # on, jax for the backend tests and keras-hub for keras_resnest.hub.
+        "test": ["pytest", "torch==2.13.0", "resnest==0.0.5", "jax[cpu]>=0.10.2,<0.11",
+                 KERAS_HUB],
     },
     entry_points={"console_scripts": ["keras-resnest=keras_resnest.cli:main"]},
 )

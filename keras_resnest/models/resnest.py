@@ -88,12 +88,14 @@ def _stem(x, stem_width):
 
 
 def _stages(x, config, output_stride, dropblock_rate, drop_path_rate):
+    """layer1..layer4; returns the output of each stage."""
     if output_stride not in STAGE_STRIDES_DILATIONS:
         raise ValueError(f"output_stride must be 32, 16 or 8, got {output_stride!r}.")
     layer3, layer4 = STAGE_STRIDES_DILATIONS[output_stride]
     stage_settings = ((1, 1), (2, 1), layer3, layer4)
     total_blocks = sum(config.blocks)
     block_index = 0
+    stage_outputs = []
     for stage, (planes, blocks, (stride, dilation)) in enumerate(
             zip(STAGE_PLANES, config.blocks, stage_settings), start=1):
         # Official: dropblock only in layer3 and layer4; layer1 is not `is_first`.
@@ -117,7 +119,18 @@ def _stages(x, config, output_stride, dropblock_rate, drop_path_rate):
                 name=f"layer{stage}_{index}",
             )(x)
             block_index += 1
-    return x
+        stage_outputs.append(x)
+    return stage_outputs
+
+
+def resnest_features(x, config, *, output_stride=32, dropblock_rate=0.0, drop_path_rate=0.0):
+    """The stem and the four stages of `config` applied to the (normalised) image tensor `x`.
+
+    Returns the outputs of layer1..layer4; the keras-hub backbone
+    (`keras_resnest.hub.ResNeStBackbone`) builds on this too.
+    """
+    x = _stem(x, config.stem_width)
+    return _stages(x, config, output_stride, dropblock_rate, drop_path_rate)
 
 
 def create_model(
@@ -194,8 +207,8 @@ def create_model(
             variance=[(255.0 * s) ** 2 for s in IMAGENET_STD],
             name="preprocessing",
         )(x)
-    x = _stem(x, config.stem_width)
-    x = _stages(x, config, output_stride, dropblock_rate, drop_path_rate)
+    x = resnest_features(x, config, output_stride=output_stride, dropblock_rate=dropblock_rate,
+                         drop_path_rate=drop_path_rate)[-1]
 
     if include_top:
         x = keras.layers.GlobalAveragePooling2D(name="avgpool")(x)

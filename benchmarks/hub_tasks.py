@@ -1,0 +1,152 @@
+"""ResNeSt in keras-hub's task models, trained on the digit canvases (embedded data).
+
+- segmentation: `keras_hub.models.DeepLabV3ImageSegmenter` on a `ResNeStBackbone` at output
+  stride 8 or 16 (or 32), scored by the held-out mean IoU over background + ten digits;
+- detection: `keras_hub.models.RetinaNetObjectDetector` on a ResNeSt image encoder, scored by
+  recall and precision at IoU 0.5 (right class, score >= 0.5) on held-out canvases.
+
+Both start from random weights (nothing is downloaded). The CI runs small settings
+(tests/test_hub.py); the defaults here are the longer run the README quotes.
+
+    python benchmarks/hub_tasks.py segmentation --output-stride 8
+    python benchmarks/hub_tasks.py detection
+"""
+import argparse
+import os
+import time
+
+# Keras' "auto" turns XLA on for these models under TensorFlow; on CPU, compiling the train
+# step then takes minutes, far longer than these runs.
+JIT_COMPILE = False
+# DeepLabV3's rates 6/12/18 are for a 33x33 map (513 px at stride 16); canvases of 32-64 px
+# give 2x2 to 8x8 maps, where a 3x3 kernel already spans the map. Rate 1 also keeps these runs
+# affordable: TensorFlow's CPU gradient of a dilated 2048-channel convolution is slow (one
+# train step of the stride-8 segmenter, batch 16, 32 px: 2.4 s with rates 1/1/1, 6.3 s with
+# 1/2/3; 64 px: 2.9 s vs 92 s with 6/12/18).
+ASPP_RATES = {8: [1, 1, 1], 16: [1, 1, 1], 32: [1, 1, 1]}
+SEGMENTATION_KEYS = {  # output stride -> (spatial pyramid pooling level, upsampling to P2)
+    8: ("P3", 2),
+    16: ("P4", 4),
+    32: ("P5", 8),
+}
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("task", choices=("segmentation", "detection"))
+    parser.add_argument("--model", default="resnest14d")
+    parser.add_argument("--output-stride", type=int, default=8, choices=(8, 16, 32),
+                        help="backbone output stride (segmentation)")
+    parser.add_argument("--dilation-rates", type=int, nargs=3, default=None,
+                        help="DeepLabV3's atrous rates (default: scaled to the feature map, "
+                        "see ASPP_RATES)")
+    parser.add_argument("--size", type=int, default=64, help="canvas side in pixels")
+    parser.add_argument("--digit-scale", type=int, default=3,
+                        help="digits are enlarged from 8x8 by this factor")
+    parser.add_argument("--train", type=int, default=2000, help="training canvases")
+    parser.add_argument("--held-out", type=int, default=400, help="held-out canvases")
+    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--learning-rate", type=float, default=1e-3)
+    parser.add_argument("--seed", type=int, default=0)
+    return parser.parse_args(argv)
+
+
+def normalised(images):
+    """0..255 canvases -> the backbone's input (the ResNeSt converter's ImageNet mean/std)."""
+    from keras import ops
+
+    from keras_resnest.hub import ResNeStImageConverter
+
+    return ops.convert_to_numpy(ResNeStImageConverter()(images))
+
+
+def segmentation(args, train, held_out):
+    import keras_hub
+    import numpy as np
+
+    from keras_resnest.hub import ResNeStBackbone
+    from keras_resnest.hub.digit_canvases import SEGMENTATION_CLASSES, mean_iou
+
+    encoder = ResNeStBackbone.from_model_name(
+        args.model, output_stride=args.output_stride, image_shape=(args.size, args.size, 3))
+    level, upsampling = SEGMENTATION_KEYS[args.output_stride]
+    backbone = keras_hub.models.DeepLabV3Backbone(
+        image_encoder=encoder, spatial_pyramid_pooling_key=level, upsampling_size=upsampling,
+        low_level_feature_key="P2", dilation_rates=args.dilation_rates or ASPP_RATES[args.output_stride], projection_filters=48)
+    segmenter = keras_hub.models.DeepLabV3ImageSegmenter(
+        backbone=backbone, num_classes=SEGMENTATION_CLASSES)
+    import keras
+
+    # keras-hub's "auto" loss is the one-hot categorical cross-entropy; the masks are sparse.
+    segmenter.compile(optimizer=keras.optimizers.Adam(args.learning_rate),
+                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                      metrics=[keras.metrics.SparseCategoricalAccuracy()],
+                      jit_compile=JIT_COMPILE)
+    start = time.perf_counter()
+    segmenter.fit(normalised(train.images), train.masks, batch_size=args.batch_size,
+                  epochs=args.epochs, verbose=2)
+    seconds = time.perf_counter() - start
+    logits = segmenter.predict(normalised(held_out.images), batch_size=32, verbose=0)
+    predicted = np.argmax(logits, axis=-1)
+    return {"mean_iou": mean_iou(held_out.masks[..., 0], predicted),
+            "pixel_accuracy": float(np.mean(predicted == held_out.masks[..., 0])),
+            "train_seconds": seconds}
+
+
+def detection(args, train, held_out):
+    import keras
+    import keras_hub
+    import numpy as np
+
+    from keras_resnest.hub import ResNeStBackbone
+    from keras_resnest.hub.digit_canvases import NUM_DIGITS, detection_scores
+
+    encoder = ResNeStBackbone.from_model_name(args.model, image_shape=(args.size, args.size, 3))
+    # Levels P3..P5 (strides 8..32); anchors of 2x the stride (16 px at P3, the 2x digits).
+    backbone = keras_hub.models.RetinaNetBackbone(
+        image_encoder=encoder, min_level=3, max_level=5, use_p5=False,
+        image_shape=(args.size, args.size, 3))
+    anchors = keras_hub.layers.AnchorGenerator(
+        "yxyx", min_level=3, max_level=5, num_scales=3, aspect_ratios=[0.5, 1.0, 2.0],
+        anchor_size=2)
+    detector = keras_hub.models.RetinaNetObjectDetector(
+        backbone=backbone, num_classes=NUM_DIGITS, bounding_box_format="yxyx",
+        anchor_generator=anchors)
+    detector.compile(optimizer=keras.optimizers.Adam(args.learning_rate),
+                     jit_compile=JIT_COMPILE)
+    start = time.perf_counter()
+    detector.fit(normalised(train.images), {"boxes": train.boxes, "labels": train.labels},
+                 batch_size=args.batch_size, epochs=args.epochs, verbose=2)
+    seconds = time.perf_counter() - start
+    predictions = detector.predict(normalised(held_out.images), batch_size=32, verbose=0)
+    scores = detection_scores(held_out, np.asarray(predictions["boxes"]),
+                              np.asarray(predictions["labels"]),
+                              np.asarray(predictions["confidence"]))
+    return {**scores, "train_seconds": seconds}
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import keras
+
+    from keras_resnest.hub.digit_canvases import make_canvases
+
+    keras.utils.set_random_seed(args.seed)
+    train = make_canvases(args.train, size=args.size, digit_scale=args.digit_scale,
+                          split="train", seed=args.seed)
+    held_out = make_canvases(args.held_out, size=args.size, digit_scale=args.digit_scale,
+                             split="held_out", seed=args.seed + 1)
+    run = segmentation if args.task == "segmentation" else detection
+    results = run(args, train, held_out)
+    setting = (f"{args.task} {args.model} output stride "
+               f"{args.output_stride if args.task == 'segmentation' else 32}, {args.size}px canvases, {8 * args.digit_scale}px digits, "
+               f"{args.train} train / {args.held_out} held-out canvases, {args.epochs} epochs")
+    print(setting)
+    for key, value in results.items():
+        print(f"  {key}: {value:.4f}" if isinstance(value, float) else f"  {key}: {value}")
+
+
+if __name__ == "__main__":
+    main()

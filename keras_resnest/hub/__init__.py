@@ -1,0 +1,27 @@
+"""ResNeSt as a keras-hub model: a `FeaturePyramidBackbone` for keras-hub's task models
+(`DeepLabV3ImageSegmenter`, `RetinaNetObjectDetector`, ...), an `ImageClassifier` with the
+official evaluation transform, and presets for the 13 ImageNet models.
+
+Needs keras-hub: `pip install "keras-resnest[hub]"`.
+
+Example:
+    >>> from keras_resnest.hub import ResNeStBackbone
+    >>> backbone = ResNeStBackbone.from_model_name("resnest14d", output_stride=8)
+    >>> sorted(backbone.pyramid_outputs)
+    ['P2', 'P3']
+"""
+try:
+    import keras_hub  # noqa: F401
+except ImportError as error:  # keras-hub is an optional extra
+    raise ImportError(
+        'keras_resnest.hub needs keras-hub, which is not installed: '
+        'pip install "keras-resnest[hub]"') from error
+
+from keras_resnest.hub.backbone import ResNeStBackbone
+from keras_resnest.hub.classifier import (ResNeStImageClassifier,
+                                          ResNeStImageClassifierPreprocessor,
+                                          ResNeStImageConverter)
+from keras_resnest.hub.presets import PRESETS, preset_directory
+
+__all__ = ["PRESETS", "ResNeStBackbone", "ResNeStImageClassifier",
+           "ResNeStImageClassifierPreprocessor", "ResNeStImageConverter", "preset_directory"]

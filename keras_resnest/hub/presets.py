@@ -1,0 +1,100 @@
+"""keras-hub presets of the 13 ImageNet models: `"<model>_imagenet"`, e.g. "resnest50_imagenet".
+
+keras-hub serves its own presets from Kaggle; ours come through keras_resnest's ImageNet
+weights instead (the official file, downloaded once, SHA-256 checked, converted without torch
+and cached; `keras_resnest.weights.pretrained`). On first use a preset is written from them as
+a regular keras-hub preset directory (`save_to_preset`) in the Keras cache,
+`$KERAS_HOME/keras_resnest_presets/<preset>/`, so every keras-hub loader reads it the usual
+way afterwards, and `keras_hub.models.ImageClassifier.from_preset(preset_directory(...))`
+works too.
+
+Example:
+    >>> sorted(PRESETS)[:2]
+    ['resnest101_imagenet', 'resnest14d_imagenet']
+"""
+import contextlib
+import os
+import shutil
+import tempfile
+
+from keras_resnest.models.configs import MODEL_CONFIGS
+from keras_resnest.weights import pretrained
+
+PRESET_SUFFIX = "_imagenet"
+PRESETS_SUBDIR = "keras_resnest_presets"
+# The last file keras-hub's saver writes: a directory holding it is complete.
+COMPLETE_MARKER = "task.weights.h5"
+
+PRESETS = {
+    f"{name}{PRESET_SUFFIX}": {
+        "metadata": {
+            "description": (f"{name} pre-trained on ImageNet-1k by the ResNeSt authors, "
+                            f"evaluated at {config.default_size}x{config.default_size}."),
+            "model_name": name,
+            "image_size": config.default_size,
+        },
+    }
+    for name, config in MODEL_CONFIGS.items()
+}
+
+
+def presets_root():
+    """`$KERAS_HOME/keras_resnest_presets` (beside the weights cache)."""
+    return os.path.join(os.path.dirname(pretrained.cache_dir()), PRESETS_SUBDIR)
+
+
+def resolve_preset(preset):
+    """A name from `PRESETS` -> its local preset directory (written on first use); any other
+    preset (a directory, `kaggle://`, `hf://`) is returned unchanged for keras-hub."""
+    if isinstance(preset, str) and preset in PRESETS:
+        return preset_directory(preset)
+    return preset
+
+
+def preset_directory(preset):
+    """The keras-hub preset directory of one of `PRESETS`, written on first use."""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; expected one of {', '.join(sorted(PRESETS))}")
+    directory = os.path.join(presets_root(), preset)
+    if not os.path.isfile(os.path.join(directory, COMPLETE_MARKER)):
+        _write_preset(preset, directory)
+    return directory
+
+
+def build_imagenet_classifier(model_name):
+    """A `ResNeStImageClassifier` holding the official ImageNet weights of `model_name`."""
+    from keras_resnest.hub.backbone import ResNeStBackbone
+    from keras_resnest.hub.classifier import (ResNeStImageClassifier,
+                                              ResNeStImageClassifierPreprocessor,
+                                              ResNeStImageConverter)
+    from keras_resnest.models import create_model
+
+    source = create_model(model_name, weights="imagenet", classifier_activation=None)
+    backbone = ResNeStBackbone.from_model_name(model_name)
+    for layer in backbone.layers:
+        if layer.weights:  # same layer names as the keras_resnest model
+            layer.set_weights(source.get_layer(layer.name).get_weights())
+    size = MODEL_CONFIGS[model_name].default_size
+    preprocessor = ResNeStImageClassifierPreprocessor(
+        image_converter=ResNeStImageConverter(image_size=(size, size)))
+    classifier = ResNeStImageClassifier(backbone, num_classes=pretrained.IMAGENET_CLASSES,
+                                        preprocessor=preprocessor)
+    classifier.output_dense.set_weights(source.get_layer("fc").get_weights())
+    return classifier
+
+
+def _write_preset(preset, directory):
+    classifier = build_imagenet_classifier(PRESETS[preset]["metadata"]["model_name"])
+    os.makedirs(os.path.dirname(directory), exist_ok=True)
+    # Written beside the final directory and renamed: a preset is complete or absent.
+    partial = tempfile.mkdtemp(prefix=f".{preset}.partial-", dir=os.path.dirname(directory))
+    try:
+        classifier.save_to_preset(partial)
+        if os.path.isdir(directory):  # an incomplete leftover, or another process was faster
+            if os.path.isfile(os.path.join(directory, COMPLETE_MARKER)):
+                return
+            shutil.rmtree(directory)
+        os.rename(partial, directory)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            shutil.rmtree(partial)
