@@ -120,8 +120,9 @@ def box_iou(a, b):
 def detection_scores(canvases, predicted_boxes, predicted_labels, predicted_scores,
                      iou_threshold=0.5, score_threshold=0.5):
     """Recall and precision at `iou_threshold`: a digit is found by a detection of its class
-    with a score above `score_threshold`, each detection matching at most one digit."""
-    found = total = kept = 0
+    with a score above `score_threshold`, each detection matching at most one digit.
+    `located` is the recall when any class counts (localisation alone)."""
+    found = total = kept = located = 0
     for n in range(len(canvases.labels)):
         detections = [(box, label) for box, label, score in
                       zip(predicted_boxes[n], predicted_labels[n], predicted_scores[n])
@@ -132,6 +133,7 @@ def detection_scores(canvases, predicted_boxes, predicted_labels, predicted_scor
             if label < 0:
                 continue
             total += 1
+            located += any(box_iou(box, candidate) >= iou_threshold for candidate, _ in detections)
             for index, (candidate, candidate_label) in enumerate(detections):
                 if index not in used and candidate_label == label \
                         and box_iou(box, candidate) >= iou_threshold:
@@ -139,4 +141,5 @@ def detection_scores(canvases, predicted_boxes, predicted_labels, predicted_scor
                     found += 1
                     break
     return {"recall": found / max(total, 1), "precision": found / max(kept, 1),
+            "located": located / max(total, 1),
             "digits": total, "detections": kept}
