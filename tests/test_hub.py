@@ -123,7 +123,8 @@ def test_preset_classifier_matches_the_official_model_and_round_trips(served_14d
                    ResNeStImageClassifier.from_preset("resnest14d_imagenet")):
         assert type(loaded) is ResNeStImageClassifier
         np.testing.assert_array_equal(keras.ops.convert_to_numpy(loaded(inputs)), logits)
-    backbone = ResNeStBackbone.from_preset("resnest14d_imagenet")
+    backbone = ResNeStBackbone.from_preset("resnest14d_imagenet", output_stride=8)
+    assert sorted(backbone.pyramid_outputs) == ["P2", "P3"]  # the README's dilated backbone
     np.testing.assert_array_equal(backbone.get_layer("layer4_0").get_weights()[0],
                                   classifier.backbone.get_layer("layer4_0").get_weights()[0])
 
@@ -206,3 +207,15 @@ def test_retinanet_with_a_resnest_encoder_trains_and_decodes_to_the_canvas_boxes
     # Training through benchmarks/hub_tasks.py: the detection loss falls.
     trained = _hub_task("detection", "--epochs", "2", *SMALL)
     assert trained["last_epoch_loss"] < trained["first_epoch_loss"] / 5, trained
+
+
+@pytest.mark.parametrize("name", ["keras_resnest.hub", "keras_resnest.hub.digit_canvases",
+                                  "keras_resnest.hub.presets",
+                                  "keras_resnest.hub.classifier"])
+def test_docstring_examples(name):
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0, f"{name} has no example"
+    assert result.failed == 0

@@ -25,6 +25,9 @@ def center_crop_box(height, width, image_size):
 
     Python's `round` rounds half to even like PIL's box arithmetic (see
     `keras_resnest.export.image_transform.center_crop_box`, its TensorFlow twin).
+
+    >>> center_crop_box(256, 320, 224)   # the crop keeps 224/256 of the short side
+    (16, 48, 224, 224)
     """
     crop = image_size / (image_size + CROP_MARGIN) * min(height, width)
     top = round((height - crop) / 2.0)
