@@ -22,19 +22,13 @@ def inter_channels(in_channels, radix, reduction_factor=4):
     return max(in_channels * radix // reduction_factor, MIN_INTER_CHANNELS)
 
 
-def global_mean(x):
-    """Mean over height and width (NHWC, keepdims): the mean over the width, then the height.
-
-    Why not `ops.mean(x, axis=(1, 2))`: TensorFlow sums the H*W values of each channel one after
-    the other, and the float32 rounding error of that sum grows with H*W; two short sums are as
-    accurate as PyTorch's `adaptive_avg_pool2d`. Against float64 (ReLU'd activations, 5 draws,
-    rms relative error): 64x64x64 one reduction 2.1e-07, two 5.2e-08, torch 5.1e-08; 32x32x128
-    1.2e-07, 5.1e-08, 5.3e-08. Of the ops of a block, the only one that rounded more than the
-    official model's because of how it was written (the 1x1 convolutions round ~1.3x more too,
-    in TensorFlow's matrix product itself; benchmarks/float64_report.py). Not slower: ~0.1 ms
-    less per image of resnest50 at 224x224 over its 16 blocks (2 cores, TF 2.21).
-    """
-    return ops.mean(ops.mean(x, axis=2, keepdims=True), axis=1, keepdims=True)
+# The split-attention pooling is one mean over height and width. Summing the H*W values of a
+# channel in one chain rounds more than torch's adaptive_avg_pool2d (against float64, ReLU'd
+# 64x64x64: 2.1e-07 vs 5.1e-08), and a mean over the width then the height would match torch
+# (5.2e-08). It is not used: in a full-integer TFLite export the intermediate mean is requantized
+# to int8 in every block, and resnest14d's int8 logits moved from 2.1e-02 to 4.6e-02 of the
+# float ones (tests/test_export_tflite.py), for about one float32 ulp at the logits.
+# benchmarks/float64_report.py has the per-op figures.
 
 
 @keras.saving.register_keras_serializable(package="keras_resnest")
@@ -108,7 +102,7 @@ class SplitAttention(keras.layers.Layer):
         gap = splits[0]
         for split in splits[1:]:
             gap = gap + split
-        gap = global_mean(gap)
+        gap = ops.mean(gap, axis=(1, 2), keepdims=True)
         gap = ops.relu(self.bn1(self.fc1(gap), training=training))
         attention = self._radix_softmax(self.fc2(gap))
 
