@@ -13,6 +13,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
+import torch
 
 import keras_resnest
 from keras_resnest.hub import (PRESETS, ResNeStBackbone, ResNeStImageClassifier,
@@ -104,8 +105,8 @@ def test_preset_classifier_matches_the_official_model_and_round_trips(served_14d
     inputs = keras.ops.convert_to_numpy(classifier.preprocessor(images))
     assert inputs.shape == (2, 224, 224, 3)
     logits = keras.ops.convert_to_numpy(classifier(inputs))
-    with __import__("torch").no_grad():
-        expected = served_14d(__import__("torch").from_numpy(
+    with torch.no_grad():
+        expected = served_14d(torch.from_numpy(
             np.ascontiguousarray(inputs.transpose(0, 3, 1, 2)))).numpy()
     error = ref.relative_error(logits, expected)
     print(f"keras-hub classifier vs official resnest14d: {error:.2e}")

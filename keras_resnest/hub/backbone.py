@@ -109,8 +109,9 @@ class ResNeStBackbone(FeaturePyramidBackbone):
     @classmethod
     def from_model_name(cls, model_name, **kwargs):
         """A randomly initialised backbone of a registry model ("resnest50", "resnest50d", ...)."""
-        config = MODEL_CONFIGS[resolve_model_name(model_name)]
-        kwargs.setdefault("name", f"{resolve_model_name(model_name)}_backbone")
+        model_name = resolve_model_name(model_name)
+        config = MODEL_CONFIGS[model_name]
+        kwargs.setdefault("name", f"{model_name}_backbone")
         return cls(list(config.blocks), radix=config.radix, cardinality=config.cardinality,
                    bottleneck_width=config.bottleneck_width, stem_width=config.stem_width,
                    avd_first=config.avd_first, **kwargs)
