@@ -27,18 +27,32 @@ import tensorflow as tf
 CROP_MARGIN = 32
 
 
+def _crop_box(height, width, image_size, minimum, round_half_even):
+    """The crop arithmetic, once, for TensorFlow tensors and for Python numbers alike."""
+    crop = image_size / (image_size + CROP_MARGIN) * minimum(height, width)
+    top = round_half_even((height - crop) / 2.0)
+    left = round_half_even((width - crop) / 2.0)
+    # PIL's crop rounds the (float) far edge of the box, not the crop size.
+    bottom = round_half_even(top + crop)
+    right = round_half_even(left + crop)
+    return top, left, bottom - top, right - left
+
+
 def center_crop_box(height, width, image_size):
     """The official crop `(top, left, crop_height, crop_width)` for an image, as int32 tensors."""
-    height = tf.cast(height, tf.float64)
-    width = tf.cast(width, tf.float64)
-    crop = float(image_size) / (image_size + CROP_MARGIN) * tf.minimum(height, width)
-    top = tf.round((height - crop) / 2.0)
-    left = tf.round((width - crop) / 2.0)
-    # PIL's crop rounds the (float) far edge of the box, not the crop size.
-    bottom = tf.round(top + crop)
-    right = tf.round(left + crop)
-    box = [top, left, bottom - top, right - left]
+    box = _crop_box(tf.cast(height, tf.float64), tf.cast(width, tf.float64), float(image_size),
+                    tf.minimum, tf.round)
     return [tf.cast(value, tf.int32) for value in box]
+
+
+def static_center_crop_box(height, width, image_size):
+    """`center_crop_box` for a known image size, as Python ints (Python's `round` also rounds
+    half to even).
+
+    >>> static_center_crop_box(256, 320, 224)   # the crop keeps 224/256 of the short side
+    (16, 48, 224, 224)
+    """
+    return _crop_box(height, width, image_size, min, round)
 
 
 def eval_transform(image, image_size):

@@ -66,6 +66,8 @@ def test_crop_box_rounds_like_python_and_pil():
                 expected = [top, left, bottom - top, right - left]
                 box = image_transform.center_crop_box(height, width, size)
                 assert [int(v) for v in box] == expected, (height, width, size)
+                static = image_transform.static_center_crop_box(height, width, size)
+                assert list(static) == expected, (height, width, size)
 
 
 def test_batch_transform_handles_mixed_sizes_and_formats():

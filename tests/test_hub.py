@@ -176,6 +176,23 @@ def test_deeplab_v3_with_a_resnest_backbone_learns_to_segment_digits(output_stri
     assert scores["last_epoch_loss"] < scores["first_epoch_loss"] / 2, scores
 
 
+def test_average_precision_follows_the_ranking_of_the_detections():
+    from keras_resnest.hub.digit_canvases import average_precision, make_canvases
+
+    canvases = make_canvases(8, size=32, digit_scale=2, seed=0)
+    # Each digit detected once, plus a box 8 px off (IoU < 0.5) of the same class.
+    boxes = np.concatenate([canvases.boxes, canvases.boxes + 8], axis=1)
+    labels = np.concatenate([canvases.labels, canvases.labels], axis=1)
+    hits_first = np.concatenate([np.full(canvases.labels.shape, 0.9),
+                                 np.full(canvases.labels.shape, 0.5)], axis=1)
+    assert average_precision(canvases, boxes, labels, hits_first) == 1.0
+    # Misses ranked first: precision 1/2 when the last digit is found, so AP 0.5 per class.
+    assert average_precision(canvases, boxes, labels, 1.0 - hits_first) == pytest.approx(0.5)
+    # Wrong classes find nothing.
+    assert average_precision(canvases, canvases.boxes, (canvases.labels + 1) % 10,
+                             np.ones(canvases.labels.shape)) == 0.0
+
+
 def test_retinanet_with_a_resnest_encoder_trains_and_decodes_to_the_canvas_boxes():
     import keras_hub
 
@@ -183,7 +200,6 @@ def test_retinanet_with_a_resnest_encoder_trains_and_decodes_to_the_canvas_boxes
 
     # keras-hub's label encoding of the canvases' boxes, decoded back through our encoder's
     # anchors with certain class scores, must give the boxes again (no format or level mix-up).
-    # (Trained 6 epochs on 512 canvases the detector still finds no digit: see the issue notes.)
     size = 32
     canvases = make_canvases(32, size=size, digit_scale=2, split="held_out", seed=3)
     encoder = ResNeStBackbone.from_model_name("resnest14d", image_shape=(size, size, 3))
@@ -206,9 +222,12 @@ def test_retinanet_with_a_resnest_encoder_trains_and_decodes_to_the_canvas_boxes
     # levels have no positive anchor to decode (measured: 41 of these 51 digits decode).
     assert scores["precision"] == 1.0 and scores["recall"] >= 0.75, scores
 
-    # Training through benchmarks/hub_tasks.py: the detection loss falls.
-    trained = _hub_task("detection", "--epochs", "2", *SMALL)
-    assert trained["last_epoch_loss"] < trained["first_epoch_loss"] / 5, trained
+    # Training through benchmarks/hub_tasks.py, one class ("a digit is here"): measured AP50
+    # 0.38, recall 0.34 at score 0.3, in 64 s. An untrained detector scores ~0 (its boxes are
+    # the anchors and every score the 0.01 prior, under the 0.05 decoder threshold).
+    trained = _hub_task("detection", "--one-class", "--epochs", "2", *SMALL)
+    assert trained["ap50"] >= 0.15 and trained["recall"] >= 0.15, trained
+    assert trained["last_epoch_loss"] < trained["first_epoch_loss"], trained
 
 
 @pytest.mark.parametrize("name", ["keras_resnest.hub", "keras_resnest.hub.digit_canvases",

@@ -11,28 +11,13 @@ from keras import ops
 from keras_hub.layers import ImageConverter
 from keras_hub.models import ImageClassifier, ImageClassifierPreprocessor
 
+from keras_resnest.export.image_transform import center_crop_box, static_center_crop_box
 from keras_resnest.hub.backbone import ResNeStBackbone
 from keras_resnest.models.resnest import IMAGENET_MEAN, IMAGENET_STD
 
-CROP_MARGIN = 32  # ECenterCrop keeps size / (size + 32) of the short side (224 -> 0.875)
 # x * scale + offset == (x / 255 - mean) / std
 IMAGENET_SCALE = [1.0 / (255.0 * std) for std in IMAGENET_STD]
 IMAGENET_OFFSET = [-mean / std for mean, std in zip(IMAGENET_MEAN, IMAGENET_STD)]
-
-
-def center_crop_box(height, width, image_size):
-    """The official crop `(top, left, crop_height, crop_width)` for a known image size.
-
-    Python's `round` rounds half to even like PIL's box arithmetic (see
-    `keras_resnest.export.image_transform.center_crop_box`, its TensorFlow twin).
-
-    >>> center_crop_box(256, 320, 224)   # the crop keeps 224/256 of the short side
-    (16, 48, 224, 224)
-    """
-    crop = image_size / (image_size + CROP_MARGIN) * min(height, width)
-    top = round((height - crop) / 2.0)
-    left = round((width - crop) / 2.0)
-    return top, left, round(top + crop) - top, round(left + crop) - left
 
 
 @keras.saving.register_keras_serializable(package="keras_resnest")
@@ -46,6 +31,13 @@ class ResNeStImageConverter(ImageConverter):
             official evaluation does; False resizes the whole (aspect-cropped) image.
         Other arguments as `keras_hub.layers.ImageConverter`; the defaults are the official
         ImageNet normalisation and antialiased bicubic resizing.
+
+    >>> import numpy as np
+    >>> converter = ResNeStImageConverter(image_size=(224, 224))
+    >>> mean_colour = np.ones((1, 256, 320, 3), "float32") * 255 * np.float32(IMAGENET_MEAN)
+    >>> out = keras.ops.convert_to_numpy(converter(mean_colour))
+    >>> out.shape, bool(np.abs(out).max() < 1e-3)   # 224 px crop; the mean normalises to 0
+    ((1, 224, 224, 3), True)
     """
 
     backbone_cls = ResNeStBackbone
@@ -66,15 +58,13 @@ class ResNeStImageConverter(ImageConverter):
         height, width = images.shape[-3], images.shape[-2]
         size = self.image_size[0]
         if height is None or width is None:
-            # Unknown sizes only happen in TensorFlow graphs (tf.data): use the TF twin.
+            # Unknown sizes only happen in TensorFlow graphs (tf.data).
             import tensorflow as tf
 
-            from keras_resnest.export.image_transform import center_crop_box as tf_box
-
             shape = tf.shape(images)
-            top, left, crop_h, crop_w = tf_box(shape[-3], shape[-2], size)
+            top, left, crop_h, crop_w = center_crop_box(shape[-3], shape[-2], size)
             return images[..., top:top + crop_h, left:left + crop_w, :]
-        top, left, crop_h, crop_w = center_crop_box(height, width, size)
+        top, left, crop_h, crop_w = static_center_crop_box(height, width, size)
         return images[..., top:top + crop_h, left:left + crop_w, :]
 
     def get_config(self):

@@ -117,6 +117,46 @@ def box_iou(a, b):
     return inter / union if union > 0 else 0.0
 
 
+def average_precision(canvases, predicted_boxes, predicted_labels, predicted_scores,
+                      iou_threshold=0.5):
+    """Mean over the digit classes of the all-point interpolated average precision at
+    `iou_threshold` (PASCAL VOC 2010+; COCO's AP50 up to its 101-point sampling).
+
+    Detections are padded with label -1. Written here rather than taken from pycocotools: it
+    is twenty lines on in-memory arrays, where COCO wants JSON annotation files.
+
+    >>> canvases = make_canvases(2, size=32, digit_scale=2, seed=0)
+    >>> average_precision(canvases, canvases.boxes, canvases.labels, np.ones(canvases.labels.shape))
+    1.0
+    """
+    precisions = []
+    for digit in range(NUM_DIGITS):
+        truths = {n: [box for box, label in zip(canvases.boxes[n], canvases.labels[n])
+                      if label == digit] for n in range(len(canvases.labels))}
+        total = sum(len(boxes) for boxes in truths.values())
+        if total == 0:
+            continue
+        detections = sorted(((score, n, box) for n in range(len(canvases.labels))
+                             for box, label, score in zip(predicted_boxes[n], predicted_labels[n],
+                                                          predicted_scores[n]) if label == digit),
+                            key=lambda detection: -detection[0])
+        matched, hits = set(), []
+        for _, n, box in detections:
+            ious = [box_iou(truth, box) for truth in truths[n]]
+            best = int(np.argmax(ious)) if ious else -1
+            hit = best >= 0 and ious[best] >= iou_threshold and (n, best) not in matched
+            if hit:
+                matched.add((n, best))
+            hits.append(hit)
+        true_positives = np.cumsum(hits) if hits else np.zeros(0)
+        recall = np.concatenate([[0.0], true_positives / total])
+        precision = np.concatenate([[1.0], true_positives / np.arange(1, len(hits) + 1)])
+        # Precision envelope (the best precision at this recall or beyond), then its area.
+        envelope = np.maximum.accumulate(precision[::-1])[::-1]
+        precisions.append(float(np.sum(np.diff(recall) * envelope[1:])))
+    return float(np.mean(precisions))
+
+
 def detection_scores(canvases, predicted_boxes, predicted_labels, predicted_scores,
                      iou_threshold=0.5, score_threshold=0.5):
     """Recall and precision at `iou_threshold`: a digit is found by a detection of its class

@@ -141,7 +141,10 @@ def run_convert(args):
 
 
 def official_eval_crop(image, size):
-    """The official evaluation transform of a PIL image: float32 RGB (size, size, 3), 0..255."""
+    """The official evaluation transform of a PIL image: float32 RGB (size, size, 3), 0..255.
+
+    Kept line for line as the official `verify.py` writes it: the tests use it as the reference
+    for the TensorFlow transform (`keras_resnest.export.image_transform`)."""
     import numpy as np
     from PIL import Image
 
