@@ -52,6 +52,11 @@ def register(subparsers):
         "--labels", type=Path,
         help="class names, one per line (default: ImageNet names for 1000 classes, else 0..N-1)",
     )
+    export.add_argument(
+        "--max-pixels", type=int, default=None,
+        help="saved_model/serving: serving_bytes refuses larger images before decoding them "
+        "(default 50000000)",
+    )
     export.add_argument("-o", "--output", type=Path, required=True, help="output path")
     export.add_argument("--overwrite", action="store_true", help="replace an existing output")
     export.add_argument("--report-json", type=Path, help="also write the TFLite report as JSON")
@@ -82,6 +87,13 @@ def check_export_arguments(args):
         raise ValueError(f"--quantize applies to --format tflite only, not {args.format}")
     if args.quantize == "int8" and args.calibration is None:
         raise ValueError("--quantize int8 needs --calibration DIR (a folder of images)")
+    if args.max_pixels is not None:
+        if args.format == "tflite":
+            raise ValueError("--max-pixels applies to --format saved_model and serving (their "
+                             "serving_bytes signature), not tflite")
+        from keras_resnest.export.saved_model import check_max_pixels
+
+        check_max_pixels(args.max_pixels)
     if args.format == "serving":
         from keras_resnest.export.serving import check_version
 
@@ -119,17 +131,22 @@ def run_export(args):
 
     labels = read_labels(args.labels) if args.labels is not None else None
     model = load_model_for_export(args.model, args.weights, args.image_size)
+    from keras_resnest.export.image_transform import DEFAULT_MAX_PIXELS
+
+    max_pixels = DEFAULT_MAX_PIXELS if args.max_pixels is None else args.max_pixels
     if args.format == "saved_model":
         from keras_resnest.export.saved_model import export_saved_model
 
-        path = export_saved_model(model, args.output, labels=labels, overwrite=args.overwrite)
+        path = export_saved_model(model, args.output, labels=labels, overwrite=args.overwrite,
+                                  max_pixels=max_pixels)
         print(f"SavedModel written to {path} (signatures serving_default, serving_bytes)")
     elif args.format == "serving":
         from keras_resnest.export.serving import export_serving_package
 
         name = args.name or model.name
         path = export_serving_package(
-            model, args.output, name, args.version, labels=labels, overwrite=args.overwrite
+            model, args.output, name, args.version, labels=labels, overwrite=args.overwrite,
+            max_pixels=max_pixels,
         )
         print(f"TF-Serving model written to {path}; configs in {args.output}")
     else:

@@ -3,10 +3,13 @@
 * `serving_default`: input `image`, float32 `[None, H, W, 3]` RGB 0..255 (already cropped and
   resized); outputs `probabilities` `[None, classes]`, and the top-5 `classes` (int64),
   `scores` (float32) and `labels` (string).
-* `serving_bytes`: input `image_bytes`, a batch `[None]` of encoded JPEG/PNG/BMP/GIF strings;
-  decoding and the official evaluation transform run inside the graph
+* `serving_bytes`: input `image_bytes`, a batch `[None]` of encoded JPEG/PNG/BMP/GIF/WebP
+  strings; decoding and the official evaluation transform run inside the graph
   (`keras_resnest.export.image_transform`), then the same outputs. A REST client sends
-  `{"signature_name": "serving_bytes", "instances": [{"b64": "..."}]}`.
+  `{"signature_name": "serving_bytes", "instances": [{"b64": "..."}]}`. An image whose header
+  announces more than `max_pixels` pixels is refused with InvalidArgument before it is decoded
+  (a 0.65 MB PNG can hold 15000x15000 pixels, 3.2 GB decoded); the limit is kept in the
+  SavedModel: `tf.saved_model.load(path).max_pixels[0]`.
 
 Class names ship as the asset `assets/labels.txt` (one per line, line i = class i), read by a
 lookup table in the graph. The SavedModel needs neither Python nor keras_resnest to run.
@@ -53,7 +56,15 @@ def check_labels(labels, num_classes):
     return labels
 
 
-def build_export_archive(model, image_size, labels, labels_path):
+def check_max_pixels(max_pixels):
+    if isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or max_pixels < 1:
+        raise ValueError(
+            f"max_pixels must be a positive whole number of pixels, got {max_pixels!r}")
+    return max_pixels
+
+
+def build_export_archive(model, image_size, labels, labels_path,
+                         max_pixels=image_transform.DEFAULT_MAX_PIXELS):
     """An ExportArchive with both serving signatures; `labels` are written to `labels_path`."""
     head = classifier.classifier_head(model)
     num_classes = classifier.num_classes(model)
@@ -85,12 +96,18 @@ def build_export_archive(model, image_size, labels, labels_path):
     def serve_images(image):
         return named_outputs(image)
 
+    # Saved with the model (a variable collection), so the limit a SavedModel enforces can be
+    # read back from it.
+    pixel_limit = tf.Variable(max_pixels, dtype=tf.int64, trainable=False, name="max_pixels")
+
     def serve_image_bytes(image_bytes):
-        return named_outputs(image_transform.decode_and_transform_batch(image_bytes, image_size))
+        return named_outputs(image_transform.decode_and_transform_batch(
+            image_bytes, image_size, max_pixels=pixel_limit))
 
     archive = keras.export.ExportArchive()
     archive.track(head)
     archive.track(label_table)
+    archive.add_variable_collection("max_pixels", [pixel_limit])
     # Registered first, so it is also the archive's default; the name makes that explicit.
     archive.add_endpoint(
         FLOAT_SIGNATURE,
@@ -107,18 +124,22 @@ def build_export_archive(model, image_size, labels, labels_path):
     return archive
 
 
-def write_saved_model(model, directory, *, image_size=None, labels=None):
+def write_saved_model(model, directory, *, image_size=None, labels=None,
+                      max_pixels=image_transform.DEFAULT_MAX_PIXELS):
     """Write the SavedModel into `directory` (which must not exist); returns the image size."""
+    check_max_pixels(max_pixels)
     image_size = classifier.resolve_image_size(model, image_size)
     num_classes = classifier.num_classes(model)
     labels = check_labels(default_labels(num_classes) if labels is None else labels, num_classes)
     with tempfile.TemporaryDirectory() as scratch:
-        archive = build_export_archive(model, image_size, labels, Path(scratch) / LABELS_ASSET)
+        archive = build_export_archive(model, image_size, labels, Path(scratch) / LABELS_ASSET,
+                                       max_pixels)
         archive.write_out(str(directory), verbose=False)
     return image_size
 
 
-def export_saved_model(model, path, *, image_size=None, labels=None, overwrite=False):
+def export_saved_model(model, path, *, image_size=None, labels=None, overwrite=False,
+                       max_pixels=image_transform.DEFAULT_MAX_PIXELS):
     """Export `model` as a SavedModel at `path` with the `serving_default` and `serving_bytes`
     signatures.
 
@@ -129,11 +150,15 @@ def export_saved_model(model, path, *, image_size=None, labels=None, overwrite=F
         image_size: square input size; defaults to the size the model was built for.
         labels: class names (default: ImageNet names for 1000 classes, else "0", "1", ...).
         overwrite: replace an existing non-empty `path`.
+        max_pixels: `serving_bytes` refuses images with more pixels (read from the header,
+            before decoding); default 50 million.
 
     Returns:
         The `Path` of the SavedModel.
     """
+    check_max_pixels(max_pixels)
     path = Path(path)
     with replace_directory(path, overwrite=overwrite) as staging:
-        write_saved_model(model, staging, image_size=image_size, labels=labels)
+        write_saved_model(model, staging, image_size=image_size, labels=labels,
+                          max_pixels=max_pixels)
     return path

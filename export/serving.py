@@ -27,7 +27,7 @@ from google.protobuf import text_format
 from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
 from tensorflow_serving.config import model_server_config_pb2
 
-from keras_resnest.export import saved_model
+from keras_resnest.export import image_transform, saved_model
 from keras_resnest.export.output_paths import replace_directory, write_file_atomically
 
 WARMUP_FILE = Path("assets.extra") / "tf_serving_warmup_requests"
@@ -149,21 +149,25 @@ def batching_config_text(parameters=None):
 
 
 def export_serving_package(
-    model, output_dir, model_name, version=1, *, image_size=None, labels=None, overwrite=False
+    model, output_dir, model_name, version=1, *, image_size=None, labels=None, overwrite=False,
+    max_pixels=image_transform.DEFAULT_MAX_PIXELS,
 ):
     """Export `model` for TF-Serving as `output_dir/<model_name>/<version>/`.
 
     The version directory is written to a temporary sibling and renamed into place; an existing
     non-empty version directory is refused unless `overwrite`. `models.config` (listing every
     model under `output_dir`) and `batching.config` are (re)written beside the model directory.
+    `max_pixels` is the `serving_bytes` pixel limit (see `saved_model`).
 
     Returns:
         The `Path` of the version directory.
     """
+    saved_model.check_max_pixels(max_pixels)
     output_dir = Path(output_dir)
     version_dir = version_directory(output_dir, model_name, version)
     with replace_directory(version_dir, overwrite=overwrite) as staging:
-        size = saved_model.write_saved_model(model, staging, image_size=image_size, labels=labels)
+        size = saved_model.write_saved_model(model, staging, image_size=image_size, labels=labels,
+                                             max_pixels=max_pixels)
         write_warmup_file(staging, model_name, size)
     write_file_atomically(output_dir / MODELS_CONFIG, models_config_text(served_models(output_dir)))
     write_file_atomically(output_dir / BATCHING_CONFIG, batching_config_text())

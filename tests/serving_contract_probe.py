@@ -15,13 +15,18 @@ protos and numpy, then:
    signature, with the tensors decoded from the protos;
 4. scans saved_model.pb: every op must be a registered TF op or a function of the library
    (no custom op), and nothing may carry `_XlaMustCompile=true`;
-5. records which of keras / keras_resnest ended up in sys.modules.
+5. sends a decompression bomb (a ~0.2 MB PNG of 15000x15000 pixels) to `serving_bytes`: the
+   refusal, the growth of the process's peak memory, and a normal request served after it;
+6. records which of keras / keras_resnest ended up in sys.modules.
 Everything except the outputs goes to RESULT_DIR/report.json; the test makes the assertions.
 """
 import json
 import re
+import resource
+import struct
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 
 if __name__ == "__main__":
@@ -119,6 +124,39 @@ def scan_graph(version_dir):
     return {"ops": sorted(ops), "xla_must_compile": xla_functions, "unregistered_ops": sorted(unknown)}
 
 
+def png_bomb(side):
+    """A valid 8-bit grey PNG of side x side black pixels: a few hundred kilobytes of zlib."""
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(
+            ">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    compressor, row = zlib.compressobj(9), bytes(side + 1)  # filter byte 0, then the pixels
+    data = b"".join(compressor.compress(row) for _ in range(side)) + compressor.flush()
+    header = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", data)
+            + chunk(b"IEND", b""))
+
+
+def peak_memory_mb():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: kilobytes
+
+
+def refuse_bomb(model, inputs):
+    bomb = png_bomb(15000)
+    before = peak_memory_mb()
+    try:
+        model.signatures["serving_bytes"](image_bytes=tf.constant([bomb]))
+        refusal = None
+    except tf.errors.InvalidArgumentError as error:
+        refusal = error.message
+    growth = peak_memory_mb() - before
+    normal = inputs["image_bytes_0"].tobytes()
+    after = model.signatures["serving_bytes"](image_bytes=tf.constant([normal]))
+    return {"bomb_bytes": len(bomb), "refusal": refusal, "peak_memory_growth_mb": growth,
+            "serves_after": bool(np.all(np.isfinite(after["probabilities"].numpy()))),
+            "max_pixels": int(model.max_pixels[0].numpy())}
+
+
 def keras_importable():
     try:
         import keras  # noqa: F401
@@ -137,6 +175,7 @@ def main(packages, version_dir, inputs_path, result_dir):
         "saved_model_cli": parse_saved_model_cli(version_dir, packages),
         "warmup": replay_warmup(model, version_dir),
         "graph": scan_graph(version_dir),
+        "bomb": refuse_bomb(model, inputs),
         "labels_asset": (Path(version_dir) / "assets" / "labels.txt").read_text().splitlines(),
         "imported_keras": sorted(m for m in sys.modules if m.split(".")[0] in
                                  ("keras", "keras_resnest", "tf_keras")),

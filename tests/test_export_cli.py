@@ -96,10 +96,19 @@ def test_serving_export_and_existing_version(tmp_path, capsys):
 
 def test_saved_model_export(tmp_path, capsys):
     code, _, err = run(["export", "--model", "resnest14d", "--weights", "none", "--image-size",
-                        "64", "--format", "saved_model", "-o", tmp_path / "sm"], capsys)
+                        "64", "--format", "saved_model", "--max-pixels", "6000",
+                        "-o", tmp_path / "sm"], capsys)
     assert code == 0, err
     loaded = tf.saved_model.load(str(tmp_path / "sm"))
     assert sorted(loaded.signatures) == ["serving_bytes", "serving_default"]
+    # The pixel limit set at export is in the SavedModel and holds at its edge.
+    assert int(loaded.max_pixels[0].numpy()) == 6000
+    serve = loaded.signatures["serving_bytes"]
+    at_limit = helpers.encode(helpers.natural_image(60, 100, 0), "PNG")
+    assert serve(image_bytes=tf.constant([at_limit]))["probabilities"].shape == (1, 1000)
+    over = helpers.encode(helpers.natural_image(61, 100, 0), "JPEG")
+    with pytest.raises(tf.errors.InvalidArgumentError, match="61 x 100 pixels is over the limit"):
+        serve(image_bytes=tf.constant([at_limit, over]))
 
 
 def test_dynamic_tflite_report_without_folders_says_so(tmp_path, capsys):
@@ -133,6 +142,8 @@ def make_folders(tmp_path):
      "cannot read image .*zz_broken.png"),
     (["--format", "tflite", "--report-images", "{tmp}/empty"], "contains no images"),
     (["--format", "serving", "--version", "latest"], "version must be a positive integer"),
+    (["--format", "serving", "--max-pixels", "0"], "max_pixels must be a positive whole number"),
+    (["--format", "tflite", "--max-pixels", "1000"], "--max-pixels applies to --format saved_model"),
     (["--format", "tflite", "--model", "resnet50"], "unknown model 'resnet50'"),
 ])
 def test_bad_input_is_refused_and_nothing_written(tmp_path, capsys, extra, message):

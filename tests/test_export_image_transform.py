@@ -70,6 +70,47 @@ def test_crop_box_rounds_like_python_and_pil():
                 assert list(static) == expected, (height, width, size)
 
 
+@pytest.mark.parametrize("fmt, options", [
+    ("JPEG", {}), ("PNG", {}), ("GIF", {}), ("BMP", {}),
+    ("WEBP", {"lossless": False}), ("WEBP", {"lossless": True}),
+])
+@pytest.mark.parametrize("channels", [3, 4])
+def test_header_dimensions_match_the_decoded_image(fmt, options, channels):
+    if fmt in ("JPEG", "BMP") and channels == 4:
+        channels = 1  # no alpha in these formats: grey instead
+    rng = np.random.default_rng(0)
+    for height, width in ((1, 1), (37, 53), (300, 1000)):
+        pixels = rng.integers(0, 256, (height, width, channels), dtype=np.uint8)
+        buffer = io.BytesIO()
+        Image.fromarray(pixels.squeeze(-1) if channels == 1 else pixels).save(buffer, fmt, **options)
+        data = tf.constant(buffer.getvalue())
+        assert image_transform.header_dimensions(data).numpy().tolist() == [height, width]
+        if not (fmt == "WEBP" and channels == 4):  # TF's decoder refuses RGB from RGBA WebP
+            assert image_transform.decode_image(data).shape[:2] == (height, width)
+
+
+def test_header_dimensions_of_top_down_bmp_truncated_and_unknown_bytes():
+    buffer = io.BytesIO()
+    Image.fromarray(np.zeros((20, 30, 3), np.uint8)).save(buffer, "BMP")
+    top_down = bytearray(buffer.getvalue())
+    top_down[22:26] = (-20).to_bytes(4, "little", signed=True)  # rows stored top-down
+    assert image_transform.header_dimensions(tf.constant(bytes(top_down))).numpy().tolist() == [20, 30]
+    for data in (b"", b"not an image", b"\x89PNG", b"II*\x00 a TIFF"):
+        assert image_transform.header_dimensions(tf.constant(data)).numpy().tolist() == [-1, -1]
+
+
+def test_pixel_limit_refuses_before_decoding_in_a_graph():
+    transform = tf.function(lambda files: image_transform.decode_and_transform_batch(
+        files, 32, max_pixels=tf.constant(1200, tf.int64)))
+    small = helpers.encode(helpers.natural_image(30, 40, 0), "PNG")  # 1200 pixels: at the limit
+    assert transform(tf.constant([small])).shape == (1, 32, 32, 3)
+    for fmt in ("PNG", "JPEG", "GIF", "BMP", "WEBP"):
+        big = helpers.encode(helpers.natural_image(31, 40, 0), fmt)
+        with pytest.raises(tf.errors.InvalidArgumentError,
+                           match="31 x 40 pixels is over the limit of 1200 pixels"):
+            transform(tf.constant([small, big]))
+
+
 def test_batch_transform_handles_mixed_sizes_and_formats():
     files = helpers.sample_encoded_images()
     batch = image_transform.decode_and_transform_batch(tf.constant(files), 64).numpy()

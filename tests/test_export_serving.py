@@ -101,6 +101,19 @@ def test_served_graph_needs_no_keras_and_no_custom_or_xla_ops(probe_result):
     assert {"DecodeJpeg", "DecodeImage", "ScaleAndTranslate"} <= set(report["graph"]["ops"])
 
 
+def test_a_decompression_bomb_is_refused_before_decoding_and_serving_goes_on(probe_result):
+    _, report, _, _ = probe_result
+    bomb = report["bomb"]
+    print(bomb)  # the measured figures (pytest -s)
+    assert bomb["max_pixels"] == image_transform.DEFAULT_MAX_PIXELS == 50_000_000
+    assert bomb["bomb_bytes"] < 1_000_000
+    assert bomb["refusal"] is not None, "the 225-megapixel PNG was decoded"
+    assert "15000 x 15000 pixels is over the limit of 50000000 pixels" in bomb["refusal"]
+    # Decoded, its 3-channel image alone would be 675 MB.
+    assert bomb["peak_memory_growth_mb"] < 100, bomb
+    assert bomb["serves_after"]
+
+
 def test_saved_model_cli_shows_the_serving_signatures(probe_result):
     _, report, _, _ = probe_result
     signatures = report["saved_model_cli"]
