@@ -17,10 +17,10 @@ $(STAMP): setup.py Makefile
 
 venv: $(STAMP)
 
-# Two workers, one test file each at a time (module fixtures are built once): much of the suite
-# waits on subprocess start-up and single-threaded dispatch, so two share two cores well
-# (37 min against 45 min serially, measured on the 2-core machine). The slowest tests are listed
-# at the end.
+# Two workers, one test file each at a time (module fixtures are built once; tests/conftest.py
+# hands out the longest files first): much of the suite waits on subprocess start-up and
+# single-threaded dispatch, so two share two cores well (a clean-clone run: 36 min of tests
+# against 45-51 min serially, on the 2-core machine). The slowest tests are listed at the end.
 test: venv
 	$(PY) -m pytest -q -n 2 --dist loadfile --durations=30 tests
 
