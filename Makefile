@@ -22,7 +22,7 @@ venv: $(STAMP)
 # single-threaded dispatch, so two share two cores well (a clean-clone run: 36 min of tests
 # against 45-51 min serially, on the 2-core machine). The slowest tests are listed at the end.
 test: venv
-	$(PY) -m pytest -q -n 2 --dist loadfile --durations=30 tests
+	$(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder --durations=30 tests
 
 demo: venv
 	$(PY) -m keras_resnest.demo

@@ -68,8 +68,8 @@ setup(
         # The suite: pytest (and pytest-xdist: `make test` runs two workers), the reference with
         # torch pinned to the CPU wheel it is measured on, jax for the backend tests and
         # keras-hub for keras_resnest.hub.
-        "test": ["pytest", "pytest-xdist", "torch==2.13.0", "resnest==0.0.5", "jax[cpu]>=0.10.2,<0.11",
-                 KERAS_HUB],
+        "test": ["pytest", "pytest-xdist>=3.8", "torch==2.13.0", "resnest==0.0.5",
+                 "jax[cpu]>=0.10.2,<0.11", KERAS_HUB],
     },
     entry_points={"console_scripts": ["keras-resnest=keras_resnest.cli:main"]},
 )

@@ -4,10 +4,12 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 # The longest test files first. `make test` runs two pytest-xdist workers that take whole files
-# in collection order (`--dist loadfile`); a long file collected late would run alone at the end
-# (measured: the MirroredStrategy file started 20 minutes in and ran 13 minutes on its own).
-LONGEST_FILES_FIRST = ("test_training_distributed.py", "test_hub.py", "test_export_cli.py",
-                       "test_backends.py")
+# in collection order (`--dist loadfile --no-loadscope-reorder`; by default xdist hands out the
+# files with the most tests first). A long file handed out late runs alone at the end: the
+# MirroredStrategy file (7 tests, 16 minutes) started 17-20 minutes in. Each worker starts with
+# two files: the first and third, the second and fourth.
+LONGEST_FILES_FIRST = ("test_training_distributed.py", "test_hub.py", "test_backends.py",
+                       "test_export_cli.py")
 
 
 def pytest_collection_modifyitems(items):
