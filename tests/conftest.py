@@ -19,3 +19,25 @@ def pytest_collection_modifyitems(items):
             LONGEST_FILES_FIRST)
 
     items.sort(key=rank)  # a stable sort: every file keeps its own order
+
+
+def pytest_configure(config):
+    """One run id for the controller and its xdist workers: files the workers share carry it."""
+    if not hasattr(config, "workerinput"):
+        import uuid
+
+        run_id = getattr(config.option, "testrunuid", None) or uuid.uuid4().hex
+        config.option.testrunuid = run_id  # xdist hands it to the workers
+        os.environ["PYTEST_XDIST_TESTRUNUID"] = run_id  # what the workers see, here too
+
+
+def pytest_sessionfinish(session):
+    """The controller removes what the workers shared (tests/export_helpers.digits_model)."""
+    import glob
+    import tempfile
+
+    if hasattr(session.config, "workerinput"):
+        return  # an xdist worker: the others may still need the files
+    pattern = os.path.join(tempfile.gettempdir(), f"keras_resnest_tests_*_{os.environ['PYTEST_XDIST_TESTRUNUID']}.keras*")
+    for path in glob.glob(pattern):
+        os.remove(path)

@@ -4,8 +4,10 @@ Module-level caches rather than fixtures, so the test modules of the export issu
 """
 import atexit
 import contextlib
+import fcntl
 import functools
 import io
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -100,7 +102,24 @@ def digits_split():
 
 @functools.lru_cache(maxsize=None)
 def digits_model():
-    """ResNeSt-14d (32 px, 10 classes) trained 4 epochs on the digits: ~97% held-out accuracy."""
+    """ResNeSt-14d (32 px, 10 classes) trained 4 epochs on the digits: ~97% held-out accuracy.
+
+    Trained once per test run (about 3 minutes on two cores): the xdist workers of one run share
+    it through a file under the system temp folder, the first to arrive training it under a lock.
+    """
+    run_id = os.environ["PYTEST_XDIST_TESTRUNUID"]  # tests/conftest.py
+    shared = Path(tempfile.gettempdir()) / f"keras_resnest_tests_digits_{run_id}.keras"
+    with open(f"{shared}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if shared.exists():
+            return keras.models.load_model(shared)
+        model = _train_digits_model()
+        model.save(f"{shared}.partial.keras")
+        os.replace(f"{shared}.partial.keras", shared)
+    return model
+
+
+def _train_digits_model():
     train_images, train_labels, _, _ = digits_split()
     keras.utils.set_random_seed(0)
     model = keras_resnest.create_model(
