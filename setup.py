@@ -11,6 +11,9 @@ from setuptools import setup
 HERE = Path(__file__).parent
 TF_VERSION = "2.21.*"
 KERAS_HUB = "keras-hub>=0.32,<0.33"  # tested with 0.32.0 (needs keras >= 3.15)
+# Tested with onnx 1.23.2, onnxruntime 1.32.0, tf2onnx 1.17.0 and openvino 2026.4.1.
+ONNX = ["onnx>=1.16", "onnxruntime>=1.20", "tf2onnx>=1.17"]
+OPENVINO = "openvino>=2025.0"
 
 setup(
     name="keras-resnest",
@@ -65,11 +68,15 @@ setup(
         "reference": ["torch>=2.0", "resnest==0.0.5"],
         # keras_resnest.hub: the keras-hub backbone, classifier and presets.
         "hub": [KERAS_HUB],
+        # `export --format onnx` (tf2onnx), its parity report and int8 quantizer (onnxruntime).
+        "onnx": ONNX,
+        # Running the ONNX export in OpenVINO.
+        "openvino": [OPENVINO],
         # The suite: pytest (and pytest-xdist: `make test` runs two workers), the reference with
         # torch pinned to the CPU wheel it is measured on, jax for the backend tests and
-        # keras-hub for keras_resnest.hub.
+        # keras-hub for keras_resnest.hub, the ONNX exporter and OpenVINO.
         "test": ["pytest", "pytest-xdist>=3.8", "torch==2.13.0", "resnest==0.0.5",
-                 "jax[cpu]>=0.10.2,<0.11", KERAS_HUB],
+                 "jax[cpu]>=0.10.2,<0.11", KERAS_HUB, *ONNX, OPENVINO],
     },
     entry_points={"console_scripts": ["keras-resnest=keras_resnest.cli:main"]},
 )

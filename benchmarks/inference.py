@@ -19,6 +19,12 @@ implementation of the network's arithmetic can pass.
     python benchmarks/inference.py [--model resnest50] [--threads 2] [--batches 1 8] [--rounds 4]
         [--keras-backends jax torch]
 
+`--runtimes all` (or some of: keras saved_model torch ort_official ort_ours openvino_official
+openvino_ours tflite_fp32 tflite_int8 ort_ours_int8) then prints the table a CPU user picks a
+format from: every runtime in its own process, the same weights, interleaved rounds, images/s
+at each batch size and the ratio to the official ONNX file in onnxruntime
+(`benchmarks/runtimes.py`).
+
 `--keras-backends jax torch` adds a row per batch size for keras_resnest under Keras' JAX
 backend (`predict_on_batch`: an XLA-compiled function, native grouped convolutions) and
 PyTorch backend (eager), each measured in its own process (KERAS_BACKEND is fixed at import)
@@ -48,6 +54,8 @@ def parse_args():
     parser.add_argument("--jit", action="store_true", help="also time an XLA-compiled call")
     parser.add_argument("--keras-backends", nargs="*", default=[], choices=["jax", "torch"],
                         help="also time keras_resnest under these Keras backends")
+    parser.add_argument("--runtimes", nargs="*", default=[],
+                        help="also time these runtimes, each in its own process ('all' for every one)")
     parser.add_argument("--backend-worker", help=argparse.SUPPRESS)
     return parser.parse_args()
 
@@ -219,6 +227,70 @@ def main():
             line += f" {images_per_second(lambda: xla_call(tf_images).numpy(), batch, args.seconds):>10.2f}"
         print(line, flush=True)
     other_backend_rows(args)
+    if args.runtimes:
+        runtime_table(args, torch_model, model, keras_call)
+
+
+def runtime_table(args, torch_model, model, keras_call):
+    """Every runtime of benchmarks/runtimes.py in its own process: speed, ratio, parity."""
+    import tempfile
+
+    import numpy as np
+
+    from benchmarks import runtimes as rt
+
+    names = list(rt.RUNTIMES) if args.runtimes == ["all"] else args.runtimes
+    unknown = sorted(set(names) - set(rt.RUNTIMES))
+    if unknown:
+        raise SystemExit(f"unknown runtimes {unknown}; expected 'all' or some of {list(rt.RUNTIMES)}")
+    with tempfile.TemporaryDirectory(prefix="keras_resnest_bench_") as directory:
+        rt.write_artifacts(directory, args.model, args.size, torch_model, model, names)
+        check = np.random.RandomState(1).uniform(0, 255, (2, args.size, args.size, 3))
+        check = check.astype("float32")
+        np.save(os.path.join(directory, "check_images.npy"), check)
+        keras_logits = keras_call(check).numpy()
+        keras_probabilities = np.exp(keras_logits - keras_logits.max(-1, keepdims=True))
+        keras_probabilities /= keras_probabilities.sum(-1, keepdims=True)
+        workers = {}
+        try:
+            for name in names:
+                print(f"starting {name}...", flush=True)
+                workers[name] = rt.Worker(name, directory, args.threads)
+            speeds = {name: {batch: [] for batch in args.batches} for name in names}
+            for round_index in range(args.rounds):
+                order = names if round_index % 2 == 0 else names[::-1]
+                for batch in args.batches:
+                    for name in order:
+                        speed = workers[name].images_per_second(batch, args.seconds)
+                        if speed is not None:
+                            speeds[name][batch].append(speed)
+        finally:
+            for worker in workers.values():
+                worker.close()
+
+    def median(name, batch):
+        values = speeds.get(name, {}).get(batch, [])
+        return statistics.median(values) if values else None
+
+    print(f"\n{args.model} {args.size}x{args.size}, {args.threads} threads, median images/s of "
+          f"{args.rounds} interleaved rounds (range); ratio to {rt.REFERENCE} "
+          f"({rt.RUNTIMES[rt.REFERENCE]}); parity: max|difference| / max|keras| on 2 images")
+    header = "".join(f"{f'batch {b} img/s (range)':>26}{'ratio':>7}" for b in args.batches)
+    print(f"{'runtime':<19}{header}{'parity':>10}  description")
+    for name in names:
+        cells = ""
+        for batch in args.batches:
+            values = speeds[name][batch]
+            if not values:
+                cells += f"{'-':>26}{'':>7}"
+                continue
+            reference = median(rt.REFERENCE, batch)
+            ratio = f"{median(name, batch) / reference:.2f}x" if reference else ""
+            cells += f"{median(name, batch):.1f} ({min(values):.1f}-{max(values):.1f})".rjust(26)
+            cells += f"{ratio:>7}"
+        expected = keras_probabilities if workers[name].output_kind == "probabilities" else keras_logits
+        parity = np.abs(workers[name].outputs - expected).max() / np.abs(expected).max()
+        print(f"{name:<19}{cells}{parity:>10.1e}  {rt.RUNTIMES[name]}", flush=True)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
     keras-resnest export --model resnest50 --format serving --version 1 -o models/
     keras-resnest export --model resnest50 --format tflite --quantize int8 \\
         --calibration calib_images/ --report-images heldout/ -o resnest50_int8.tflite
+    keras-resnest export --model resnest50 --format onnx -o resnest50.onnx
     keras-resnest serve-request --model-name resnest50 cat.jpg dog.png
 
 TensorFlow is imported inside the handlers so `keras-resnest --help` stays fast.
@@ -10,7 +11,7 @@ TensorFlow is imported inside the handlers so `keras-resnest --help` stays fast.
 import json
 from pathlib import Path
 
-FORMATS = ("saved_model", "serving", "tflite")
+FORMATS = ("saved_model", "serving", "tflite", "onnx")
 QUANTIZE_MODES = ("none", "fp16", "dynamic", "int8")
 # Report images used when no folder is given (fp32/fp16/dynamic without --calibration).
 RANDOM_REPORT_IMAGES = 8
@@ -19,7 +20,7 @@ RANDOM_REPORT_IMAGES = 8
 def register(subparsers):
     export = subparsers.add_parser(
         "export",
-        help="export a model as a SavedModel, a TF-Serving package or a TFLite file",
+        help="export a model as a SavedModel, a TF-Serving package, a TFLite or an ONNX file",
         description="Export a ResNeSt model (or a fine-tuned .keras model) for deployment.",
     )
     export.add_argument("--model", default="resnest50", help="model name (default resnest50)")
@@ -31,7 +32,8 @@ def register(subparsers):
     # the same wording as the Python API.
     export.add_argument("--format", required=True, help=f"one of {', '.join(FORMATS)}")
     export.add_argument(
-        "--quantize", default="none", help=f"TFLite only: one of {', '.join(QUANTIZE_MODES)}"
+        "--quantize", default="none",
+        help=f"TFLite: one of {', '.join(QUANTIZE_MODES)}; ONNX: none or int8"
     )
     export.add_argument("--calibration", type=Path, help="image folder for int8 calibration")
     export.add_argument(
@@ -39,7 +41,7 @@ def register(subparsers):
     )
     export.add_argument(
         "--report-images", type=Path,
-        help="held-out image folder for the TFLite report (default: the calibration folder)",
+        help="held-out image folder for the TFLite/ONNX report (default: the calibration folder)",
     )
     export.add_argument(
         "--int8-io", choices=("uint8", "int8"), default="uint8",
@@ -59,7 +61,7 @@ def register(subparsers):
     )
     export.add_argument("-o", "--output", type=Path, required=True, help="output path")
     export.add_argument("--overwrite", action="store_true", help="replace an existing output")
-    export.add_argument("--report-json", type=Path, help="also write the TFLite report as JSON")
+    export.add_argument("--report-json", type=Path, help="also write the TFLite/ONNX report as JSON")
     export.set_defaults(func=run_export)
 
     request = subparsers.add_parser(
@@ -83,14 +85,22 @@ def check_export_arguments(args):
         raise ValueError(
             f"unknown quantize mode {args.quantize!r}; expected one of {', '.join(QUANTIZE_MODES)}"
         )
-    if args.format != "tflite" and args.quantize != "none":
-        raise ValueError(f"--quantize applies to --format tflite only, not {args.format}")
+    if args.format not in ("tflite", "onnx") and args.quantize != "none":
+        raise ValueError(f"--quantize applies to --format tflite and onnx, not {args.format}")
+    if args.format == "onnx":
+        from keras_resnest.export.onnx_export import check_onnx_installed, check_quantize_mode
+
+        check_onnx_installed()
+        check_quantize_mode(args.quantize)
+        if args.quantize == "int8" and args.calibration is None:
+            raise ValueError("--format onnx --quantize int8 needs --calibration DIR (a folder of "
+                             "images)")
     if args.quantize == "int8" and args.calibration is None:
         raise ValueError("--quantize int8 needs --calibration DIR (a folder of images)")
     if args.max_pixels is not None:
-        if args.format == "tflite":
+        if args.format in ("tflite", "onnx"):
             raise ValueError("--max-pixels applies to --format saved_model and serving (their "
-                             "serving_bytes signature), not tflite")
+                             f"serving_bytes signature), not {args.format}")
         from keras_resnest.export.saved_model import check_max_pixels
 
         check_max_pixels(args.max_pixels)
@@ -149,6 +159,8 @@ def run_export(args):
             max_pixels=max_pixels,
         )
         print(f"TF-Serving model written to {path}; configs in {args.output}")
+    elif args.format == "onnx":
+        export_onnx(model, args)
     else:
         export_tflite(model, args)
     return 0
@@ -164,8 +176,6 @@ def read_labels(path):
 
 
 def export_tflite(model, args):
-    import numpy as np
-
     from keras_resnest.export import calibration, classifier, output_paths, report, tflite
 
     image_size = classifier.resolve_image_size(model, None)
@@ -182,20 +192,52 @@ def export_tflite(model, args):
     )
     output_paths.write_file_atomically(args.output, flatbuffer, overwrite=args.overwrite)
     print(f"TFLite model ({args.quantize}) written to {args.output}")
+    images, source = _report_images(args, image_size, calibration_images)
+    result = report.tflite_report(flatbuffer, model, images, progress=True)
+    _print_report(args, result, f"TFLite {args.quantize} vs Keras on {source}")
+
+
+def export_onnx(model, args):
+    from keras_resnest.export import calibration, classifier, onnx_export, output_paths, report
+
+    image_size = classifier.resolve_image_size(model, None)
+    calibration_images = None
+    if args.calibration is not None:
+        calibration_images = calibration.load_image_folder(
+            args.calibration, image_size, limit=args.num_calibration, progress=True
+        )
+    print(f"converting {model.name} to ONNX (opset {onnx_export.OPSET}"
+          f"{', int8 calibration' if args.quantize == 'int8' else ''})...")
+    onnx_bytes = onnx_export.convert_to_onnx(model, args.quantize, calibration_images)
+    output_paths.write_file_atomically(args.output, onnx_bytes, overwrite=args.overwrite)
+    print(f"ONNX model ({'float32' if args.quantize == 'none' else args.quantize}) written to "
+          f"{args.output}")
+    images, source = _report_images(args, image_size, calibration_images)
+    result = report.onnx_report(onnx_bytes, model, images, progress=True)
+    _print_report(args, result, f"ONNX {args.quantize} (onnxruntime) vs Keras on {source}")
+
+
+def _report_images(args, image_size, calibration_images):
+    """Images for the export report, and where they came from."""
+    import numpy as np
+
+    from keras_resnest.export import calibration
 
     if args.report_images is not None:
-        images, source = (
-            calibration.load_image_folder(args.report_images, image_size, progress=True),
-            f"held-out folder {args.report_images}",
-        )
-    elif calibration_images is not None:
-        images, source = calibration_images, f"calibration folder {args.calibration}"
-    else:
-        rng = np.random.default_rng(0)
-        images = rng.uniform(0, 255, (RANDOM_REPORT_IMAGES, image_size, image_size, 3))
-        source = f"{RANDOM_REPORT_IMAGES} random images (pass --report-images DIR for real ones)"
-    result = report.tflite_report(flatbuffer, model, images.astype("float32"), progress=True)
-    print(report.format_report(result, title=f"TFLite {args.quantize} vs Keras on {source}"))
+        return (calibration.load_image_folder(args.report_images, image_size, progress=True),
+                f"held-out folder {args.report_images}")
+    if calibration_images is not None:
+        return calibration_images, f"calibration folder {args.calibration}"
+    rng = np.random.default_rng(0)
+    images = rng.uniform(0, 255, (RANDOM_REPORT_IMAGES, image_size, image_size, 3))
+    return (images.astype("float32"),
+            f"{RANDOM_REPORT_IMAGES} random images (pass --report-images DIR for real ones)")
+
+
+def _print_report(args, result, title):
+    from keras_resnest.export import output_paths, report
+
+    print(report.format_report(result, title=title))
     if args.report_json is not None:
         output_paths.write_file_atomically(args.report_json, json.dumps(result, indent=2))
 

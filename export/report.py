@@ -1,11 +1,12 @@
-"""How faithful and how fast a TFLite model is, measured against its Keras model.
+"""How faithful and how fast an exported model (TFLite, ONNX) is, measured against its Keras model.
 
 `tflite_report` runs the `.tflite` file in the LiteRT interpreter (`ai_edge_litert`, XNNPACK
-delegate, 2 threads by default) and the Keras model on the same images and reports:
+delegate, 2 threads by default), `onnx_report` the `.onnx` file in onnxruntime (CPU provider,
+2 threads), and both the Keras model on the same images, and report:
 
 * `max_abs_logit_diff` and `max_rel_logit_diff` (divided by the largest |Keras logit|);
 * `top1_agreement`: fraction of images whose top-1 class matches the Keras model's;
-* `size_bytes` of the flatbuffer, `latency_ms_median`/`latency_ms_p90` of one batch-1 invoke.
+* `size_bytes` of the file, `latency_ms_median`/`latency_ms_p90` of one batch-1 call.
 
 Example:
     >>> import numpy as np, keras_resnest
@@ -82,31 +83,78 @@ def keras_logits(model, images, batch_size=16):
     )
 
 
+class OnnxClassifier:
+    """Batch-1 onnxruntime runner (CPU provider) of an exported classifier, TFLiteClassifier's API."""
+
+    def __init__(self, onnx_bytes, num_threads=DEFAULT_THREADS):
+        import onnxruntime
+
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = num_threads
+        options.inter_op_num_threads = 1
+        self.session = onnxruntime.InferenceSession(onnx_bytes, options,
+                                                    providers=["CPUExecutionProvider"])
+        self.output_names = [output.name for output in self.session.get_outputs()]
+
+    def __call__(self, image):
+        outputs = self.session.run(None, {INPUT_NAME: image[None].astype(np.float32)})
+        return {name: value[0] for name, value in zip(self.output_names, outputs)}
+
+    def latency_ms(self, image, runs=20, warmup=3):
+        feed = {INPUT_NAME: image[None].astype(np.float32)}
+        for _ in range(warmup):
+            self.session.run(None, feed)
+        times = []
+        for _ in range(runs):
+            start = time.perf_counter()
+            self.session.run(None, feed)
+            times.append((time.perf_counter() - start) * 1e3)
+        return float(np.median(times)), float(np.percentile(times, 90))
+
+
 def tflite_report(
     flatbuffer, model, images, *, num_threads=DEFAULT_THREADS, latency_runs=20, progress=False
 ):
     """Compare a TFLite classifier with its Keras model on `images` (float32 NHWC, 0..255)."""
+    runner = TFLiteClassifier(flatbuffer, num_threads=num_threads)
+    return _report(runner, model, images, size_bytes=len(flatbuffer), runtime="XNNPACK",
+                   num_threads=num_threads, latency_runs=latency_runs, progress=progress,
+                   input_dtype=np.dtype(runner.input_details["dtype"]).name)
+
+
+def onnx_report(
+    onnx_bytes, model, images, *, num_threads=DEFAULT_THREADS, latency_runs=20, progress=False
+):
+    """Compare an ONNX classifier (onnxruntime) with its Keras model on `images`."""
+    runner = OnnxClassifier(onnx_bytes, num_threads=num_threads)
+    return _report(runner, model, images, size_bytes=len(onnx_bytes), runtime="onnxruntime",
+                   num_threads=num_threads, latency_runs=latency_runs, progress=progress,
+                   input_dtype="float32")
+
+
+def _report(runner, model, images, *, size_bytes, runtime, num_threads, latency_runs, progress,
+            input_dtype):
     images = np.asarray(images, np.float32)
     if images.ndim != 4 or len(images) == 0:
         raise ValueError(f"report images must be a non-empty (N, H, W, 3) array, got {images.shape}")
-    runner = TFLiteClassifier(flatbuffer, num_threads=num_threads)
-    lite_logits = np.stack(
+    exported_logits = np.stack(
         [runner(image)["logits"]
-         for image in tqdm(images, desc="running TFLite", unit="image", disable=not progress)]
+         for image in tqdm(images, desc=f"running {runtime}", unit="image", disable=not progress)]
     )
     reference = keras_logits(model, images)
-    difference = np.abs(lite_logits - reference)
+    difference = np.abs(exported_logits - reference)
     median_ms, p90_ms = runner.latency_ms(images[0], runs=latency_runs)
     return {
         "num_images": int(len(images)),
         "max_abs_logit_diff": float(difference.max()),
         "max_rel_logit_diff": float(difference.max() / max(np.abs(reference).max(), 1e-12)),
-        "top1_agreement": float(np.mean(lite_logits.argmax(-1) == reference.argmax(-1))),
-        "size_bytes": len(flatbuffer),
+        "top1_agreement": float(np.mean(exported_logits.argmax(-1) == reference.argmax(-1))),
+        "size_bytes": size_bytes,
         "latency_ms_median": median_ms,
         "latency_ms_p90": p90_ms,
         "num_threads": num_threads,
-        "input_dtype": np.dtype(runner.input_details["dtype"]).name,
+        "runtime": runtime,
+        "input_dtype": input_dtype,
     }
 
 
@@ -119,7 +167,7 @@ def format_report(report, title="TFLite vs Keras"):
             f" (relative {report['max_rel_logit_diff']:.3g})",
             f"  top-1 agreement             {100 * report['top1_agreement']:.2f}%",
             f"  file size                   {report['size_bytes'] / 2**20:.2f} MiB",
-            f"  latency (XNNPACK, {report['num_threads']} threads) "
+            f"  latency ({report.get('runtime', 'XNNPACK')}, {report['num_threads']} threads) "
             f"median {report['latency_ms_median']:.2f} ms, p90 {report['latency_ms_p90']:.2f} ms",
         ]
     )

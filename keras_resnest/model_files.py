@@ -92,6 +92,8 @@ def load_model(path, **kwargs):
     "layer3_5") with a warning. Weights and outputs are unchanged."""
     import keras
 
+    import keras_resnest.layers  # noqa: F401  (registers the layer classes .keras files name)
+
     path = os.fspath(path)
     if not (zipfile.is_zipfile(path) and has_legacy_names(path)):
         return keras.saving.load_model(path, **kwargs)

@@ -28,3 +28,26 @@ def test_inference_benchmark_compares_the_same_function():
     assert [int(row[0]) for row in rows] == [1, 2], out
     for _, keras_speed, torch_speed, ratio in rows:
         assert float(ratio) > 0 and float(keras_speed) > 0 and float(torch_speed) > 0
+
+
+def test_runtime_table_times_each_runtime_in_its_own_process_on_the_same_function():
+    runtimes = ["saved_model", "ort_official", "ort_ours", "tflite_fp32"]
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "inference.py"), "--model", "resnest14d",
+         "--size", "64", "--batches", "1", "2", "--rounds", "2", "--seconds", "0.05",
+         "--runtimes", *runtimes],
+        capture_output=True, text=True, timeout=900, cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    table = result.stdout[result.stdout.index("\nruntime "):]
+    rows = {line.split()[0]: line for line in table.splitlines()[2:] if line.strip()}
+    assert list(rows) == runtimes, table
+    for name, line in rows.items():
+        speeds = [float(v) for v in re.findall(r"([\d.]+) \([\d.]+-[\d.]+\)", line)]
+        ratios = [float(v) for v in re.findall(r" ([\d.]+)x ", line)]
+        # The TFLite export has a fixed batch of 1: its batch-2 cell is "-".
+        assert len(speeds) == len(ratios) == (1 if name == "tflite_fp32" else 2), line
+        assert min(speeds) > 0 and min(ratios) > 0, line
+        # Every runtime computes the same function (the SavedModel's probabilities included).
+        parity = float(re.search(r" (\d\.\de[-+]\d+) ", line).group(1))
+        assert parity <= 1e-5, line
+    assert " 1.00x " in rows["ort_official"]  # the reference of the ratios

@@ -66,6 +66,35 @@ def test_int8_export_of_a_fine_tuned_model_on_real_images(digits_files, int8_exp
     assert "top-1 agreement" in out and "held-out folder" in out and "XNNPACK, 2 threads" in out
 
 
+def test_onnx_float_and_int8_exports_of_a_fine_tuned_model(digits_files, tmp_path):
+    """Both ONNX exports of the fine-tuned digits model, with the reports the CLI prints."""
+    import onnx
+
+    root, test_labels = digits_files
+    code, out, err = run(["export", "--weights", root / "digits.keras", "--format", "onnx",
+                          "--report-images", root / "heldout", "--report-json",
+                          tmp_path / "float.json", "-o", tmp_path / "digits.onnx"])
+    assert code == 0, err
+    float_result = json.loads((tmp_path / "float.json").read_text())
+    assert float_result["max_rel_logit_diff"] <= 1e-5, float_result
+    assert float_result["top1_agreement"] == 1.0
+    assert "onnxruntime, 2 threads" in out and "ONNX none (onnxruntime) vs Keras" in out
+
+    code, out, err = run(["export", "--weights", root / "digits.keras", "--format", "onnx",
+                          "--quantize", "int8", "--calibration", root / "calibration",
+                          "--report-images", root / "heldout", "--report-json",
+                          tmp_path / "int8.json", "-o", tmp_path / "digits_int8.onnx"])
+    assert code == 0, err
+    result = json.loads((tmp_path / "int8.json").read_text())
+    print({"float": float_result, "int8": result})  # figures for the closing note (pytest -s)
+    assert result["num_images"] == len(test_labels)
+    assert result["top1_agreement"] >= 0.98, result
+    # int8 weights: about a quarter of the float file.
+    assert result["size_bytes"] < 0.35 * float_result["size_bytes"], (result, float_result)
+    ops = {node.op_type for node in onnx.load(tmp_path / "digits_int8.onnx").graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear", "Conv"} <= ops
+
+
 def test_keras_file_with_another_image_size_is_refused(digits_files, capsys):
     root, _ = digits_files
     code, _, err = run(["export", "--weights", root / "digits.keras", "--image-size", "64",
@@ -130,9 +159,13 @@ def make_folders(tmp_path):
 
 
 @pytest.mark.parametrize("extra, message", [
-    (["--format", "onnx"], "unknown format 'onnx'; expected one of saved_model, serving, tflite"),
+    (["--format", "coreml"],
+     "unknown format 'coreml'; expected one of saved_model, serving, tflite, onnx"),
     (["--format", "tflite", "--quantize", "int4"], "unknown quantize mode 'int4'; expected one of"),
-    (["--format", "serving", "--quantize", "fp16"], "--quantize applies to --format tflite only"),
+    (["--format", "serving", "--quantize", "fp16"], "--quantize applies to --format tflite and onnx"),
+    (["--format", "onnx", "--quantize", "fp16"], "ONNX export supports quantize modes none, int8; got 'fp16'"),
+    (["--format", "onnx", "--quantize", "int8"], "--format onnx --quantize int8 needs --calibration DIR"),
+    (["--format", "onnx", "--max-pixels", "1000"], "--max-pixels applies to .* not onnx"),
     (["--format", "tflite", "--quantize", "int8"], "--quantize int8 needs --calibration DIR"),
     (["--format", "tflite", "--quantize", "int8", "--calibration", "{tmp}/missing"],
      "missing does not exist"),

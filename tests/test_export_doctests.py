@@ -6,7 +6,7 @@ import tempfile
 import pytest
 
 MODULES = ["calibration", "classifier", "client", "image_transform", "model_source",
-           "output_paths", "report", "saved_model", "serving", "tflite"]
+           "onnx_export", "output_paths", "report", "saved_model", "serving", "tflite"]
 
 
 @pytest.mark.parametrize("name", MODULES)

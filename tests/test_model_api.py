@@ -155,6 +155,23 @@ def test_keras_file_round_trip_is_exact(tmp_path, resnest14d_state):
     assert restored.get_layer("layer3_0").get_config() == model.get_layer("layer3_0").get_config()
 
 
+def test_a_fresh_process_loads_a_keras_file_with_only_import_keras_resnest(tmp_path):
+    """A user's script: `import keras_resnest; keras_resnest.load_model(...)`, no model built
+    first (the layer classes must be registered by load_model itself)."""
+    import subprocess
+    import sys
+
+    model = keras_resnest.create_model("resnest14d", weights=None, input_shape=(32, 32, 3))
+    model.save(tmp_path / "model.keras")
+    script = ("import sys, keras_resnest\n"
+              "model = keras_resnest.load_model(sys.argv[1])\n"
+              "print(model.count_params())\n")
+    result = subprocess.run([sys.executable, "-c", script, str(tmp_path / "model.keras")],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split()[-1] == str(model.count_params())
+
+
 @pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
 def test_mixed_precision_logits_close_to_float32(policy, resnest14d_state):
     images = ref.random_images(2, 64, 64)

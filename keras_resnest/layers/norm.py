@@ -1,7 +1,7 @@
 """BatchNormalization with PyTorch's defaults, and a fused inference path for TensorFlow."""
 import keras
 
-from keras_resnest.layers.backend_paths import tensorflow_fast_paths
+from keras_resnest.layers.backend_paths import tensorflow_fused_batch_norm
 
 # PyTorch BatchNorm2d: eps=1e-5 and momentum=0.1 for the *new* statistic, i.e. Keras momentum 0.9.
 TORCH_BN_EPSILON = 1e-5
@@ -21,7 +21,7 @@ class BatchNorm(keras.layers.BatchNormalization):
     def can_fuse(self, inputs, training=None, mask=None):
         """Whether this call is a float32 NHWC inference that the fused op computes."""
         return not (training and self.trainable) and mask is None \
-            and tensorflow_fast_paths() and inputs.dtype == "float32" \
+            and tensorflow_fused_batch_norm() and inputs.dtype == "float32" \
             and len(inputs.shape) == 4 and self.axis in (-1, 3) and self.scale and self.center
 
     def call(self, inputs, training=None, mask=None):
