@@ -176,14 +176,10 @@ def read_labels(path):
 
 
 def export_tflite(model, args):
-    from keras_resnest.export import calibration, classifier, output_paths, report, tflite
+    from keras_resnest.export import classifier, output_paths, report, tflite
 
     image_size = classifier.resolve_image_size(model, None)
-    calibration_images = None
-    if args.calibration is not None:
-        calibration_images = calibration.load_image_folder(
-            args.calibration, image_size, limit=args.num_calibration, progress=True
-        )
+    calibration_images = _calibration_images(args, image_size)
     flatbuffer = tflite.convert_to_tflite(
         model,
         args.quantize,
@@ -198,14 +194,10 @@ def export_tflite(model, args):
 
 
 def export_onnx(model, args):
-    from keras_resnest.export import calibration, classifier, onnx_export, output_paths, report
+    from keras_resnest.export import classifier, onnx_export, output_paths, report
 
     image_size = classifier.resolve_image_size(model, None)
-    calibration_images = None
-    if args.calibration is not None:
-        calibration_images = calibration.load_image_folder(
-            args.calibration, image_size, limit=args.num_calibration, progress=True
-        )
+    calibration_images = _calibration_images(args, image_size)
     print(f"converting {model.name} to ONNX (opset {onnx_export.OPSET}"
           f"{', int8 calibration' if args.quantize == 'int8' else ''})...")
     onnx_bytes = onnx_export.convert_to_onnx(model, args.quantize, calibration_images)
@@ -215,6 +207,16 @@ def export_onnx(model, args):
     images, source = _report_images(args, image_size, calibration_images)
     result = report.onnx_report(onnx_bytes, model, images, progress=True)
     _print_report(args, result, f"ONNX {args.quantize} (onnxruntime) vs Keras on {source}")
+
+
+def _calibration_images(args, image_size):
+    """The --calibration folder's images at the export size, or None."""
+    from keras_resnest.export import calibration
+
+    if args.calibration is None:
+        return None
+    return calibration.load_image_folder(args.calibration, image_size,
+                                         limit=args.num_calibration, progress=True)
 
 
 def _report_images(args, image_size, calibration_images):

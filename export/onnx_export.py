@@ -37,7 +37,9 @@ Example:
     >>> session.run(["probabilities"], {"image": np.zeros((2, 64, 64, 3), "float32")})[0].shape
     (2, 1000)
 """
+import contextlib
 import importlib.util
+import logging
 import tempfile
 from pathlib import Path
 
@@ -135,9 +137,10 @@ def _frozen_classifier_graph(model, image_size):
 def _float_onnx(model, image_size):
     import tf2onnx
 
-    graph_def, input_name, output_names = _frozen_classifier_graph(model, image_size)
-    model_proto, _ = tf2onnx.convert.from_graph_def(
-        graph_def, input_names=[input_name], output_names=output_names, opset=OPSET)
+    with _tensorflow_warnings_hidden():
+        graph_def, input_name, output_names = _frozen_classifier_graph(model, image_size)
+        model_proto, _ = tf2onnx.convert.from_graph_def(
+            graph_def, input_names=[input_name], output_names=output_names, opset=OPSET)
     _rename_graph_io(model_proto, {input_name: INPUT_NAME,
                                    **dict(zip(output_names, OUTPUT_NAMES))})
     model_proto.graph.input[0].type.tensor_type.shape.dim[0].dim_param = "batch"
@@ -146,6 +149,18 @@ def _float_onnx(model, image_size):
     model_proto.doc_string = (f"{model.name}: image [batch, {image_size}, {image_size}, 3] RGB "
                               "0..255 -> logits, probabilities (keras-resnest)")
     return model_proto.SerializeToString()
+
+
+@contextlib.contextmanager
+def _tensorflow_warnings_hidden():
+    """Freezing and tf2onnx call TF1 APIs, whose deprecation notices would reach the user."""
+    logger = tf.get_logger()
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def _rename_graph_io(model_proto, names):
