@@ -12,7 +12,9 @@ HERE = Path(__file__).parent
 TF_VERSION = "2.21.*"
 KERAS_HUB = "keras-hub>=0.32,<0.33"  # tested with 0.32.0 (needs keras >= 3.15)
 # Tested with onnx 1.23.2, onnxruntime 1.32.0, tf2onnx 1.17.0 and openvino 2026.4.1.
-ONNX = ["onnx>=1.16", "onnxruntime>=1.20", "tf2onnx>=1.17"]
+# sympy: onnxruntime's int8 quantization preprocessing imports it, and onnxruntime does not
+# install it.
+ONNX = ["onnx>=1.16", "onnxruntime>=1.20", "tf2onnx>=1.17", "sympy"]
 OPENVINO = "openvino>=2025.0"
 
 setup(

@@ -90,8 +90,8 @@ def check_export_arguments(args):
     if args.format == "onnx":
         from keras_resnest.export.onnx_export import check_onnx_installed, check_quantize_mode
 
-        check_onnx_installed()
         check_quantize_mode(args.quantize)
+        check_onnx_installed(args.quantize)
         if args.quantize == "int8" and args.calibration is None:
             raise ValueError("--format onnx --quantize int8 needs --calibration DIR (a folder of "
                              "images)")

@@ -54,14 +54,18 @@ OUTPUT_NAMES = ("logits", "probabilities")
 OPSET = 17
 QUANTIZE_MODES = ("none", "int8")
 REQUIRED_PACKAGES = ("onnx", "onnxruntime", "tf2onnx")
+# onnxruntime's quantization preprocessing (symbolic shape inference) imports sympy, which
+# onnxruntime itself does not install.
+INT8_PACKAGES = ("sympy",)
 INSTALL_HINT = 'pip install "keras-resnest[onnx]"'
 # Function attributes that keep grappler from inlining Keras' XLA-compiled grouped convolution.
 _NO_INLINE_ATTRIBUTES = ("_XlaMustCompile", "_noinline")
 
 
-def check_onnx_installed():
+def check_onnx_installed(quantize="none"):
     """ValueError naming the missing packages of the `onnx` extra, if any."""
-    missing = [name for name in REQUIRED_PACKAGES if importlib.util.find_spec(name) is None]
+    needed = REQUIRED_PACKAGES + (INT8_PACKAGES if quantize == "int8" else ())
+    missing = [name for name in needed if importlib.util.find_spec(name) is None]
     if missing:
         names = " and ".join([", ".join(missing[:-1]), missing[-1]] if len(missing) > 1 else missing)
         raise ValueError(f"ONNX export needs {names}, which {'is' if len(missing) == 1 else 'are'}"
@@ -84,8 +88,8 @@ def convert_to_onnx(model, quantize="none", calibration_data=None, image_size=No
         calibration_data: float32 images `[N, H, W, 3]`, RGB 0..255 at the export size.
         image_size: the export size if the model accepts any size (default: its own).
     """
-    check_onnx_installed()
     check_quantize_mode(quantize)
+    check_onnx_installed(quantize)
     image_size = classifier.resolve_image_size(model, image_size)
     if quantize == "int8":
         calibration_data = _check_calibration_data(calibration_data, image_size)

@@ -141,3 +141,15 @@ def test_a_missing_extra_is_one_line_naming_the_packages(monkeypatch):
         onnx_export.convert_to_onnx(helpers.small_model())
     assert str(error.value) == ('ONNX export needs onnx and tf2onnx, which are not installed: '
                                 'pip install "keras-resnest[onnx]"')
+
+
+def test_int8_also_needs_sympy_which_onnxruntime_does_not_install(monkeypatch):
+    import importlib.util
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "sympy" else real_find_spec(name, *a))
+    onnx_export.check_onnx_installed("none")  # float export does not need it
+    with pytest.raises(ValueError, match=r'needs sympy, which is not installed: pip install '
+                                         r'"keras-resnest\[onnx\]"'):
+        onnx_export.convert_to_onnx(helpers.small_model(), "int8", calibration_data=images(2))
