@@ -112,7 +112,7 @@ def digits_model():
     with open(f"{shared}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if shared.exists():
-            return keras.models.load_model(shared)
+            return keras_resnest.load_model(shared)  # registers the layers in a fresh process
         model = _train_digits_model()
         model.save(f"{shared}.partial.keras")
         os.replace(f"{shared}.partial.keras", shared)
