@@ -19,10 +19,13 @@ from pathlib import Path
 
 import numpy as np
 
+# The official model's normalisation on 0..255 pixels (keras_resnest's runs in its graph). The
+# values of keras_resnest.models.resnest.IMAGENET_MEAN/STD, written out: importing that module
+# imports Keras and TensorFlow, which the onnxruntime, OpenVINO and torch workers must not load.
 MEAN = np.array([0.485, 0.456, 0.406], np.float32) * 255
 STD = np.array([0.229, 0.224, 0.225], np.float32) * 255
 
-# name -> (description, artifact); the order of the table.
+# name -> description; the order of the table.
 RUNTIMES = {
     "keras": "keras_resnest, tf.function (TF-Serving's graph, traced in Python)",
     "saved_model": "keras_resnest SavedModel, serving_default (what TF-Serving runs)",
@@ -89,10 +92,11 @@ def load_runner(runtime, directory, threads):
         if runtime == "keras":
             import keras_resnest
 
-            model = keras_resnest.load_model(directory / "model.keras")
+            model = keras_resnest.load_model(directory / ARTIFACTS[runtime])
             call = tf.function(lambda x: model(x, training=False))
             return lambda images: call(tf.constant(images)).numpy(), None
-        serve = tf.saved_model.load(str(directory / "saved_model")).signatures["serving_default"]
+        serve = tf.saved_model.load(str(directory / ARTIFACTS[runtime])).signatures[
+            "serving_default"]
         # serving_default gives probabilities (and the top 5): its parity is on probabilities.
         return lambda images: serve(image=tf.constant(images))["probabilities"].numpy(), None
     if runtime == "torch":
@@ -112,9 +116,7 @@ def load_runner(runtime, directory, threads):
 
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
-        file = {"ort_official": "official.onnx", "ort_ours": "ours.onnx",
-                "ort_ours_int8": "ours_int8.onnx"}[runtime]
-        session = onnxruntime.InferenceSession(str(directory / file), options,
+        session = onnxruntime.InferenceSession(str(directory / ARTIFACTS[runtime]), options,
                                                providers=["CPUExecutionProvider"])
         if runtime == "ort_official":
             return lambda images: session.run(None, {"input": normalise_nchw(images)})[0], None
@@ -124,7 +126,7 @@ def load_runner(runtime, directory, threads):
 
         core = openvino.Core()
         official = runtime == "openvino_official"
-        network = core.read_model(str(directory / ("official.onnx" if official else "ours.onnx")))
+        network = core.read_model(str(directory / ARTIFACTS[runtime]))
         compiled = {}
 
         def run_openvino(images):
@@ -141,7 +143,7 @@ def load_runner(runtime, directory, threads):
     if runtime.startswith("tflite_"):
         from keras_resnest.export.report import TFLiteClassifier
 
-        runner = TFLiteClassifier((directory / f"{runtime[len('tflite_'):]}.tflite").read_bytes(),
+        runner = TFLiteClassifier((directory / ARTIFACTS[runtime]).read_bytes(),
                                   num_threads=threads)
         # The TFLite export has a fixed batch of 1 (no SHAPE ops in the flatbuffer).
         return lambda images: np.stack([runner(image)["logits"] for image in images]), (1,)

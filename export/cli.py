@@ -92,11 +92,9 @@ def check_export_arguments(args):
 
         check_quantize_mode(args.quantize)
         check_onnx_installed(args.quantize)
-        if args.quantize == "int8" and args.calibration is None:
-            raise ValueError("--format onnx --quantize int8 needs --calibration DIR (a folder of "
-                             "images)")
     if args.quantize == "int8" and args.calibration is None:
-        raise ValueError("--quantize int8 needs --calibration DIR (a folder of images)")
+        raise ValueError(f"--format {args.format} --quantize int8 needs --calibration DIR (a "
+                         "folder of images)")
     if args.max_pixels is not None:
         if args.format in ("tflite", "onnx"):
             raise ValueError("--max-pixels applies to --format saved_model and serving (their "

@@ -51,3 +51,23 @@ def test_runtime_table_times_each_runtime_in_its_own_process_on_the_same_functio
         parity = float(re.search(r" (\d\.\de[-+]\d+) ", line).group(1))
         assert parity <= 1e-5, line
     assert " 1.00x " in rows["ort_official"]  # the reference of the ratios
+
+
+def test_serving_graph_candidates_compute_the_served_function():
+    """The BatchNorm fold rewrites the frozen graph: its logits must still be the model's."""
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "serving_graph.py"), "--model", "resnest14d",
+         "--size", "64", "--batches", "1", "2", "--rounds", "1", "--seconds", "0.05",
+         "--settings", "onednn"],
+        capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = re.findall(r"^onednn\s+(\S+)\s+(\d+)\s+([\d.]+)\s+\S+\s+([\d.]+)x\s+(\S+)$",
+                      result.stdout, re.MULTILINE)
+    assert [(graph, int(batch)) for graph, batch, *_ in rows] == [
+        (graph, batch) for batch in (1, 2)
+        for graph in ("serving_default", "frozen", "frozen_bn_folded")], result.stdout
+    for _, _, speed, ratio, parity in rows:
+        assert float(speed) > 0 and float(ratio) > 0 and float(parity) <= 1e-5, result.stdout
+    # resnest14d: stem 3 + 4 blocks x (conv1, split-attention groups 2, conv3) + 4 downsamples.
+    folded = int(re.search(r"\((\d+) convolution \+ BatchNorm pairs folded\)", result.stdout).group(1))
+    assert folded == 3 + 4 * 4 + 4, result.stdout

@@ -166,7 +166,7 @@ def make_folders(tmp_path):
     (["--format", "onnx", "--quantize", "fp16"], "ONNX export supports quantize modes none, int8; got 'fp16'"),
     (["--format", "onnx", "--quantize", "int8"], "--format onnx --quantize int8 needs --calibration DIR"),
     (["--format", "onnx", "--max-pixels", "1000"], "--max-pixels applies to .* not onnx"),
-    (["--format", "tflite", "--quantize", "int8"], "--quantize int8 needs --calibration DIR"),
+    (["--format", "tflite", "--quantize", "int8"], "--format tflite --quantize int8 needs --calibration DIR"),
     (["--format", "tflite", "--quantize", "int8", "--calibration", "{tmp}/missing"],
      "missing does not exist"),
     (["--format", "tflite", "--quantize", "int8", "--calibration", "{tmp}/empty"],
