@@ -18,6 +18,9 @@ How the graph is built, chosen by measurement (resnest50, 224 px, onnxruntime 1.
   converts the frozen GraphDef at opset 17. The result has the official graph's 87 Conv nodes;
   onnxruntime folds BatchNorm into them and its transpose optimizer removes the NHWC <-> NCHW
   transposes except those around the split-attention reshapes, which the official graph has too.
+  Three patterns tf2onnx leaves and onnxruntime does not fuse are then rewritten exactly
+  (`onnx_rewrites.py`: the input scale, the stem's pad before max pooling, the attention's
+  BatchNorm behind a reshape).
   The measured speed is in README.md ("Speed") and `benchmarks/inference.py` prints it.
 
 int8 uses onnxruntime's own static quantizer (QDQ format, per-channel int8 weights, int8
@@ -46,7 +49,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from keras_resnest.export import classifier
+from keras_resnest.export import classifier, onnx_rewrites
 from keras_resnest.layers.backend_paths import portable_paths
 
 INPUT_NAME = "image"
@@ -147,6 +150,7 @@ def _float_onnx(model, image_size):
             graph_def, input_names=[input_name], output_names=output_names, opset=OPSET)
     _rename_graph_io(model_proto, {input_name: INPUT_NAME,
                                    **dict(zip(output_names, OUTPUT_NAMES))})
+    onnx_rewrites.clean_up(model_proto)
     model_proto.graph.input[0].type.tensor_type.shape.dim[0].dim_param = "batch"
     for output in model_proto.graph.output:
         output.type.tensor_type.shape.dim[0].dim_param = "batch"

@@ -63,6 +63,16 @@ def test_onnxruntime_matches_keras_with_a_dynamic_batch(name):
     expected_groups = {"resnest14d": [1, 2], "resnest50_fast_1s4x24d": [1, 4]}[name]
     assert conv_groups == expected_groups
     assert [value.name for value in graph.input] == ["image"]
+    # export/onnx_rewrites.py: what onnxruntime would not fuse is gone, and the parity above
+    # holds with it gone (random BatchNorm statistics, so a wrong fold would show).
+    producers = {output: node for node in graph.node for output in node.output}
+    assert not [node.name for node in graph.node if node.op_type == "BatchNormalization"]
+    max_pool = next(node for node in graph.node if node.op_type == "MaxPool")
+    assert producers[max_pool.input[0]].op_type == "Relu"
+    first_conv = next(node for node in graph.node if node.op_type == "Conv")
+    image_path = [producers[first_conv.input[0]].op_type]
+    image_path.append(producers[producers[first_conv.input[0]].input[0]].op_type)
+    assert image_path == ["Transpose", "Sub"]  # the 1/std scale is in the kernel
 
 
 def test_openvino_runs_the_export():
