@@ -30,7 +30,6 @@ import os
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -159,6 +158,8 @@ def worker(args, inter_op):
     from tensorflow.python.framework.convert_to_constants import \
         convert_variables_to_constants_v2
 
+    from benchmarks.runtimes import images_per_second
+
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     tf.config.threading.set_inter_op_parallelism_threads(inter_op)
     serving = classifier_function(args.model, args.size)
@@ -187,16 +188,6 @@ def worker(args, inter_op):
                 speeds[name][batch].append(images_per_second(functions[name], images, args.seconds))
         order.reverse()
     print("RESULT " + json.dumps({"parity": parity, "speeds": speeds, "folded": folded_count}))
-
-
-def images_per_second(function, images, seconds):
-    for _ in range(2):  # untimed: kernel caches, the other candidates' spinning threads
-        function(images)
-    count, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds or count < 3:
-        function(images)
-        count += 1
-    return count * len(images) / (time.perf_counter() - start)
 
 
 def run_setting(args, environment, inter_op):
