@@ -8,7 +8,8 @@
 Modules: `image_transform` (decode + official eval transform as graph ops), `saved_model`
 (signatures), `serving` (TF-Serving package), `tflite` (conversion), `calibration` (image
 folders), `onnx_export` (ONNX, float32 and int8 QDQ), `report` (TFLite/ONNX vs Keras),
-`client` (REST/gRPC clients), `cli` (commands).
+`qat` (quantization-aware copy of a classifier), `client` (REST/gRPC clients), `cli`
+(commands).
 Submodules are imported on first use, so `keras-resnest --help` does not load TensorFlow.
 """
 import importlib
@@ -23,6 +24,7 @@ _EXPORTS = {
     "tflite_report": "report",
     "format_report": "report",
     "load_model_for_export": "model_source",
+    "quantize_aware": "qat",  # QAT copy of a float classifier (int8 without calibration)
 }
 
 __all__ = sorted(_EXPORTS)

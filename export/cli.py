@@ -92,9 +92,15 @@ def check_export_arguments(args):
 
         check_quantize_mode(args.quantize)
         check_onnx_installed(args.quantize)
-    if args.quantize == "int8" and args.calibration is None:
+    quantize_aware = _quantize_aware_file(args)
+    if quantize_aware and args.format != "tflite":
+        raise ValueError(f"--weights {args.weights} is a quantization-aware model (train "
+                         "--qat-epochs): it exports to --format tflite only; export the float "
+                         f"model of the same run (RUN_DIR/model.keras) as {args.format}")
+    if args.quantize == "int8" and args.calibration is None and not quantize_aware:
         raise ValueError(f"--format {args.format} --quantize int8 needs --calibration DIR (a "
-                         "folder of images)")
+                         "folder of images), unless --weights is a quantization-aware .keras "
+                         "model (train --qat-epochs)")
     if args.max_pixels is not None:
         if args.format in ("tflite", "onnx"):
             raise ValueError("--max-pixels applies to --format saved_model and serving (their "
@@ -109,6 +115,13 @@ def check_export_arguments(args):
     from keras_resnest.models.configs import resolve_model_name
 
     resolve_model_name(args.model)  # the same names and message as every other command
+
+
+def _quantize_aware_file(args):
+    """A QAT .keras model (train --qat-epochs) carries its int8 ranges: no calibration needed."""
+    from keras_resnest.export.qat import is_quantize_aware_file
+
+    return is_quantize_aware_file(getattr(args, "weights", None))
 
 
 def output_target(args):

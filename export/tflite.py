@@ -23,7 +23,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_resnest.export import calibration, classifier
+from keras_resnest.export import calibration, classifier, qat
 
 QUANTIZE_MODES = ("none", "fp16", "dynamic", "int8")
 INT8_IO_TYPES = {"uint8": tf.uint8, "int8": tf.int8}
@@ -60,9 +60,24 @@ def write_conversion_saved_model(model, directory, image_size):
     archive.write_out(str(directory), verbose=False)
 
 
-def configure_converter(converter, quantize, calibration_images=None, int8_io="uint8"):
-    """Set the optimisation options of a TFLiteConverter for `quantize`."""
+def configure_converter(converter, quantize, calibration_images=None, int8_io="uint8",
+                        quantize_aware=False):
+    """Set the optimisation options of a TFLiteConverter for `quantize`.
+
+    `quantize_aware`: the graph carries FakeQuant ranges (QAT, `export.qat`): int8 takes them
+    instead of calibrating. Such graphs keep `TFLITE_BUILTINS`: with `TFLITE_BUILTINS_INT8` and
+    no representative dataset, TF 2.21's `from_saved_model` path refuses before it looks at the
+    graph; the result is full-integer either way (tests/test_qat.py checks every tensor).
+    """
     check_quantize_mode(quantize)
+    if quantize_aware and quantize == "int8":
+        if int8_io not in INT8_IO_TYPES:
+            raise ValueError(f"int8_io must be 'uint8' or 'int8', got {int8_io!r}")
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.inference_input_type = INT8_IO_TYPES[int8_io]
+        converter.inference_output_type = INT8_IO_TYPES[int8_io]
+        return converter
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     if quantize == "none":
         return converter
@@ -100,7 +115,8 @@ def convert_to_tflite(
     Args:
         model: Keras classifier with a Dense "fc" logits layer, taking RGB 0..255.
         quantize: "none" (float32), "fp16" (float16 weights), "dynamic" (int8 weights, float
-            activations) or "int8" (full integer, calibrated).
+            activations) or "int8" (full integer, calibrated; a quantization-aware model from
+            `export.qat` / `train --qat-epochs` uses its learned ranges and needs no calibration).
         image_size: square input size (default: the size the model was built for).
         calibration_data: for int8: an image folder, a float32 array `[N, H, W, 3]` or a
             `tf.data.Dataset` of images (RGB 0..255, eval-transformed).
@@ -114,7 +130,10 @@ def convert_to_tflite(
     check_quantize_mode(quantize)
     image_size = classifier.resolve_image_size(model, image_size)
     images = None
-    if quantize == "int8":
+    quantize_aware = qat.is_quantize_aware(model)
+    if quantize_aware:
+        qat.check_ranges_observed(model)
+    if quantize == "int8" and not quantize_aware:
         if calibration_data is None:
             raise ValueError("int8 quantization needs calibration images (--calibration DIR)")
         images = calibration.as_image_array(
@@ -124,7 +143,7 @@ def convert_to_tflite(
         saved_model_dir = Path(scratch) / "saved_model"
         write_conversion_saved_model(model, saved_model_dir, image_size)
         converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model_dir))
-        configure_converter(converter, quantize, images, int8_io)
+        configure_converter(converter, quantize, images, int8_io, quantize_aware)
         try:
             flatbuffer = converter.convert()
         except Exception as error:  # the converter raises ConverterError and friends

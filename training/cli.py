@@ -74,6 +74,11 @@ def add_arguments(parser):
     run_group.add_argument("--deterministic", action="store_true", help="seeded, deterministic ops and input order")
     run_group.add_argument("--steps-per-epoch", type=int, default=None, help="default: one pass over the images")
     run_group.add_argument("--checkpoint-every", type=int, default=50, help="steps between backups (50)")
+    qat_group = parser.add_argument_group("quantization-aware training (int8 TFLite)")
+    qat_group.add_argument("--qat-epochs", type=int, default=0, metavar="N",
+                           help="QAT epochs after the float ones, written to RUN_DIR/qat/ (with --epochs 0: "
+                           "from --weights FILE.keras); its int8 export needs no calibration")
+    qat_group.add_argument("--qat-lr", type=float, default=None, help="QAT peak learning rate (a tenth of --lr's default)")
     parser.add_argument("-o", "--output", required=True, metavar="RUN_DIR", help="checkpoints, logs and the model")
 
 
@@ -120,6 +125,8 @@ def config_from_args(args):
         deterministic=args.deterministic,
         steps_per_epoch=args.steps_per_epoch,
         checkpoint_every=args.checkpoint_every,
+        qat_epochs=args.qat_epochs,
+        qat_learning_rate=args.qat_lr,
     )
 
 

@@ -21,6 +21,8 @@ step written with `strategy.run` works the same under the default strategy, Mirr
 * Fail before work: everything knowable at the start (output directory, seed, classes,
   training images for one global batch, a non-empty validation split, the weights file) is
   checked before the model is built, each with one line naming the problem and the fix.
+* QAT (`qat_epochs`): after the float epochs, the same loop trains the quantization-aware copy
+  in `RUN_DIR/qat/` (training/qat_phase.py), with its own checkpoints and outputs.
 * `deterministic=True` seeds everything from `seed` and turns on TensorFlow's op determinism
   for the run; `train` leaves op determinism as it found it.
 * Test-only: with the environment variable `KERAS_RESNEST_TEST_KILL_AT_CHECKPOINT=N` the process
@@ -97,10 +99,18 @@ class TrainConfig:
     steps_per_epoch: int = None  # None: one pass over the training images
     checkpoint_every: int = 50  # steps
     val_batch_size: int = 64
+    qat_epochs: int = 0  # quantization-aware epochs after the float ones (training/qat_phase.py)
+    qat_learning_rate: float = None  # None: a tenth of the float phase's default peak
 
     def validate(self):
         checks = [
-            (self.epochs >= 1, "epochs", "an integer >= 1"),
+            (self.epochs >= 1 or (self.epochs == 0 and self.qat_epochs >= 1), "epochs",
+             "an integer >= 1 (0 only with qat_epochs >= 1)"),
+            (isinstance(self.qat_epochs, int) and self.qat_epochs >= 0, "qat_epochs", "an integer >= 0"),
+            (self.qat_epochs == 0 or self.precision == "float32", "precision", "float32 with qat_epochs (int8 QAT runs in float32)"),
+            (self.qat_learning_rate is None or self.qat_learning_rate > 0, "qat_learning_rate", "a value > 0"),
+            (self.epochs >= 1 or str(self.weights).endswith(".keras"), "weights",
+             "a trained classifier .keras file when epochs is 0 (QAT starts from it)"),
             (self.batch_size >= 1, "batch_size", "an integer >= 1"),
             (self.image_size >= 32, "image_size", "an integer >= 32"),
             (self.precision in PRECISIONS, "precision", f"one of {PRECISIONS}"),
@@ -340,14 +350,21 @@ def train(config, data, run_dir, strategy=None, log=print):
         tf.config.experimental.enable_op_determinism()
     keras.mixed_precision.set_dtype_policy(config.precision)
     try:
-        return _train(config, data, out_dir, strategy, chief, log, kill_at)
+        result = _train(config, data, out_dir, strategy, chief, log, kill_at) if config.epochs else None
+        if config.qat_epochs:  # imported here: the QAT layers are needed only for this phase
+            from keras_resnest.training import qat_phase
+
+            result = qat_phase.train_qat(config, data, out_dir, strategy, chief, log, kill_at, _train)
+        return result
     finally:
         keras.mixed_precision.set_dtype_policy(previous_policy)
         if not was_deterministic:
             disable_op_determinism()
 
 
-def _train(config, data, out_dir, strategy, chief, log, kill_at):
+def _train(config, data, out_dir, strategy, chief, log, kill_at, build_model=None):
+    """The run itself; `build_model()` (called in the strategy's scope) replaces the classifier
+    built from `config` (the QAT phase passes its quantization-aware copy)."""
     replicas = strategy.num_replicas_in_sync
     global_batch = config.batch_size * replicas
     steps = config.steps_per_epoch or data.train_size // global_batch  # >= 1: see _preflight
@@ -364,7 +381,7 @@ def _train(config, data, out_dir, strategy, chief, log, kill_at):
     writer = _summary_writer(os.path.join(out_dir, "logs"), log) if chief else None
 
     with strategy.scope():
-        model = finetune.build_classifier(
+        model = build_model() if build_model is not None else finetune.build_classifier(
             config.model_name,
             num_classes=data.num_classes,
             image_size=config.image_size,

@@ -9,6 +9,7 @@ from keras import ops
 
 from keras_resnest.layers.drop_block import DropBlock2D
 from keras_resnest.layers.norm import batch_norm
+from keras_resnest.layers.quantization_points import QuantizationPoints, build_norm
 from keras_resnest.layers.split_attention import SplitAttention
 from keras_resnest.layers.stochastic_depth import StochasticDepth
 
@@ -21,7 +22,7 @@ def _pad1(x):
 
 
 @keras.saving.register_keras_serializable(package="keras_resnest")
-class ResNeStBottleneck(keras.layers.Layer):
+class ResNeStBottleneck(QuantizationPoints, keras.layers.Layer):
     """One ResNeSt bottleneck block; outputs `filters * 4` channels.
 
     Args:
@@ -76,22 +77,23 @@ class ResNeStBottleneck(keras.layers.Layer):
                 return DropBlock2D(dropblock_rate, dropblock_size, name=name)
             return None
 
-        self.conv1 = keras.layers.Conv2D(group_width, 1, use_bias=False,
-                                         kernel_initializer="he_normal", name="conv1")
-        self.bn1 = batch_norm(name="bn1")
+        self.conv1, self.bn1 = self._conv_layers(
+            keras.layers.Conv2D(group_width, 1, use_bias=False, kernel_initializer="he_normal",
+                                name="conv1"),
+            batch_norm(name="bn1"), relu=True)
         self.dropblock1 = dropblock("dropblock1")
         # Official avd pool: AvgPool2d(3, stride, padding=1) with count_include_pad=True, so
         # every window divides by 9: zero-pad explicitly, then a 'valid' pool.
         self.avd_layer = (keras.layers.AveragePooling2D(3, strides, padding="valid", name="avd")
                           if self.use_avd else None)
-        self.conv2 = SplitAttention(
+        self.conv2 = self._split_attention(
             group_width, 3, strides=conv_strides, dilation_rate=dilation_rate, radix=radix,
             cardinality=cardinality, dropblock_rate=dropblock_rate, dropblock_size=dropblock_size,
             name="conv2")
-        self.conv3 = keras.layers.Conv2D(filters * EXPANSION, 1, use_bias=False,
-                                         kernel_initializer="he_normal", name="conv3")
-        self.bn3 = batch_norm(name="bn3",
-                              gamma_initializer="zeros" if zero_init_last_gamma else "ones")
+        self.conv3, self.bn3 = self._conv_layers(
+            keras.layers.Conv2D(filters * EXPANSION, 1, use_bias=False,
+                                kernel_initializer="he_normal", name="conv3"),
+            batch_norm(name="bn3", gamma_initializer="zeros" if zero_init_last_gamma else "ones"))
         self.dropblock3 = dropblock("dropblock3")
         self.drop_path = (StochasticDepth(drop_path_rate, name="drop_path")
                           if drop_path_rate > 0 else None)
@@ -101,15 +103,19 @@ class ResNeStBottleneck(keras.layers.Layer):
             # exactly for even and odd sizes; a 1x1 stride-1 pool (identity) otherwise.
             self.downsample_pool = (keras.layers.AveragePooling2D(strides, strides, padding="same")
                                     if strides > 1 else None)
-            self.downsample_conv = keras.layers.Conv2D(filters * EXPANSION, 1, use_bias=False,
-                                                       kernel_initializer="he_normal",
-                                                       name="downsample_conv")
-            self.downsample_bn = batch_norm(name="downsample_bn")
+            self.downsample_conv, self.downsample_bn = self._conv_layers(
+                keras.layers.Conv2D(filters * EXPANSION, 1, use_bias=False,
+                                    kernel_initializer="he_normal", name="downsample_conv"),
+                batch_norm(name="downsample_bn"))
+
+    def _split_attention(self, *args, **kwargs):
+        """The block's split-attention conv (the QAT block makes its QAT version)."""
+        return SplitAttention(*args, **kwargs)
 
     def build(self, input_shape):
         self.conv1.build(input_shape)
         shape = self.conv1.compute_output_shape(input_shape)
-        self.bn1.build(shape)
+        build_norm(self.bn1, shape)
         if self.use_avd and self.avd_first:
             shape = self._avd_output_shape(shape)
         self.conv2.build(shape)
@@ -118,24 +124,19 @@ class ResNeStBottleneck(keras.layers.Layer):
             shape = self._avd_output_shape(shape)
         self.conv3.build(shape)
         shape = self.conv3.compute_output_shape(shape)
-        self.bn3.build(shape)
+        build_norm(self.bn3, shape)
         if self.downsample:
             self.downsample_conv.build(input_shape)
-            self.downsample_bn.build(self.downsample_conv.compute_output_shape(input_shape))
+            build_norm(self.downsample_bn, self.downsample_conv.compute_output_shape(input_shape))
 
     def call(self, inputs, training=False):
-        x = self.bn1(self.conv1(inputs), training=training)
-        if self.dropblock1 is not None:
-            x = self.dropblock1(x, training=training)
-        x = ops.relu(x)
+        x = self._conv_step(self.conv1, self.bn1, inputs, training, self.dropblock1, relu=True)
         if self.use_avd and self.avd_first:
             x = self.avd_layer(_pad1(x))
         x = self.conv2(x, training=training)
         if self.use_avd and not self.avd_first:
             x = self.avd_layer(_pad1(x))
-        x = self.bn3(self.conv3(x), training=training)
-        if self.dropblock3 is not None:
-            x = self.dropblock3(x, training=training)
+        x = self._conv_step(self.conv3, self.bn3, x, training, self.dropblock3)
         if self.drop_path is not None:
             x = self.drop_path(x, training=training)
 
@@ -143,8 +144,8 @@ class ResNeStBottleneck(keras.layers.Layer):
         if self.downsample:
             if self.downsample_pool is not None:
                 shortcut = self.downsample_pool(shortcut)
-            shortcut = self.downsample_bn(self.downsample_conv(shortcut), training=training)
-        return ops.relu(x + shortcut)
+            shortcut = self._conv_step(self.downsample_conv, self.downsample_bn, shortcut, training)
+        return self._fake_quantize("output", ops.relu(x + shortcut), training)
 
     def _avd_output_shape(self, shape):
         padded = tuple(None if s is None else s + 2 for s in shape[1:3])

@@ -13,6 +13,7 @@ from keras_resnest.layers.backend_paths import tensorflow_fast_paths
 from keras_resnest.layers.drop_block import DropBlock2D
 from keras_resnest.layers.grouped_conv import GroupedConv2D
 from keras_resnest.layers.norm import batch_norm
+from keras_resnest.layers.quantization_points import QuantizationPoints, build_norm
 
 # Official rule: inter_channels = max(in_channels * radix // reduction_factor, 32).
 MIN_INTER_CHANNELS = 32
@@ -32,7 +33,7 @@ def inter_channels(in_channels, radix, reduction_factor=4):
 
 
 @keras.saving.register_keras_serializable(package="keras_resnest")
-class SplitAttention(keras.layers.Layer):
+class SplitAttention(QuantizationPoints, keras.layers.Layer):
     """Split-Attention conv: grouped conv -> BN -> ReLU -> attention over radix splits.
 
     Args:
@@ -70,56 +71,63 @@ class SplitAttention(keras.layers.Layer):
         self.dropblock_rate = dropblock_rate
         self.dropblock_size = dropblock_size
 
-        self.conv = GroupedConv2D(
-            filters * radix, kernel_size, strides=strides, padding=dilation_rate * (kernel_size // 2),
-            dilation_rate=dilation_rate, groups=cardinality * radix, name="conv")
-        self.bn0 = batch_norm(name="bn0")
+        self.conv, self.bn0 = self._conv_layers(
+            GroupedConv2D(filters * radix, kernel_size, strides=strides,
+                          padding=dilation_rate * (kernel_size // 2), dilation_rate=dilation_rate,
+                          groups=cardinality * radix, name="conv"),
+            batch_norm(name="bn0"), relu=True)
         self.dropblock = (DropBlock2D(dropblock_rate, dropblock_size, name="dropblock")
                           if dropblock_rate > 0 else None)
         self.fc1 = None  # needs the input channel count: made in build()
         self.bn1 = None
-        self.fc2 = GroupedConv2D(filters * radix, 1, groups=cardinality, use_bias=True,
-                                 kernel_initializer="glorot_uniform", name="fc2")
+        self.fc2, _ = self._conv_layers(
+            GroupedConv2D(filters * radix, 1, groups=cardinality, use_bias=True,
+                          kernel_initializer="glorot_uniform", name="fc2"))
 
     def build(self, input_shape):
         inter = inter_channels(input_shape[-1], self.radix, self.reduction_factor)
         if inter % self.cardinality:
             raise ValueError(f"inter channels {inter} must be divisible by cardinality "
                              f"{self.cardinality}.")
-        self.fc1 = GroupedConv2D(inter, 1, groups=self.cardinality, use_bias=True,
-                                 kernel_initializer="glorot_uniform", name="fc1")
-        self.bn1 = batch_norm(name="bn1")
+        self.fc1, self.bn1 = self._conv_layers(
+            GroupedConv2D(inter, 1, groups=self.cardinality, use_bias=True,
+                          kernel_initializer="glorot_uniform", name="fc1"),
+            batch_norm(name="bn1"), relu=True)
         self.conv.build(input_shape)
         conv_shape = self.conv.compute_output_shape(input_shape)
-        self.bn0.build(conv_shape)
+        build_norm(self.bn0, conv_shape)
         pooled = (input_shape[0], 1, 1, self.filters)
         self.fc1.build(pooled)
-        self.bn1.build((input_shape[0], 1, 1, inter))
+        build_norm(self.bn1, (input_shape[0], 1, 1, inter))
         self.fc2.build((input_shape[0], 1, 1, inter))
 
     def call(self, inputs, training=False):
         splits = self._radix_splits(inputs, training)
-        gap = splits[0]
-        for split in splits[1:]:
-            gap = gap + split
-        gap = ops.mean(gap, axis=(1, 2), keepdims=True)
-        gap = ops.relu(self.bn1(self.fc1(gap), training=training))
-        attention = self._radix_softmax(self.fc2(gap))
+        gap = self._global_pool(self._sum(splits, "gap_sum", training), training)
+        gap = self._conv_step(self.fc1, self.bn1, gap, training, relu=True)
+        attention = self._radix_softmax(self._conv_step(self.fc2, None, gap, training))
+        weights = ops.split(attention, self.radix, axis=-1) if self.radix > 1 else [attention]
+        weighted = [self._fake_quantize(f"weighted{r}", weight * split, training)
+                    for r, (weight, split) in enumerate(zip(weights, splits))]
+        return self._sum(weighted, "out_sum", training)
 
-        if self.radix == 1:
-            return splits[0] * attention
-        weights = ops.split(attention, self.radix, axis=-1)
-        out = weights[0] * splits[0]
-        for weight, split in zip(weights[1:], splits[1:]):
-            out = out + weight * split
-        return out
+    def _sum(self, tensors, point, training):
+        """tensors[0] + tensors[1] + ..., each partial sum a quantization point."""
+        total = tensors[0]
+        for i, tensor in enumerate(tensors[1:]):
+            total = self._fake_quantize(f"{point}{i}", total + tensor, training)
+        return total
+
+    def _global_pool(self, x, training):
+        return self._fake_quantize("gap", ops.mean(x, axis=(1, 2), keepdims=True), training)
 
     def _radix_splits(self, inputs, training):
         """conv -> bn0 -> (dropblock) -> relu, as one tensor per radix split."""
         dropblock_active = training and self.dropblock is not None
-        if not tensorflow_fast_paths() or dropblock_active \
-                or not self.bn0.can_fuse(inputs, training):
-            return self._radix_splits_unfused(self.conv(inputs), training)
+        if not tensorflow_fast_paths() or dropblock_active or self.bn0 is None \
+                or not self.bn0.can_fuse(inputs, training):  # (None: QAT, BN folded in conv)
+            x = self._conv_step(self.conv, self.bn0, inputs, training, self.dropblock, relu=True)
+            return ops.split(x, self.radix, axis=-1) if self.radix > 1 else [x]
         # TensorFlow inference: normalise each group's output on its own, so that TensorFlow
         # fuses conv + BN + ReLU per group and no concat/split copies the feature map.
         group_outputs = self.conv.group_outputs(inputs)
@@ -129,14 +137,6 @@ class SplitAttention(keras.layers.Layer):
         k = self.cardinality  # group g = r * K + k belongs to radix split r
         return [groups[r * k] if k == 1 else ops.concatenate(groups[r * k:(r + 1) * k], -1)
                 for r in range(self.radix)]
-
-    def _radix_splits_unfused(self, x, training):
-        """bn0 -> (dropblock) -> relu of the grouped conv's output `x`, split by radix."""
-        x = self.bn0(x, training=training)
-        if self.dropblock is not None:
-            x = self.dropblock(x, training=training)
-        x = ops.relu(x)
-        return ops.split(x, self.radix, axis=-1) if self.radix > 1 else [x]
 
     def _radix_softmax(self, logits):
         # Computed in float32 under mixed precision: the softmax/sigmoid is the numerically
