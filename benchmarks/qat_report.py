@@ -106,13 +106,18 @@ def parse_args(argv=None):
                         help=f"training images that calibrate post-training int8 ({CALIBRATION_IMAGES})")
     parser.add_argument("--calibration-start", type=int, default=0,
                         help="index of the first training image that calibrates (0)")
-    parser.add_argument("--calibration-source", choices=("train", "noise"), default="train",
-                        help="train: training images; noise: uniform random 0..255 images, the "
-                             "placeholder representative dataset of many conversion examples "
-                             "(an unrepresentative calibration)")
+    parser.add_argument("--calibration-source", choices=("noise", "train"), default="noise",
+                        help="noise (default): uniform random 0..255 images, the placeholder "
+                             "representative dataset of many conversion examples (an "
+                             "unrepresentative calibration); train: training images")
     parser.add_argument("--float-model", default=None, metavar="FILE.keras",
                         help="a trained float classifier (e.g. RUN_DIR/model.keras of an earlier -o run): "
                              "no float training, --epochs is ignored")
+    parser.add_argument("--qat-model", default=None, metavar="FILE.keras",
+                        help="a QAT model trained elsewhere (RUN_DIR/qat/model.keras of `keras-resnest "
+                             "train --qat-epochs`) to compare with --float-model: no training at all")
+    parser.add_argument("--steps-per-epoch", type=int, default=None,
+                        help="training steps per epoch (default: one pass over the images)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("-o", "--output", default=None, help="run directory (default: a temporary one)")
     args = parser.parse_args(argv)
@@ -121,8 +126,16 @@ def parse_args(argv=None):
             parser.error(f"--{name.replace('_', '-')} must be > 0")
     if args.qat_epochs < 0:
         parser.error("--qat-epochs must be >= 0")
-    if args.float_model is not None and not args.float_model.endswith(".keras"):
-        parser.error("--float-model must be a .keras file")
+    for name in ("float_model", "qat_model"):
+        path = getattr(args, name)
+        if path is not None and not (path.endswith(".keras") and os.path.isfile(path)):
+            parser.error(f"--{name.replace('_', '-')} must be an existing .keras file, got {path}")
+    if args.qat_model is not None and args.float_model is None:
+        parser.error("--qat-model needs --float-model (the float model it was trained from)")
+    if args.steps_per_epoch is not None and args.steps_per_epoch < 1:
+        parser.error("--steps-per-epoch must be >= 1")
+    if args.qat_model is not None:
+        args.qat_epochs = 0  # nothing to train: the QAT row comes from the file
     if args.float_model is not None and args.qat_epochs == 0:
         args.epochs = 0  # nothing to train
     if args.float_model is None and args.epochs == 0:
@@ -169,7 +182,8 @@ def main(argv=None):
         config = TrainConfig(model_name=args.model, image_size=args.image_size, epochs=float_epochs,
                              batch_size=args.batch_size, warmup_epochs=1, qat_epochs=args.qat_epochs,
                              qat_learning_rate=args.qat_lr, augment=AugmentConfig(**AUGMENT),
-                             seed=args.seed, deterministic=True, weights=args.float_model)
+                             seed=args.seed, deterministic=True, weights=args.float_model,
+                             steps_per_epoch=args.steps_per_epoch)
         result = train(config, digits_data(args.image_size), run_dir, log=lambda *a, **k: None)
         qat_model = result["model"] if args.qat_epochs else None
     import keras_resnest
@@ -188,6 +202,8 @@ def main(argv=None):
         calibration = split.train_images[first:first + args.calibration_images].astype(np.float32)
     ptq = {per_channel: tflite_classes(post_training_int8(float_model, calibration, per_channel), images)
            for per_channel in (True, False)}
+    if args.qat_model:
+        qat_model = keras_resnest.load_model(args.qat_model, compile=False)
     qat = tflite_classes(convert_to_tflite(qat_model, "int8"), images) if qat_model else None
 
     calibrated = f"{args.calibration_images} calibration image{'s' * (args.calibration_images > 1)}"
@@ -195,11 +211,13 @@ def main(argv=None):
         calibrated = f"{args.calibration_images} random-noise calibration image{'s' * (args.calibration_images > 1)}"
     elif args.calibration_start:
         calibrated += f" from training image {args.calibration_start}"
+    qat_training = (f"QAT model {args.qat_model}" if args.qat_model else
+                    f"{args.qat_epochs} QAT epoch{'s' * (args.qat_epochs > 1)} at lr {args.qat_lr:g}")
     rows = [("float32 (Keras)", float_classes),
             (f"post-training int8 ({calibrated}, per-channel weights)", ptq[True]),
             (f"post-training int8 ({calibrated}, per-tensor weights)", ptq[False]),
-            (f"QAT int8 ({args.qat_epochs} QAT epoch{'s' * (args.qat_epochs > 1)} at lr "
-             f"{args.qat_lr:g}, per-channel weights, no calibration images)", qat)][:4 if qat_model else 3]
+            (f"QAT int8 ({qat_training}, per-channel weights, no calibration images)", qat),
+           ][:4 if qat_model else 3]
     source = f"float model {args.float_model}" if args.float_model else f"{args.epochs} float epochs"
     print(f"{args.model} {args.image_size} px, {source}, digits: "
           f"{len(labels)} held-out images ({time.perf_counter() - started:.0f} s)")
