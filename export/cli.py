@@ -85,6 +85,12 @@ def check_export_arguments(args):
         raise ValueError(
             f"unknown quantize mode {args.quantize!r}; expected one of {', '.join(QUANTIZE_MODES)}"
         )
+    quantize_aware = _quantize_aware_file(args)
+    if quantize_aware and (args.format, args.quantize) != ("tflite", "int8"):
+        raise ValueError(f"--weights {args.weights} is a quantization-aware model (train "
+                         "--qat-epochs): it exports as --format tflite --quantize int8 only; "
+                         "for other formats export the float model of the same run "
+                         "(RUN_DIR/model.keras)")
     if args.format not in ("tflite", "onnx") and args.quantize != "none":
         raise ValueError(f"--quantize applies to --format tflite and onnx, not {args.format}")
     if args.format == "onnx":
@@ -92,11 +98,6 @@ def check_export_arguments(args):
 
         check_quantize_mode(args.quantize)
         check_onnx_installed(args.quantize)
-    quantize_aware = _quantize_aware_file(args)
-    if quantize_aware and args.format != "tflite":
-        raise ValueError(f"--weights {args.weights} is a quantization-aware model (train "
-                         "--qat-epochs): it exports to --format tflite only; export the float "
-                         f"model of the same run (RUN_DIR/model.keras) as {args.format}")
     if args.quantize == "int8" and args.calibration is None and not quantize_aware:
         raise ValueError(f"--format {args.format} --quantize int8 needs --calibration DIR (a "
                          "folder of images), unless --weights is a quantization-aware .keras "

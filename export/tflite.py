@@ -132,6 +132,9 @@ def convert_to_tflite(
     images = None
     quantize_aware = qat.is_quantize_aware(model)
     if quantize_aware:
+        if quantize != "int8":  # its fake-quantized tensors are meant for int8 kernels
+            raise ValueError(f"model {model.name!r} is quantization-aware: it converts with "
+                             f"quantize='int8' only, not {quantize!r}")
         qat.check_ranges_observed(model)
     if quantize == "int8" and not quantize_aware:
         if calibration_data is None:

@@ -5,7 +5,6 @@ the comparison script, and bad input.
 One small run (resnest14d, 32 px, digits, 2 CPU replicas, a few dozen steps) through the CLI,
 killed in its QAT phase and resumed, serves the export, reload and report tests.
 """
-import json
 import os
 import re
 import signal
@@ -15,25 +14,14 @@ import sys
 import numpy as np
 import pytest
 
+from tests.training_runs import TRAIN, read_json, train_env
+
 STEPS = 20  # per epoch, global batch 16: one float epoch, two QAT epochs
 KILL_AT = STEPS + 4  # a checkpoint number only the QAT phase reaches (its epoch 2, step 4)
 # Measured: the int8 TFLite model of this short run agreed with its own QAT Keras model on
 # 97.5-97.8% of the 360 held-out images (a barely trained model has many near-ties). The bar
 # leaves a margin below the measurement.
 AGREEMENT_BAR = 0.95
-TRAIN = [sys.executable, "-m", "keras_resnest.training", "--model", "resnest14d", "--dataset", "digits"]
-
-
-def _env(**extra):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
-    env.pop("TF_CONFIG", None)
-    env.update(extra)
-    return env
-
-
-def _json(path):
-    with open(path, encoding="utf-8") as handle:
-        return json.load(handle)
 
 
 @pytest.fixture(scope="module")
@@ -44,15 +32,15 @@ def qat_run(tmp_path_factory):
     args = ["--epochs", "1", "--qat-epochs", "2", "--steps-per-epoch", str(STEPS), "--batch-size", "8",
             "--warmup-epochs", "0", "--checkpoint-every", "4", "--strategy", "mirrored",
             "--cpu-devices", "2", "--seed", "0", "-o", run_dir]
-    killed = subprocess.run(TRAIN + args, env=_env(KERAS_RESNEST_TEST_KILL_AT_CHECKPOINT=str(KILL_AT)),
+    killed = subprocess.run(TRAIN + args, env=train_env(KERAS_RESNEST_TEST_KILL_AT_CHECKPOINT=str(KILL_AT)),
                             capture_output=True, text=True, timeout=900)
     assert killed.returncode == -signal.SIGKILL, killed.stdout[-2000:] + killed.stderr[-2000:]
     assert "2 replica(s) x 8 = global batch 16" in killed.stdout
     assert os.path.exists(os.path.join(run_dir, "model.keras"))  # the float phase had finished
-    assert _json(os.path.join(run_dir, "qat", "backup", "progress.json")) == {"epoch": 1, "step": 4}
+    assert read_json(os.path.join(run_dir, "qat", "backup", "progress.json")) == {"epoch": 1, "step": 4}
     assert not os.path.exists(os.path.join(run_dir, "qat", "model.keras"))
 
-    resumed = subprocess.run(TRAIN + args, env=_env(), capture_output=True, text=True, timeout=900)
+    resumed = subprocess.run(TRAIN + args, env=train_env(), capture_output=True, text=True, timeout=900)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     assert re.search(r"resumed from \S+qat\S+: epoch 1 step 4", resumed.stdout), resumed.stdout[-2000:]
     return run_dir
@@ -63,9 +51,9 @@ def test_qat_phase_writes_a_quantize_aware_model_next_to_the_float_one(qat_run):
 
     assert not is_quantize_aware_file(os.path.join(qat_run, "model.keras"))
     assert is_quantize_aware_file(os.path.join(qat_run, "qat", "model.keras"))
-    summary = _json(os.path.join(qat_run, "qat", "run_summary.json"))
+    summary = read_json(os.path.join(qat_run, "qat", "run_summary.json"))
     assert summary["optimizer_steps"] == 2 * STEPS  # the QAT phase's own optimizer, two epochs
-    assert _json(os.path.join(qat_run, "qat", "evaluation.json"))["top1"] > 0.5
+    assert read_json(os.path.join(qat_run, "qat", "evaluation.json"))["top1"] > 0.5
 
 
 def test_int8_export_of_the_qat_model_needs_no_calibration_and_is_full_integer(qat_run, tmp_path):
@@ -153,6 +141,8 @@ def test_quantize_aware_refuses_what_it_cannot_convert():
         quantize_aware(qat_model)
     with pytest.raises(ValueError, match="never observed"):  # no training step yet
         convert_to_tflite(qat_model, "int8")
+    with pytest.raises(ValueError, match="converts with quantize='int8' only, not 'fp16'"):
+        convert_to_tflite(qat_model, "fp16")
 
 
 def test_grouped_split_attention_on_a_one_pixel_map_converts_to_full_integer(tmp_path):
@@ -214,3 +204,17 @@ def test_qat_report_refuses_bad_arguments_before_any_work(tmp_path):
         capture_output=True, text=True, timeout=120,
         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     assert result.returncode == 2 and "--qat-model must be an existing .keras file" in result.stderr
+
+
+@pytest.mark.parametrize("export_as", [["--format", "onnx"], ["--format", "saved_model"],
+                                       ["--format", "tflite", "--quantize", "fp16"]])
+def test_a_qat_model_is_refused_by_the_other_formats_before_any_work(qat_run, tmp_path, capsys,
+                                                                     export_as):
+    from keras_resnest.cli import main
+
+    output = tmp_path / "out"
+    assert main(["export", "--weights", os.path.join(qat_run, "qat", "model.keras"), *export_as,
+                 "-o", str(output)]) == 2
+    assert "is a quantization-aware model (train --qat-epochs): it exports as --format tflite " \
+        "--quantize int8 only" in capsys.readouterr().err
+    assert not output.exists()

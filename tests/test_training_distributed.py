@@ -19,25 +19,14 @@ import h5py
 import numpy as np
 import pytest
 
-TRAIN = [sys.executable, "-m", "keras_resnest.training", "--model", "resnest14d", "--dataset", "digits"]
+from tests.training_runs import TRAIN, read_json, train_env
 
-
-def _env(**extra):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
-    env.pop("TF_CONFIG", None)
-    env.update(extra)
-    return env
 
 
 def _run(args, timeout, **env):
-    proc = subprocess.run(TRAIN + args, env=_env(**env), capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(TRAIN + args, env=train_env(**env), capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc.stdout
-
-
-def _json(path):
-    with open(path, encoding="utf-8") as handle:
-        return json.load(handle)
 
 
 def _history(run_dir):
@@ -60,7 +49,7 @@ def test_digits_under_mirrored_strategy_on_two_cpu_devices_reaches_90_percent(tm
     out = _run(["--epochs", "3", "--batch-size", "32", "--strategy", "mirrored", "--cpu-devices", "2",
                 "--warmup-epochs", "1", "--seed", "0", "-o", run_dir], timeout=2400)
     assert "2 replica(s) x 32 = global batch 64" in out
-    evaluation = _json(os.path.join(run_dir, "evaluation.json"))
+    evaluation = read_json(os.path.join(run_dir, "evaluation.json"))
     print(f"digits resnest14d mirrored x2: top1 {evaluation['top1']:.4f} top5 {evaluation['top5']:.4f}")
     assert evaluation["top1"] >= 0.90
     assert evaluation["examples"] == 360
@@ -69,8 +58,8 @@ def test_digits_under_mirrored_strategy_on_two_cpu_devices_reaches_90_percent(tm
     assert np.trace(matrix) / 360 == pytest.approx(evaluation["top1"])
     assert "confusion matrix" in out
     assert [int(r["epoch"]) for r in _history(run_dir)] == list(range(3))
-    assert _json(os.path.join(run_dir, "class_names.json")) == [str(d) for d in range(10)]
-    summary = _json(os.path.join(run_dir, "run_summary.json"))
+    assert read_json(os.path.join(run_dir, "class_names.json")) == [str(d) for d in range(10)]
+    summary = read_json(os.path.join(run_dir, "run_summary.json"))
     assert (summary["replicas"], summary["global_batch_size"], summary["optimizer_steps"]) == (2, 64, 3 * 22)
     assert os.path.exists(os.path.join(run_dir, "best.keras"))
     assert any(name.startswith("events.out.tfevents") for name in os.listdir(os.path.join(run_dir, "logs")))
@@ -123,7 +112,7 @@ def _run_workers(args, log_dir, attempts=3, first_ports=None):
             for index in range(len(workers)):
                 tf_config = json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}})
                 logs.append(open(os.path.join(log_dir, f"attempt{attempt}-worker{index}.log"), "w+"))
-                procs.append(subprocess.Popen(TRAIN + args + ["-o", run_dir], env=_env(TF_CONFIG=tf_config),
+                procs.append(subprocess.Popen(TRAIN + args + ["-o", run_dir], env=train_env(TF_CONFIG=tf_config),
                                               stdout=logs[-1], stderr=subprocess.STDOUT, text=True))
             deadline = time.time() + 600
             # A worker that fails leaves the others waiting for it: stop them all at the first failure.
@@ -164,7 +153,7 @@ def test_multiworker_two_processes_train_the_same_steps_to_identical_weights(tmp
     assert BIND_FAILURE in (tmp_path / "attempt0-worker0.log").read_text()
     chief_dir, worker_dir = run_dir, os.path.join(run_dir, "workers", "1")
     for directory in (chief_dir, worker_dir):
-        summary = _json(os.path.join(directory, "run_summary.json"))
+        summary = read_json(os.path.join(directory, "run_summary.json"))
         assert (summary["replicas"], summary["global_batch_size"], summary["optimizer_steps"]) == (2, 16, steps)
     chief, worker = (_h5_arrays(os.path.join(d, "model.weights.h5")) for d in (chief_dir, worker_dir))
     assert chief.keys() == worker.keys() and len(chief) > 100
@@ -181,10 +170,10 @@ def test_a_killed_run_resumes_at_the_same_epoch_and_step(tmp_path):
             "--checkpoint-every", "1", "--strategy", "none", "-o", run_dir]
     # The trainer SIGKILLs itself right after checkpoint 1 x 12 + 3 (the test-only hook in
     # loop.py): a real kill, no cleanup, no final save, at epoch 1 step 3 on any machine.
-    proc = subprocess.run(TRAIN + args, env=_env(KERAS_RESNEST_TEST_KILL_AT_CHECKPOINT=str(steps + 3)),
+    proc = subprocess.run(TRAIN + args, env=train_env(KERAS_RESNEST_TEST_KILL_AT_CHECKPOINT=str(steps + 3)),
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == -signal.SIGKILL, proc.stdout[-2000:] + proc.stderr[-2000:]
-    killed_at = _json(os.path.join(run_dir, "backup", "progress.json"))
+    killed_at = read_json(os.path.join(run_dir, "backup", "progress.json"))
     assert killed_at == {"epoch": 1, "step": 3}
     assert not os.path.exists(os.path.join(run_dir, "model.keras"))
     assert [int(r["epoch"]) for r in _history(run_dir)] == [0]
@@ -194,7 +183,7 @@ def test_a_killed_run_resumes_at_the_same_epoch_and_step(tmp_path):
     assert match, out[-2000:]
     epoch, step = int(match.group(1)), int(match.group(2))
     assert (epoch, step) == (1, killed_at["step"])  # mid-epoch, where it died: nothing lost
-    summary = _json(os.path.join(run_dir, "run_summary.json"))
+    summary = read_json(os.path.join(run_dir, "run_summary.json"))
     assert summary["optimizer_steps"] == epochs * steps  # every step ran exactly once
     assert [int(r["epoch"]) for r in _history(run_dir)] == [0, 1]
     assert os.path.exists(os.path.join(run_dir, "model.keras"))
@@ -289,7 +278,7 @@ def test_synchronized_batchnorm_uses_the_global_batch_statistics():
     # global batch's is 0.25. Moving variance after one step (momentum 0.9, from 1.0):
     # synchronized 0.9 + 0.1 * 0.25 = 0.925; per-replica statistics would give 0.9.
     def moving_variance(mode):
-        proc = subprocess.run([sys.executable, "-c", _SYNC_BN_SCRIPT, mode], env=_env(),
+        proc = subprocess.run([sys.executable, "-c", _SYNC_BN_SCRIPT, mode], env=train_env(),
                               capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, proc.stderr[-3000:]
         return float(re.search(r"moving_variance (\S+)", proc.stdout).group(1))
