@@ -119,6 +119,7 @@ class SplitAttention(QuantizationPoints, keras.layers.Layer):
         return total
 
     def _global_pool(self, x, training):
+        """The mean over height and width that feeds fc1 (a quantization point)."""
         return self._fake_quantize("gap", ops.mean(x, axis=(1, 2), keepdims=True), training)
 
     def _radix_splits(self, inputs, training):
