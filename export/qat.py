@@ -26,16 +26,15 @@ import numpy as np
 from keras_resnest.layers import ResNeStBottleneck
 from keras_resnest.layers.fake_quant import (DEFAULT_MOMENTUM, ActivationQuantizer, QatConv,
                                              QatDense)
-from keras_resnest.layers.qat_blocks import QatBottleneck
+from keras_resnest.layers.qat_blocks import QatBottleneck, QatSplitAttention
 
-QAT_CLASS_NAMES = ("ActivationQuantizer", "QatConv", "QatDense", "QatBottleneck", "QatSplitAttention")
+QAT_CLASSES = (ActivationQuantizer, QatConv, QatDense, QatBottleneck, QatSplitAttention)
 INPUT_RANGE = (0.0, 255.0)  # RGB 0..255: the uint8 input of the TFLite model, scale 1
 
 
 def is_quantize_aware(model):
     """True if `model` contains QAT layers (its int8 export needs no calibration)."""
-    return any(isinstance(layer, (ActivationQuantizer, QatConv, QatDense, QatBottleneck))
-               for layer in model.layers)
+    return any(isinstance(layer, QAT_CLASSES) for layer in model.layers)
 
 
 def is_quantize_aware_file(path):
@@ -50,7 +49,7 @@ def is_quantize_aware_file(path):
             config = archive.read("config.json").decode("utf-8")
     except (OSError, KeyError, zipfile.BadZipFile):
         return False  # loading the file reports what is wrong with it
-    return any(f'"keras_resnest>{name}"' in config for name in QAT_CLASS_NAMES)  # registered names
+    return any(f'"keras_resnest>{cls.__name__}"' in config for cls in QAT_CLASSES)  # registered names
 
 
 def check_ranges_observed(model):

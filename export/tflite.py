@@ -70,14 +70,6 @@ def configure_converter(converter, quantize, calibration_images=None, int8_io="u
     graph; the result is full-integer either way (tests/test_qat.py checks every tensor).
     """
     check_quantize_mode(quantize)
-    if quantize_aware and quantize == "int8":
-        if int8_io not in INT8_IO_TYPES:
-            raise ValueError(f"int8_io must be 'uint8' or 'int8', got {int8_io!r}")
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.inference_input_type = INT8_IO_TYPES[int8_io]
-        converter.inference_output_type = INT8_IO_TYPES[int8_io]
-        return converter
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     if quantize == "none":
         return converter
@@ -87,6 +79,10 @@ def configure_converter(converter, quantize, calibration_images=None, int8_io="u
     elif quantize == "int8":
         if int8_io not in INT8_IO_TYPES:
             raise ValueError(f"int8_io must be 'uint8' or 'int8', got {int8_io!r}")
+        converter.inference_input_type = INT8_IO_TYPES[int8_io]
+        converter.inference_output_type = INT8_IO_TYPES[int8_io]
+        if quantize_aware:  # the ranges are in the graph; TFLITE_BUILTINS (see above)
+            return converter
         if calibration_images is None or len(calibration_images) == 0:
             raise ValueError("int8 quantization needs calibration images (--calibration DIR)")
 
@@ -96,8 +92,6 @@ def configure_converter(converter, quantize, calibration_images=None, int8_io="u
 
         converter.representative_dataset = representative_dataset
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        converter.inference_input_type = INT8_IO_TYPES[int8_io]
-        converter.inference_output_type = INT8_IO_TYPES[int8_io]
     return converter
 
 

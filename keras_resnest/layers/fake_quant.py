@@ -22,6 +22,7 @@ training"), hence these.
 import keras
 from keras import ops
 
+from keras_resnest.layers.grouped_conv import torch_padded
 from keras_resnest.layers.norm import TORCH_BN_EPSILON
 
 NUM_BITS = 8
@@ -167,14 +168,10 @@ class QatConv(keras.layers.Layer):
         return scale, shift if bias is None else shift + bias * scale
 
     def _padded(self, inputs):
-        if isinstance(self.padding, str):
+        if isinstance(self.padding, str):  # Keras "same"/"valid" (from a keras Conv2D)
             return inputs, self.padding
-        p = self.padding
-        if self.strides == 1 and 2 * p == self.dilation_rate * (self.kernel_size - 1):
-            return inputs, "same"  # PyTorch's symmetric padding, without a PAD op
-        if p:
-            inputs = ops.pad(inputs, [[0, 0], [p, p], [p, p], [0, 0]])
-        return inputs, "valid"
+        return torch_padded(inputs, self.padding, self.kernel_size, self.strides,
+                            self.dilation_rate)
 
     def call(self, inputs, training=False):
         scale, bias = self.folded_scale_and_bias()

@@ -19,6 +19,20 @@ from keras import ops
 from keras_resnest.layers.backend_paths import tensorflow_fast_paths
 
 
+def torch_padded(inputs, padding, kernel_size, strides, dilation_rate):
+    """(inputs, Keras padding) giving PyTorch's symmetric zero padding of `padding` pixels.
+
+    For stride 1, 'same' pads (k-1)*d/2 on both sides, which equals PyTorch's symmetric padding
+    when padding == dilation * (k - 1) / 2, without a PAD op. Stride 2 'same' pads
+    asymmetrically, so other cases pad explicitly and convolve 'valid'.
+    """
+    if strides == 1 and 2 * padding == dilation_rate * (kernel_size - 1):
+        return inputs, "same"
+    if padding:
+        inputs = ops.pad(inputs, [[0, 0], [padding, padding], [padding, padding], [0, 0]])
+    return inputs, "valid"
+
+
 @keras.saving.register_keras_serializable(package="keras_resnest")
 class GroupedConv2D(keras.layers.Layer):
     """2D convolution with `groups` contiguous channel groups and PyTorch-style padding.
@@ -73,19 +87,9 @@ class GroupedConv2D(keras.layers.Layer):
             self.bias = self.add_weight(name="bias", shape=(self.filters,),
                                         initializer=self.bias_initializer)
 
-    def _same_is_exact(self):
-        # For stride 1, 'same' pads (k-1)*d/2 on both sides, which equals PyTorch's symmetric
-        # padding when padding == dilation * (k - 1) / 2. Stride 2 'same' pads asymmetrically.
-        return self.strides == 1 and 2 * self.padding == self.dilation_rate * (self.kernel_size - 1)
-
     def _padded(self, inputs):
-        """(inputs, Keras padding) giving PyTorch's symmetric padding."""
-        if self._same_is_exact():
-            return inputs, "same"
-        if self.padding:
-            p = self.padding
-            inputs = ops.pad(inputs, [[0, 0], [p, p], [p, p], [0, 0]])
-        return inputs, "valid"
+        return torch_padded(inputs, self.padding, self.kernel_size, self.strides,
+                            self.dilation_rate)
 
     def group_outputs(self, inputs):
         """The convolution of each group, before concatenation (and without the bias)."""
