@@ -22,7 +22,7 @@ training"), hence these.
 import keras
 from keras import ops
 
-from keras_resnest.layers.grouped_conv import torch_padded
+from keras_resnest.layers.grouped_conv import pytorch_style_padding
 from keras_resnest.layers.norm import TORCH_BN_EPSILON
 
 NUM_BITS = 8
@@ -170,7 +170,7 @@ class QatConv(keras.layers.Layer):
     def _padded(self, inputs):
         if isinstance(self.padding, str):  # Keras "same"/"valid" (from a keras Conv2D)
             return inputs, self.padding
-        return torch_padded(inputs, self.padding, self.kernel_size, self.strides,
+        return pytorch_style_padding(inputs, self.padding, self.kernel_size, self.strides,
                             self.dilation_rate)
 
     def call(self, inputs, training=False):

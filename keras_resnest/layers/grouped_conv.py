@@ -19,7 +19,7 @@ from keras import ops
 from keras_resnest.layers.backend_paths import tensorflow_fast_paths
 
 
-def torch_padded(inputs, padding, kernel_size, strides, dilation_rate):
+def pytorch_style_padding(inputs, padding, kernel_size, strides, dilation_rate):
     """(inputs, Keras padding) giving PyTorch's symmetric zero padding of `padding` pixels.
 
     For stride 1, 'same' pads (k-1)*d/2 on both sides, which equals PyTorch's symmetric padding
@@ -88,7 +88,7 @@ class GroupedConv2D(keras.layers.Layer):
                                         initializer=self.bias_initializer)
 
     def _padded(self, inputs):
-        return torch_padded(inputs, self.padding, self.kernel_size, self.strides,
+        return pytorch_style_padding(inputs, self.padding, self.kernel_size, self.strides,
                             self.dilation_rate)
 
     def group_outputs(self, inputs):
