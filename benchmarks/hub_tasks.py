@@ -79,23 +79,32 @@ def fit_and_time(model, images, targets, args):
     return history.history["loss"], time.perf_counter() - start
 
 
-def segmentation(args, train, held_out):
-    import keras
+def deeplab_v3_segmenter(model, output_stride, size, dilation_rates=None):
+    """keras-hub's DeepLabV3 segmenter on a ResNeSt encoder of `output_stride`, for the canvases."""
     import keras_hub
-    import numpy as np
 
     from keras_resnest.hub import ResNeStBackbone
-    from keras_resnest.hub.digit_canvases import SEGMENTATION_CLASSES, mean_iou
+    from keras_resnest.hub.digit_canvases import SEGMENTATION_CLASSES
 
-    encoder = ResNeStBackbone.from_model_name(
-        args.model, output_stride=args.output_stride, image_shape=(args.size, args.size, 3))
-    level, upsampling = SEGMENTATION_KEYS[args.output_stride]
+    encoder = ResNeStBackbone.from_model_name(model, output_stride=output_stride,
+                                              image_shape=(size, size, 3))
+    level, upsampling = SEGMENTATION_KEYS[output_stride]
     backbone = keras_hub.models.DeepLabV3Backbone(
         image_encoder=encoder, spatial_pyramid_pooling_key=level, upsampling_size=upsampling,
         low_level_feature_key="P2", projection_filters=48,
-        dilation_rates=args.dilation_rates or ASPP_RATES[args.output_stride])
-    segmenter = keras_hub.models.DeepLabV3ImageSegmenter(
-        backbone=backbone, num_classes=SEGMENTATION_CLASSES)
+        dilation_rates=dilation_rates or ASPP_RATES[output_stride])
+    return keras_hub.models.DeepLabV3ImageSegmenter(backbone=backbone,
+                                                    num_classes=SEGMENTATION_CLASSES)
+
+
+def segmentation(args, train, held_out):
+    import keras
+    import numpy as np
+
+    from keras_resnest.hub.digit_canvases import mean_iou
+
+    segmenter = deeplab_v3_segmenter(args.model, args.output_stride, args.size,
+                                     args.dilation_rates)
     # keras-hub's "auto" loss is the one-hot categorical cross-entropy; the masks are sparse.
     segmenter.compile(optimizer=keras.optimizers.Adam(args.learning_rate or 1e-3),
                       loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
