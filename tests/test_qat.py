@@ -179,13 +179,8 @@ def test_grouped_split_attention_on_a_one_pixel_map_converts_to_full_integer(tmp
 
 def test_qat_report_compares_float_post_training_and_qat_int8(qat_run, capsys):
     """benchmarks/qat_report.py on the fixture's float and QAT models (no training here)."""
-    import importlib.util
-    from pathlib import Path
+    from benchmarks import qat_report
 
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "qat_report.py"
-    spec = importlib.util.spec_from_file_location("qat_report", path)
-    qat_report = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(qat_report)
     assert qat_report.main(["--float-model", os.path.join(qat_run, "model.keras"),
                             "--qat-model", os.path.join(qat_run, "qat", "model.keras")]) == 0
     out = capsys.readouterr().out

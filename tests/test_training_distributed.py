@@ -22,7 +22,6 @@ import pytest
 from tests.training_runs import TRAIN, read_json, train_env
 
 
-
 def _run(args, timeout, **env):
     proc = subprocess.run(TRAIN + args, env=train_env(**env), capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

@@ -171,7 +171,7 @@ class QatConv(keras.layers.Layer):
         if isinstance(self.padding, str):  # Keras "same"/"valid" (from a keras Conv2D)
             return inputs, self.padding
         return pytorch_style_padding(inputs, self.padding, self.kernel_size, self.strides,
-                            self.dilation_rate)
+                                     self.dilation_rate)
 
     def call(self, inputs, training=False):
         scale, bias = self.folded_scale_and_bias()

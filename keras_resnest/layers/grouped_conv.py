@@ -89,7 +89,7 @@ class GroupedConv2D(keras.layers.Layer):
 
     def _padded(self, inputs):
         return pytorch_style_padding(inputs, self.padding, self.kernel_size, self.strides,
-                            self.dilation_rate)
+                                     self.dilation_rate)
 
     def group_outputs(self, inputs):
         """The convolution of each group, before concatenation (and without the bias)."""
