@@ -31,6 +31,7 @@ setup(
         "keras_resnest.layers",
         "keras_resnest.models",
         "keras_resnest.weights",
+        "keras_resnest.weights.checkpoints",
         "keras_resnest.hub",
         "keras_resnest.export",
         "keras_resnest.training",
