@@ -33,6 +33,20 @@ def test_verbose_shows_tensorflow_start_up_lines(tmp_path):
     assert len(result.stderr.splitlines()) > 1, result.stderr
 
 
+@pytest.mark.parametrize("user_level", [None, "0", "3"])
+def test_user_log_level_never_brings_start_up_lines_back(tmp_path, user_level):
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    if user_level is not None:
+        env["TF_CPP_MIN_LOG_LEVEL"] = user_level
+    # A user error caught after TensorFlow's import: the command's only line.
+    result = subprocess.run(
+        [sys.executable, "-m", "keras_resnest.cli", "predict", "missing.jpg", "--model",
+         "resnest14d"], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        "keras-resnest predict: error: no such image: missing.jpg"], result.stderr
+
+
 def test_import_does_not_load_tensorflow():
     code = "import sys, keras_resnest; print('tensorflow' in sys.modules, 'keras' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
