@@ -13,6 +13,7 @@ Example:
     (1, 32, 32, 3)
 """
 import re
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,7 @@ import tensorflow as tf
 from tqdm import tqdm
 
 from keras_resnest.export import image_transform
+from keras_resnest.quiet_start import captured_stderr
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 
@@ -58,17 +60,24 @@ def load_images(paths, image_size, progress=False):
         lambda data: image_transform.decode_and_transform(data, image_size),
         input_signature=[tf.TensorSpec([], tf.string)],
     )
+    # Traced here, so that what the loop captures from descriptor 2 is the decoding's own.
+    transform.get_concrete_function()
     images = []
     for path in tqdm(paths, desc="reading images", unit="image", disable=not progress):
-        try:
-            images.append(transform(tf.constant(Path(path).read_bytes())).numpy())
-        except (tf.errors.InvalidArgumentError, tf.errors.UnknownError) as error:
-            # Drop TF's "{{function_node ...}}" prefix: the decoder's own words are enough.
-            message = re.sub(r"\{\{[^}]*\}\}", "", str(error)).strip() or "bad data"
-            message = message.splitlines()[0]
-            raise ValueError(
-                f"cannot read image {path}: {message} (expected a JPEG, PNG, BMP or GIF file)"
-            ) from None
+        # libjpeg writes its complaints to descriptor 2; this file is named instead.
+        with captured_stderr() as decoder:
+            try:
+                images.append(transform(tf.constant(Path(path).read_bytes())).numpy())
+            except (tf.errors.InvalidArgumentError, tf.errors.UnknownError) as error:
+                # Drop TF's "{{function_node ...}}" prefix: the decoder's own words are enough.
+                message = re.sub(r"\{\{[^}]*\}\}", "", str(error)).strip() or "bad data"
+                message = message.splitlines()[0]
+                raise ValueError(
+                    f"cannot read image {path}: {message} (expected a JPEG, PNG, BMP or GIF file)"
+                ) from None
+        if decoder.text.strip():
+            tqdm.write(f"warning: {path}: the decoder reported damaged image data; using what "
+                       "it recovered", file=sys.stderr)
     return np.stack(images).astype(np.float32)
 
 

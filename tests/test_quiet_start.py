@@ -1,9 +1,17 @@
-"""The commands are quiet by default: TensorFlow's start-up lines only with --verbose."""
+"""The commands are quiet by default: TensorFlow's start-up lines only with --verbose, and an
+image decoder's complaints replaced by one line naming the file."""
+import io
 import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
+from PIL import Image
+
+# What TensorFlow's start-up and libjpeg write to stderr when they are not hidden.
+CHATTER = ("absl", "cuda", "cpu_feature_guard", "E0000", "W0000", "I0000", "JPEG library",
+           "Corrupt JPEG", "Premature end of JPEG")
 
 
 def _run_command(args, tmp_path):
@@ -45,6 +53,55 @@ def test_user_log_level_never_brings_start_up_lines_back(tmp_path, user_level):
     assert result.returncode == 2
     assert result.stderr.splitlines() == [
         "keras-resnest predict: error: no such image: missing.jpg"], result.stderr
+
+
+def _jpeg_bytes():
+    array = (np.random.default_rng(0).random((64, 80, 3)) * 255).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def _jpeg_files(folder):
+    """(good, cut, damaged): a JPEG; its first 200 bytes (no image data, which libjpeg answers
+    with "Improper call to JPEG library"); and one with a marker inside its image data
+    ("Corrupt JPEG data", decoded anyway)."""
+    data = _jpeg_bytes()
+    good, cut, damaged = folder / "good.jpg", folder / "cut.jpg", folder / "damaged.jpg"
+    good.write_bytes(data)
+    cut.write_bytes(data[:200])
+    inside = data.find(b"\xff\xda") + 200  # 200 bytes into the scan (the image data)
+    damaged.write_bytes(data[:inside] + b"\xff\xc4\x00\x02" + data[inside + 4:])
+    return good, cut, damaged
+
+
+def test_predict_names_a_corrupt_jpeg_in_one_line(tmp_path):
+    good, cut, _ = _jpeg_files(tmp_path)
+    result = subprocess.run(
+        [sys.executable, "-m", "keras_resnest.cli", "predict", good.name, cut.name, "--model",
+         "resnest14d", "--weights", "none"],
+        capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert result.returncode == 2
+    [line] = result.stderr.splitlines()
+    assert line.startswith("keras-resnest predict: error: cut.jpg: cannot decode the image")
+
+
+def test_calibration_names_corrupt_jpegs_without_decoder_chatter(tmp_path, capfd):
+    import tensorflow as tf
+
+    from keras_resnest.export import calibration
+
+    good, cut, damaged = _jpeg_files(tmp_path)
+    tf.config.list_physical_devices()  # TensorFlow's device start-up lines come out here
+    capfd.readouterr()
+    with pytest.raises(ValueError, match="cannot read image .*cut.jpg"):
+        calibration.load_images([good, cut], 32)
+    assert calibration.load_images([good, damaged], 32).shape == (2, 32, 32, 3)
+    err = capfd.readouterr().err
+    assert not any(text in err for text in CHATTER), err
+    # The damaged file, read anyway, is named once; the unreadable one is the error above.
+    assert err.splitlines() == [f"warning: {damaged}: the decoder reported damaged image data; "
+                                "using what it recovered"]
 
 
 def test_import_does_not_load_tensorflow():

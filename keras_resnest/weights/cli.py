@@ -170,6 +170,8 @@ def load_images(paths, size):
             raise FileNotFoundError(f"{path}: no such image") from None
         except UnidentifiedImageError:
             raise ValueError(f"{path}: not an image PIL can read") from None
+        except OSError as error:  # an image PIL knows, damaged inside (e.g. truncated)
+            raise ValueError(f"{path}: cannot decode the image ({error})") from None
     return np.stack(batch)
 
 
