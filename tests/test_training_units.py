@@ -345,6 +345,37 @@ def test_freezing_the_backbone_leaves_only_the_head_trainable(tiny_resnest):
     assert len(tiny_resnest.trainable_variables) == total
 
 
+def test_a_resumed_history_keeps_the_finished_epochs_and_csvlogger_appends_after_them(tmp_path):
+    # Killed after writing epoch 2's row but before the checkpoint said epoch 2 was done: the
+    # resumed run (epoch 2) cuts that row, then CSVLogger(append=True) writes epoch 2 once.
+    import csv
+    import types
+
+    from keras_resnest.training.run import resumed_history
+
+    path = tmp_path / "history.csv"
+    old_order = ["epoch", "loss", "accuracy", "val_top1", "val_top5", "learning_rate", "seconds"]
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=old_order)
+        writer.writeheader()
+        writer.writerows({name: epoch + 0.5 if name != "epoch" else epoch for name in old_order}
+                         for epoch in range(3))
+    run = types.SimpleNamespace(chief=True, out_dir=str(tmp_path))
+    rows = resumed_history(run, start_epoch=2)
+    assert [int(row["epoch"]) for row in rows] == [0, 1]
+    logger = keras.callbacks.CSVLogger(str(path), append=True)
+    logger.on_train_begin()
+    logger.on_epoch_end(2, {name: 9.0 for name in old_order[1:]})
+    logger.on_train_end()
+    with open(path, newline="", encoding="utf-8") as handle:
+        lines = handle.read().splitlines()
+    assert lines[0] == "epoch,accuracy,learning_rate,loss,seconds,val_top1,val_top5"
+    with open(path, newline="", encoding="utf-8") as handle:
+        again = list(csv.DictReader(handle))
+    assert [(row["epoch"], row["loss"]) for row in again] == [("0", "0.5"), ("1", "1.5"), ("2", "9.0")]
+    assert resumed_history(types.SimpleNamespace(chief=False, out_dir=str(tmp_path)), 1) == []
+
+
 # ---------------------------------------------------------------- evaluation
 
 

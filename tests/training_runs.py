@@ -10,7 +10,8 @@ import sys
 
 import keras
 
-TRAIN = [sys.executable, "-m", "keras_resnest.training", "--model", "resnest14d", "--dataset", "digits"]
+TRAIN = [sys.executable, "-m", "keras_resnest.training", "--model", "resnest14d",
+         "--dataset", "digits"]
 
 
 def train_killed_after(checkpoint):

@@ -108,7 +108,8 @@ class PlainModelSaver:
     def plain(self):
         """The model as the plain classifier for a while (saving); the training state comes back."""
         model = self.model
-        norms = [l for l in recipe._walk_layers(model) if isinstance(l, keras.layers.BatchNormalization)]
+        norms = [layer for layer in recipe._walk_layers(model)
+                 if isinstance(layer, keras.layers.BatchNormalization)]
         synced = [l.synchronized for l in norms]
         trainable = [l.trainable for l in model.layers]
         optimizer = getattr(model, "optimizer", None)

@@ -149,9 +149,12 @@ def _read_history(path, before_epoch):
 
 
 def _write_history(path, rows):
+    """Writes `rows` as history.csv, columns in the order keras.callbacks.CSVLogger appends."""
+    fields = ("epoch", *sorted(k for k in rows[0] if k != "epoch")) if rows else HISTORY_FIELDS
+
     def write(tmp):
         with open(tmp, "w", newline="", encoding="utf-8") as handle:
-            writer = csv.DictWriter(handle, fieldnames=HISTORY_FIELDS)
+            writer = csv.DictWriter(handle, fieldnames=fields)
             writer.writeheader()
             writer.writerows(rows)
 

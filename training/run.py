@@ -176,19 +176,27 @@ def resumed_history(run, start_epoch):
     return rows
 
 
-def _train_step(run):
+def make_train_step(strategy, model, optimizer, loss_fn, global_batch_size):
+    """The `tf.function` step: `train_step(iterator)` -> (summed loss, correct predictions).
+
+    Args:
+        strategy: tf.distribute.Strategy. Runs the replica step (`strategy.run`).
+        model: keras.Model. The classifier; its "fc" layer gives the logits.
+        optimizer: keras.optimizers.Optimizer. Applies (and all-reduces) the gradients.
+        loss_fn: keras.losses.Loss. Per-example loss on the logits (`reduction=None`).
+        global_batch_size: int. What the loss is averaged over.
+    """
     # The loss is computed from the logits ("fc"), not the softmax: cross-entropy on clipped
     # probabilities loses the label-smoothing gradient of saturated classes and lets the logits
     # grow without bound. The view shares the model's layers and variables.
-    model, optimizer, strategy = run.model, run.optimizer, run.strategy
     logits_model = keras.Model(model.inputs, model.get_layer("fc").output)
     variables = model.trainable_variables
 
     def replica_step(images, labels):
         with tf.GradientTape() as tape:
             logits = logits_model(images, training=True)
-            per_example = run.loss_fn(labels, logits)
-            loss = tf.nn.compute_average_loss(per_example, global_batch_size=run.global_batch)
+            per_example = loss_fn(labels, logits)
+            loss = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch_size)
             if model.losses:
                 loss += tf.nn.scale_regularization_loss(tf.add_n(model.losses))
             scaled_loss = optimizer.scale_loss(loss)
@@ -237,7 +245,7 @@ def train_epoch(run, epoch, skip, train_step, callbacks):
     callbacks.on_epoch_begin(epoch)
     loss_sum, correct_sum, done = 0.0, 0.0, 0
     started = time.perf_counter()
-    for step in range(skip, run.steps):  # `step` counts from the epoch's start (BackupCheckpoint)
+    for step in range(skip, run.steps):  # from the epoch's start, as BackupCheckpoint counts
         callbacks.on_train_batch_begin(step)
         loss, correct = train_step(iterator)
         loss_sum, correct_sum, done = loss_sum + float(loss), correct_sum + float(correct), done + 1
@@ -271,7 +279,9 @@ def _set_phase(run, epoch, train_step, frozen):
     finetune.set_backbone_trainable(run.model, not want_frozen)
     if run.config.freeze_backbone:
         run.log(f"epoch {epoch + 1}: backbone {'frozen' if want_frozen else 'trainable'}")
-    return _train_step(run), want_frozen  # the trainable variables changed: retrace
+    # The trainable variables changed: a new step is traced for them.
+    return make_train_step(run.strategy, run.model, run.optimizer, run.loss_fn,
+                           run.global_batch), want_frozen
 
 
 def save_outputs(run, result):
