@@ -3,7 +3,7 @@
 Both sides do a full step (forward in training mode, label-smoothed cross-entropy, backward,
 SGD with momentum 0.9 and weight decay 1e-4) on the same random 224x224 batch of 16, with the
 same number of threads. The keras side is the very step `keras-resnest train` runs
-(`training/loop.py`, `strategy.run` under the default strategy, no XLA). Prints images/s and
+(`training/run.py`, `strategy.run` under the default strategy, no XLA). Prints images/s and
 the ratio keras / torch.
 
     python benchmarks/train.py [--model resnest50] [--size 224] [--batch 16] [--threads 2] [--steps 5]
@@ -36,13 +36,14 @@ def keras_step_fn(args, images, labels):
     import keras
     import tensorflow as tf
 
-    from keras_resnest.training import finetune, loop, recipe
+    from keras_resnest.training import finetune, recipe
+    from keras_resnest.training.run import make_train_step
 
     model = finetune.build_classifier(args.model, num_classes=1000, image_size=args.size, weights=None)
     optimizer = recipe.build_optimizer(model, learning_rate=0.1, weight_decay=1e-4, momentum=0.9)
     loss_fn = keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=0.1, reduction=None)
     strategy = tf.distribute.get_strategy()
-    train_step = loop._make_train_step(strategy, model, optimizer, loss_fn, args.batch)
+    train_step = make_train_step(strategy, model, optimizer, loss_fn, args.batch)
     one_hot = tf.one_hot(labels, 1000)
     iterator = iter(tf.data.Dataset.from_tensors((tf.constant(images), one_hot)).repeat())
     return lambda: float(train_step(iterator)[0])

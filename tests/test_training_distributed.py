@@ -19,7 +19,7 @@ import h5py
 import numpy as np
 import pytest
 
-from tests.training_runs import TRAIN, read_json, train_env
+from tests.training_runs import TRAIN, read_json, train_env, train_killed_after
 
 
 def _run(args, timeout, **env):
@@ -61,7 +61,8 @@ def test_digits_under_mirrored_strategy_on_two_cpu_devices_reaches_90_percent(tm
     summary = read_json(os.path.join(run_dir, "run_summary.json"))
     assert (summary["replicas"], summary["global_batch_size"], summary["optimizer_steps"]) == (2, 64, 3 * 22)
     assert os.path.exists(os.path.join(run_dir, "best.keras"))
-    assert any(name.startswith("events.out.tfevents") for name in os.listdir(os.path.join(run_dir, "logs")))
+    events = [name for _, _, names in os.walk(os.path.join(run_dir, "logs")) for name in names]
+    assert any(name.startswith("events.out.tfevents") for name in events)  # keras.callbacks.TensorBoard
 
     # The saved .keras model is the evaluated one: reload it and re-score the validation set.
     import keras
@@ -167,9 +168,9 @@ def test_a_killed_run_resumes_at_the_same_epoch_and_step(tmp_path):
     steps, epochs = 12, 2
     args = ["--epochs", str(epochs), "--batch-size", "16", "--steps-per-epoch", str(steps),
             "--checkpoint-every", "1", "--strategy", "none", "-o", run_dir]
-    # The trainer SIGKILLs itself right after checkpoint 1 x 12 + 3 (the test-only hook in
-    # loop.py): a real kill, no cleanup, no final save, at epoch 1 step 3 on any machine.
-    proc = subprocess.run(TRAIN + args, env=train_env(KERAS_RESNEST_TEST_KILL_AT_CHECKPOINT=str(steps + 3)),
+    # The trainer SIGKILLs itself right after checkpoint 1 x 12 + 3 (KillAfterCheckpoint, a
+    # callback): a real kill, no cleanup, no final save, at epoch 1 step 3 on any machine.
+    proc = subprocess.run(train_killed_after(steps + 3) + args, env=train_env(),
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == -signal.SIGKILL, proc.stdout[-2000:] + proc.stderr[-2000:]
     killed_at = read_json(os.path.join(run_dir, "backup", "progress.json"))
@@ -184,8 +185,48 @@ def test_a_killed_run_resumes_at_the_same_epoch_and_step(tmp_path):
     assert (epoch, step) == (1, killed_at["step"])  # mid-epoch, where it died: nothing lost
     summary = read_json(os.path.join(run_dir, "run_summary.json"))
     assert summary["optimizer_steps"] == epochs * steps  # every step ran exactly once
-    assert [int(r["epoch"]) for r in _history(run_dir)] == [0, 1]
+    assert [int(r["epoch"]) for r in _history(run_dir)] == [0, 1]  # epoch 1 once, epoch 0 kept
     assert os.path.exists(os.path.join(run_dir, "model.keras"))
+    assert os.path.exists(os.path.join(run_dir, "best.keras"))
+
+
+def test_a_lost_worker_ends_the_survivor_with_one_line(tmp_path):
+    # Worker 1 dies right after checkpoint 2 (epoch 0 step 2); the chief, waiting in the next
+    # step's all-reduce, must end with one line saying what to do, not a collective-op trace.
+    steps, kill_at = 6, 2
+    for attempt in range(3):  # a port taken between _free_ports and the bind: a new launch
+        run_dir = str(tmp_path / f"run{attempt}")
+        workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
+        args = ["--epochs", "1", "--batch-size", "8", "--steps-per-epoch", str(steps),
+                "--checkpoint-every", "1", "--strategy", "multiworker", "-o", run_dir]
+
+        def env(index):
+            return train_env(TF_CONFIG=json.dumps(
+                {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}))
+
+        chief = subprocess.Popen(TRAIN + args, env=env(0), stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True)
+        try:
+            lost = subprocess.run(train_killed_after(kill_at) + args, env=env(1),
+                                  capture_output=True, text=True, timeout=600)
+            out, err = chief.communicate(timeout=600)
+        finally:
+            if chief.poll() is None:
+                chief.kill()
+                chief.wait()
+        if BIND_FAILURE in lost.stderr + err:
+            continue
+        assert lost.returncode == -signal.SIGKILL, lost.stderr[-3000:]
+        assert chief.returncode == 1, out[-2000:] + err[-3000:]
+        errors = [line for line in err.splitlines() if line.startswith("keras-resnest train: error:")]
+        assert len(errors) == 1, err[-3000:]
+        assert "worker 1 (" + workers[1] + ") was lost" in errors[0]
+        assert "last saved step is epoch 0 step 2" in errors[0]
+        assert errors[0].endswith("restart every worker with the same command to resume from there.")
+        assert "Traceback" not in err
+        assert read_json(os.path.join(run_dir, "backup", "progress.json")) == {"epoch": 0, "step": kill_at}
+        return
+    pytest.fail("no launch of 3 could bind its ports")
 
 
 def test_mixed_bfloat16_training_runs_and_learns(tmp_path):

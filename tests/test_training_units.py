@@ -268,15 +268,19 @@ def test_sgd_matches_torch_sgd_with_momentum_coupled_decay_and_a_changing_learni
 
 
 def test_ema_weights_go_in_for_a_while_and_the_raw_weights_come_back():
-    from keras_resnest.training.loop import _EmaWeights
+    # The loop's use of keras.callbacks.SwapEMAWeights: the average is in the model between the
+    # test hooks (evaluation) and while the outputs are saved (callbacks.ema_weights).
+    from keras_resnest.training.callbacks import ema_weights
 
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4, name="hidden"),
                               keras.layers.Dense(2, name="fc")])
     momentum = 0.5
     optimizer = recipe.build_optimizer(model, learning_rate=0.1, ema_momentum=momentum)
-    ema = _EmaWeights(optimizer, model.trainable_variables)
+    variables = list(model.trainable_variables)  # what the optimizer was built on
+    model.optimizer = optimizer  # where the callback finds it (run.build does the same)
+    swap = keras.callbacks.SwapEMAWeights()
+    callbacks = keras.callbacks.CallbackList([swap], model=model, epochs=3, steps=1)
     model.get_layer("hidden").trainable = False  # freezing later must not change what is averaged
-    variables = ema.variables
     rng = np.random.default_rng(0)
     average = None
     for _ in range(3):
@@ -287,17 +291,21 @@ def test_ema_weights_go_in_for_a_while_and_the_raw_weights_come_back():
     raw = [v.numpy() for v in variables]
     assert not np.allclose(raw[0], average[0])
     optimizer_state = [v.numpy() for v in optimizer.variables]
-    with ema.applied():
+    saving = ema_weights(swap)
+    for enter, leave in ((callbacks.on_test_begin, callbacks.on_test_end),
+                         (saving.__enter__, lambda: saving.__exit__(None, None, None))):
+        enter()
         for variable, expected in zip(variables, average):
             np.testing.assert_allclose(variable.numpy(), expected, rtol=1e-6, atol=1e-7)
-    for variable, value in zip(variables, raw):
-        np.testing.assert_array_equal(variable.numpy(), value)
-    for variable, value in zip(optimizer.variables, optimizer_state):  # what a checkpoint saves
-        np.testing.assert_array_equal(variable.numpy(), value)
-    # Without EMA it does nothing.
-    plain = recipe.build_optimizer(model, learning_rate=0.1)
-    with _EmaWeights(plain, model.trainable_variables).applied():
-        np.testing.assert_array_equal(model.get_layer("fc").kernel.numpy(), raw[2])
+        leave()
+        # Keras swaps by addition and subtraction under TensorFlow: back to within rounding.
+        for variable, value in zip(variables, raw):
+            np.testing.assert_allclose(variable.numpy(), value, rtol=1e-6, atol=1e-6)
+        for variable, value in zip(optimizer.variables, optimizer_state):  # what a checkpoint saves
+            np.testing.assert_allclose(variable.numpy(), value, rtol=1e-6, atol=1e-6)
+    kernel = model.get_layer("fc").kernel.numpy()
+    with ema_weights(None):  # without EMA it does nothing
+        np.testing.assert_array_equal(model.get_layer("fc").kernel.numpy(), kernel)
 
 
 def test_learning_rate_scales_with_batch_and_warms_up_then_cosine_decays():
@@ -335,6 +343,37 @@ def test_freezing_the_backbone_leaves_only_the_head_trainable(tiny_resnest):
     finally:
         finetune.set_backbone_trainable(tiny_resnest, True)
     assert len(tiny_resnest.trainable_variables) == total
+
+
+def test_a_resumed_history_keeps_the_finished_epochs_and_csvlogger_appends_after_them(tmp_path):
+    # Killed after writing epoch 2's row but before the checkpoint said epoch 2 was done: the
+    # resumed run (epoch 2) cuts that row, then CSVLogger(append=True) writes epoch 2 once.
+    import csv
+    import types
+
+    from keras_resnest.training.run import resumed_history
+
+    path = tmp_path / "history.csv"
+    old_order = ["epoch", "loss", "accuracy", "val_top1", "val_top5", "learning_rate", "seconds"]
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=old_order)
+        writer.writeheader()
+        writer.writerows({name: epoch + 0.5 if name != "epoch" else epoch for name in old_order}
+                         for epoch in range(3))
+    run = types.SimpleNamespace(chief=True, out_dir=str(tmp_path))
+    rows = resumed_history(run, start_epoch=2)
+    assert [int(row["epoch"]) for row in rows] == [0, 1]
+    logger = keras.callbacks.CSVLogger(str(path), append=True)
+    logger.on_train_begin()
+    logger.on_epoch_end(2, {name: 9.0 for name in old_order[1:]})
+    logger.on_train_end()
+    with open(path, newline="", encoding="utf-8") as handle:
+        lines = handle.read().splitlines()
+    assert lines[0] == "epoch,accuracy,learning_rate,loss,seconds,val_top1,val_top5"
+    with open(path, newline="", encoding="utf-8") as handle:
+        again = list(csv.DictReader(handle))
+    assert [(row["epoch"], row["loss"]) for row in again] == [("0", "0.5"), ("1", "1.5"), ("2", "9.0")]
+    assert resumed_history(types.SimpleNamespace(chief=False, out_dir=str(tmp_path)), 1) == []
 
 
 # ---------------------------------------------------------------- evaluation

@@ -10,6 +10,7 @@ Examples:
 A killed run restarted with the same command resumes where it stopped (see RUN_DIR/backup).
 """
 import argparse
+import sys
 
 from keras_resnest.training.strategy import STRATEGIES
 
@@ -140,7 +141,8 @@ def load_data(args, image_size):
     return data.tfrecord_data(args.tfrecord, args.val_tfrecord, val_fraction=args.val_fraction, seed=args.seed)
 
 
-def run(args):
+def run(args, callbacks=()):
+    """Runs `keras-resnest train` for parsed `args`; `callbacks` go to `loop.train`."""
     from keras_resnest.models import resolve_model_name
 
     # The registry's names and aliases (resnest50d), canonical from here on (logs, configs).
@@ -162,7 +164,13 @@ def run(args):
         strategy_lib.split_cpu(args.cpu_devices)
     strategy = strategy_lib.make_strategy(args.strategy)
     data = load_data(args, config.image_size)
-    result = train(config, data, args.output, strategy)
+    from keras_resnest.training.run import PeerLostError
+
+    try:
+        result = train(config, data, args.output, strategy, callbacks=callbacks)
+    except PeerLostError as error:  # one line, not the collective ops' trace
+        print(f"keras-resnest train: error: {error}", file=sys.stderr)
+        return 1
     evaluation = result.get("evaluation")
     if evaluation is not None:
         print(f"top1 {evaluation['top1']:.4f} top5 {evaluation['top5']:.4f} -> {args.output}")

@@ -7,8 +7,8 @@ ordinary loop in its own directory, `RUN_DIR/qat/`, gives it everything float tr
 `strategy.run` steps under MirroredStrategy/MultiWorker, its own checkpoints, and
 kill-and-resume: a restarted command finds the float phase finished (its checkpoint is at the
 last epoch, so it only re-saves its outputs) and the QAT phase resumes from `RUN_DIR/qat/backup`
-(the checkpoint holds the activation ranges too). The test-only kill checkpoint counts within
-the phase that reaches it first.
+(the checkpoint holds the activation ranges too). The user's callbacks serve both phases; the
+checkpoint numbers that `on_backup_saved` receives count within each phase.
 
 The phase's recipe: a tenth of the float default peak learning rate (unless
 `qat_learning_rate`), no warmup, cosine decay, no EMA of the weights, no frozen backbone.
@@ -60,7 +60,7 @@ def float_model(config, data, run_dir):
     return model
 
 
-def train_qat(config, data, run_dir, strategy, chief, log, kill_at, train_fn):
+def train_qat(config, data, run_dir, strategy, chief, log, callbacks, train_fn):
     """Runs the QAT phase with the loop's `train_fn` (`loop._train`); returns its result."""
     from keras_resnest.export.qat import quantize_aware
 
@@ -69,5 +69,5 @@ def train_qat(config, data, run_dir, strategy, chief, log, kill_at, train_fn):
     out_dir = os.path.join(run_dir, QAT_DIR)
     os.makedirs(out_dir, exist_ok=True)
     log(f"quantization-aware training: {phase.epochs} epoch(s) at peak lr {phase.learning_rate:g} -> {out_dir}")
-    return train_fn(phase, data, out_dir, strategy, chief, log, kill_at,
+    return train_fn(phase, data, out_dir, strategy, chief, log, callbacks,
                     build_model=lambda: quantize_aware(source))
