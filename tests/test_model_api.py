@@ -172,6 +172,28 @@ def test_a_fresh_process_loads_a_keras_file_with_only_import_keras_resnest(tmp_p
     assert result.stdout.split()[-1] == str(model.count_params())
 
 
+def test_synchronized_batch_norm_reaches_every_norm_and_is_not_saved():
+    def norms(model):
+        return [layer for layer in model._flatten_layers()
+                if isinstance(layer, keras.layers.BatchNormalization)]
+
+    # resnest14d: 3 stem norms, per block bn1, bn3, downsample_bn and split attention's bn0, bn1.
+    plain = keras_resnest.create_model("resnest14d", weights=None, input_shape=(32, 32, 3))
+    assert len(norms(plain)) == 3 + 4 * 5 and not any(n.synchronized for n in norms(plain))
+    synced = keras_resnest.create_model("resnest14d", weights=None, input_shape=(32, 32, 3),
+                                        synchronized_batch_norm=True)
+    assert all(n.synchronized for n in norms(synced))
+    # A property of the run, not of the model: a saved model loads on every backend.
+    assert "synchronized" not in str(synced.get_config())
+    restored = synced.__class__.from_config(synced.get_config())
+    assert not any(n.synchronized for n in norms(restored))
+    # One replica (no strategy, or a one-device MirroredStrategy): nothing to synchronize.
+    with tf.distribute.MirroredStrategy(["/cpu:0"]).scope():
+        block = ResNeStBottleneck(16, downsample=True)
+        block.build((None, 8, 8, 32))
+    assert not any(n.synchronized for n in norms(block))
+
+
 @pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
 def test_mixed_precision_logits_close_to_float32(policy, resnest14d_state):
     images = ref.random_images(2, 64, 64)

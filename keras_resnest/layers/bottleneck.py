@@ -8,7 +8,7 @@ import keras
 from keras import ops
 
 from keras_resnest.layers.drop_block import DropBlock2D
-from keras_resnest.layers.norm import batch_norm
+from keras_resnest.layers.norm import batch_norm, resolve_synchronized
 from keras_resnest.layers.quantization_points import QuantizationPoints, build_norm
 from keras_resnest.layers.split_attention import SplitAttention
 from keras_resnest.layers.stochastic_depth import StochasticDepth
@@ -40,6 +40,9 @@ class ResNeStBottleneck(QuantizationPoints, keras.layers.Layer):
         dropblock_rate, dropblock_size: DropBlock after bn1, bn0 (inside split attention), bn3.
         drop_path_rate: stochastic depth on the residual branch.
         zero_init_last_gamma: initialise bn3's gamma to zero ("last gamma" recipe).
+        synchronized_batch_norm: bool or None. `synchronized` of every BatchNorm of the block
+            (`keras_resnest.layers.norm.BatchNorm`; None: on under a multi-replica strategy).
+            Not saved in the config. Defaults to None.
 
     Example:
     >>> import numpy as np
@@ -51,7 +54,7 @@ class ResNeStBottleneck(QuantizationPoints, keras.layers.Layer):
     def __init__(self, filters, strides=1, radix=2, cardinality=1, bottleneck_width=64, avd=True,
                  avd_first=False, is_first=False, dilation_rate=1, downsample=False,
                  dropblock_rate=0.0, dropblock_size=3, drop_path_rate=0.0,
-                 zero_init_last_gamma=False, **kwargs):
+                 zero_init_last_gamma=False, synchronized_batch_norm=None, **kwargs):
         super().__init__(**kwargs)
         self.filters = filters
         self.strides = strides
@@ -67,6 +70,7 @@ class ResNeStBottleneck(QuantizationPoints, keras.layers.Layer):
         self.dropblock_size = dropblock_size
         self.drop_path_rate = drop_path_rate
         self.zero_init_last_gamma = zero_init_last_gamma
+        synchronized = resolve_synchronized(synchronized_batch_norm)
 
         group_width = int(filters * (bottleneck_width / 64.0)) * cardinality
         self.use_avd = avd and (strides > 1 or is_first)
@@ -80,7 +84,7 @@ class ResNeStBottleneck(QuantizationPoints, keras.layers.Layer):
         self.conv1, self.bn1 = self._conv_layers(
             keras.layers.Conv2D(group_width, 1, use_bias=False, kernel_initializer="he_normal",
                                 name="conv1"),
-            batch_norm(name="bn1"), relu=True)
+            batch_norm(name="bn1", synchronized=synchronized), relu=True)
         self.dropblock1 = dropblock("dropblock1")
         # Official avd pool: AvgPool2d(3, stride, padding=1) with count_include_pad=True, so
         # every window divides by 9: zero-pad explicitly, then a 'valid' pool.
@@ -89,11 +93,12 @@ class ResNeStBottleneck(QuantizationPoints, keras.layers.Layer):
         self.conv2 = self._split_attention(
             group_width, 3, strides=conv_strides, dilation_rate=dilation_rate, radix=radix,
             cardinality=cardinality, dropblock_rate=dropblock_rate, dropblock_size=dropblock_size,
-            name="conv2")
+            synchronized_batch_norm=synchronized, name="conv2")
         self.conv3, self.bn3 = self._conv_layers(
             keras.layers.Conv2D(filters * EXPANSION, 1, use_bias=False,
                                 kernel_initializer="he_normal", name="conv3"),
-            batch_norm(name="bn3", gamma_initializer="zeros" if zero_init_last_gamma else "ones"))
+            batch_norm(name="bn3", gamma_initializer="zeros" if zero_init_last_gamma else "ones",
+                       synchronized=synchronized))
         self.dropblock3 = dropblock("dropblock3")
         self.drop_path = (StochasticDepth(drop_path_rate, name="drop_path")
                           if drop_path_rate > 0 else None)
@@ -106,7 +111,7 @@ class ResNeStBottleneck(QuantizationPoints, keras.layers.Layer):
             self.downsample_conv, self.downsample_bn = self._conv_layers(
                 keras.layers.Conv2D(filters * EXPANSION, 1, use_bias=False,
                                     kernel_initializer="he_normal", name="downsample_conv"),
-                batch_norm(name="downsample_bn"))
+                batch_norm(name="downsample_bn", synchronized=synchronized))
 
     def _split_attention(self, *args, **kwargs):
         """The block's split-attention conv (the QAT block makes its QAT version)."""

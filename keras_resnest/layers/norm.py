@@ -1,4 +1,5 @@
-"""BatchNormalization with PyTorch's defaults, and a fused inference path for TensorFlow."""
+"""BatchNormalization with PyTorch's defaults, synchronized across replicas under a
+multi-replica strategy, and a fused inference path for TensorFlow."""
 import keras
 
 from keras_resnest.layers.backend_paths import tensorflow_fused_batch_norm
@@ -6,6 +7,21 @@ from keras_resnest.layers.backend_paths import tensorflow_fused_batch_norm
 # PyTorch BatchNorm2d: eps=1e-5 and momentum=0.1 for the *new* statistic, i.e. Keras momentum 0.9.
 TORCH_BN_EPSILON = 1e-5
 TORCH_BN_MOMENTUM = 0.9
+
+
+def replicated_training():
+    """True when layers are made under a TensorFlow distribution strategy with > 1 replica."""
+    if keras.backend.backend() != "tensorflow":
+        return False
+    import tensorflow as tf
+
+    return tf.distribute.has_strategy() \
+        and tf.distribute.get_strategy().num_replicas_in_sync > 1
+
+
+def resolve_synchronized(synchronized):
+    """`synchronized` as a bool: None (auto) is `replicated_training()` at the time of the call."""
+    return replicated_training() if synchronized is None else bool(synchronized)
 
 
 @keras.saving.register_keras_serializable(package="keras_resnest")
@@ -16,7 +32,19 @@ class BatchNorm(keras.layers.BatchNormalization):
     optimizer cannot merge into the preceding convolution; the fused op can be (Conv2D +
     FusedBatchNorm + ReLU become one oneDNN call). Same math, same variables, same config;
     training, other dtypes and other backends use Keras' implementation unchanged.
+
+    Args:
+        synchronized: bool or None. Whether training computes the batch statistics over the
+            global batch of all replicas (TensorFlow only), so that every replica holds the
+            same moving statistics; None turns it on when the layer is made under a
+            `tf.distribute` strategy with more than one replica. It is not saved in the
+            config: it describes the run, not the model, and a loaded model decides again
+            (so a saved model loads on every backend). Defaults to None.
+        **kwargs: the arguments of `keras.layers.BatchNormalization`.
     """
+
+    def __init__(self, *args, synchronized=None, **kwargs):
+        super().__init__(*args, synchronized=resolve_synchronized(synchronized), **kwargs)
 
     def can_fuse(self, inputs, training=None, mask=None):
         """Whether this call is a float32 NHWC inference that the fused op computes."""
@@ -39,12 +67,18 @@ class BatchNorm(keras.layers.BatchNormalization):
             epsilon=self.epsilon, is_training=False)
         return outputs
 
+    def get_config(self):
+        config = super().get_config()
+        config.pop("synchronized", None)  # a property of the run (see the class docstring)
+        return config
 
-def batch_norm(name=None, gamma_initializer="ones"):
+
+def batch_norm(name=None, gamma_initializer="ones", synchronized=None):
     return BatchNorm(
         axis=-1,
         epsilon=TORCH_BN_EPSILON,
         momentum=TORCH_BN_MOMENTUM,
         gamma_initializer=gamma_initializer,
+        synchronized=synchronized,
         name=name,
     )

@@ -12,7 +12,7 @@ from keras import ops
 from keras_resnest.layers.backend_paths import tensorflow_fast_paths
 from keras_resnest.layers.drop_block import DropBlock2D
 from keras_resnest.layers.grouped_conv import GroupedConv2D
-from keras_resnest.layers.norm import batch_norm
+from keras_resnest.layers.norm import batch_norm, resolve_synchronized
 from keras_resnest.layers.quantization_points import QuantizationPoints, build_norm
 
 # Official rule: inter_channels = max(in_channels * radix // reduction_factor, 32).
@@ -45,6 +45,9 @@ class SplitAttention(QuantizationPoints, keras.layers.Layer):
         cardinality: number of cardinal groups.
         reduction_factor: `inter_channels = max(in_channels * radix // reduction_factor, 32)`.
         dropblock_rate, dropblock_size: DropBlock after bn0 during training.
+        synchronized_batch_norm: bool or None. `synchronized` of bn0 and bn1
+            (`keras_resnest.layers.norm.BatchNorm`; None: on under a multi-replica strategy).
+            Not saved in the config. Defaults to None.
 
     Example:
     >>> import numpy as np
@@ -55,7 +58,7 @@ class SplitAttention(QuantizationPoints, keras.layers.Layer):
 
     def __init__(self, filters, kernel_size=3, strides=1, dilation_rate=1, radix=2,
                  cardinality=1, reduction_factor=4, dropblock_rate=0.0, dropblock_size=3,
-                 **kwargs):
+                 synchronized_batch_norm=None, **kwargs):
         super().__init__(**kwargs)
         if radix < 1 or cardinality < 1:
             raise ValueError(f"radix and cardinality must be >= 1, got {radix}, {cardinality}.")
@@ -70,12 +73,14 @@ class SplitAttention(QuantizationPoints, keras.layers.Layer):
         self.reduction_factor = reduction_factor
         self.dropblock_rate = dropblock_rate
         self.dropblock_size = dropblock_size
+        # Decided here, in the strategy scope the layer is made in: bn1 is made in build().
+        self._synchronized_batch_norm = resolve_synchronized(synchronized_batch_norm)
 
         self.conv, self.bn0 = self._conv_layers(
             GroupedConv2D(filters * radix, kernel_size, strides=strides,
                           padding=dilation_rate * (kernel_size // 2), dilation_rate=dilation_rate,
                           groups=cardinality * radix, name="conv"),
-            batch_norm(name="bn0"), relu=True)
+            batch_norm(name="bn0", synchronized=self._synchronized_batch_norm), relu=True)
         self.dropblock = (DropBlock2D(dropblock_rate, dropblock_size, name="dropblock")
                           if dropblock_rate > 0 else None)
         self.fc1 = None  # needs the input channel count: made in build()
@@ -92,7 +97,7 @@ class SplitAttention(QuantizationPoints, keras.layers.Layer):
         self.fc1, self.bn1 = self._conv_layers(
             GroupedConv2D(inter, 1, groups=self.cardinality, use_bias=True,
                           kernel_initializer="glorot_uniform", name="fc1"),
-            batch_norm(name="bn1"), relu=True)
+            batch_norm(name="bn1", synchronized=self._synchronized_batch_norm), relu=True)
         self.conv.build(input_shape)
         conv_shape = self.conv.compute_output_shape(input_shape)
         build_norm(self.bn0, conv_shape)

@@ -65,21 +65,21 @@ def _validate_weights_argument(weights):
         )
 
 
-def _stem(x, stem_width):
+def _stem(x, stem_width, synchronized_batch_norm=None):
     # Deep stem: three 3x3 convs; the first is the only stride-2 conv of the network. PyTorch
     # pads 1 on every side; TF 'same' pads asymmetrically for even sizes, so pad explicitly.
     x = keras.layers.ZeroPadding2D(1, name="conv1_0_pad")(x)
     x = keras.layers.Conv2D(stem_width, 3, 2, use_bias=False, kernel_initializer="he_normal",
                             name="conv1_0")(x)
-    x = batch_norm(name="conv1_1")(x)
+    x = batch_norm(name="conv1_1", synchronized=synchronized_batch_norm)(x)
     x = keras.layers.ReLU(name="conv1_2")(x)
     x = keras.layers.Conv2D(stem_width, 3, padding="same", use_bias=False,
                             kernel_initializer="he_normal", name="conv1_3")(x)
-    x = batch_norm(name="conv1_4")(x)
+    x = batch_norm(name="conv1_4", synchronized=synchronized_batch_norm)(x)
     x = keras.layers.ReLU(name="conv1_5")(x)
     x = keras.layers.Conv2D(stem_width * 2, 3, padding="same", use_bias=False,
                             kernel_initializer="he_normal", name="conv1_6")(x)
-    x = batch_norm(name="bn1")(x)
+    x = batch_norm(name="bn1", synchronized=synchronized_batch_norm)(x)
     x = keras.layers.ReLU(name="relu")(x)
     # MaxPool2d(3, 2, padding=1): inputs are >= 0 after the ReLU, so zero padding is as good
     # as PyTorch's implicit -inf padding.
@@ -87,7 +87,8 @@ def _stem(x, stem_width):
     return keras.layers.MaxPooling2D(3, 2, name="maxpool")(x)
 
 
-def _stages(x, config, output_stride, dropblock_rate, drop_path_rate):
+def _stages(x, config, output_stride, dropblock_rate, drop_path_rate,
+            synchronized_batch_norm=None):
     """layer1..layer4; returns the output of each stage."""
     if output_stride not in STAGE_STRIDES_DILATIONS:
         raise ValueError(f"output_stride must be 32, 16 or 8, got {output_stride!r}.")
@@ -116,6 +117,7 @@ def _stages(x, config, output_stride, dropblock_rate, drop_path_rate):
                 dropblock_rate=stage_dropblock,
                 # Linearly increasing stochastic depth over all blocks.
                 drop_path_rate=drop_path_rate * block_index / max(total_blocks - 1, 1),
+                synchronized_batch_norm=synchronized_batch_norm,
                 name=f"layer{stage}_{index}",
             )(x)
             block_index += 1
@@ -123,14 +125,17 @@ def _stages(x, config, output_stride, dropblock_rate, drop_path_rate):
     return stage_outputs
 
 
-def resnest_features(x, config, *, output_stride=32, dropblock_rate=0.0, drop_path_rate=0.0):
+def resnest_features(x, config, *, output_stride=32, dropblock_rate=0.0, drop_path_rate=0.0,
+                     synchronized_batch_norm=None):
     """The stem and the four stages of `config` applied to the (normalised) image tensor `x`.
 
     Returns the outputs of layer1..layer4; the keras-hub backbone
-    (`keras_resnest.hub.ResNeStBackbone`) builds on this too.
+    (`keras_resnest.hub.ResNeStBackbone`) builds on this too. `synchronized_batch_norm` is
+    `create_model`'s.
     """
-    x = _stem(x, config.stem_width)
-    return _stages(x, config, output_stride, dropblock_rate, drop_path_rate)
+    x = _stem(x, config.stem_width, synchronized_batch_norm)
+    return _stages(x, config, output_stride, dropblock_rate, drop_path_rate,
+                   synchronized_batch_norm)
 
 
 def create_model(
@@ -149,6 +154,7 @@ def create_model(
     drop_rate=0.0,
     drop_path_rate=0.0,
     dropblock_rate=0.0,
+    synchronized_batch_norm=None,
 ):
     """Builds a ResNeSt model by name (see `list_models()`), keras.applications style.
 
@@ -173,6 +179,12 @@ def create_model(
         drop_rate: dropout before the head (training only).
         drop_path_rate: stochastic depth, increasing linearly over the blocks.
         dropblock_rate: DropBlock rate in layer3 and layer4 (training only).
+        synchronized_batch_norm: bool or None. Whether BatchNorm computes its training
+            statistics over the global batch of all replicas (TensorFlow only), so that every
+            replica keeps the same moving statistics; None turns it on when the model is built
+            under a `tf.distribute` strategy with more than one replica (`strategy.scope()`),
+            False keeps per-replica statistics. Not saved: a loaded model decides again.
+            Defaults to None.
 
     Example:
     >>> import keras_resnest
@@ -208,7 +220,8 @@ def create_model(
             name="preprocessing",
         )(x)
     x = resnest_features(x, config, output_stride=output_stride, dropblock_rate=dropblock_rate,
-                         drop_path_rate=drop_path_rate)[-1]
+                         drop_path_rate=drop_path_rate,
+                         synchronized_batch_norm=synchronized_batch_norm)[-1]
 
     if include_top:
         x = keras.layers.GlobalAveragePooling2D(name="avgpool")(x)
