@@ -12,7 +12,8 @@ import sys
 from keras_resnest.quiet_start import import_tensorflow_quietly
 
 COMMAND_MODULES = (
-    "keras_resnest.weights.cli",
+    "keras_resnest.convert_cli",
+    "keras_resnest.predict_cli",
     "keras_resnest.export.cli",
     "keras_resnest.training.cli",
 )

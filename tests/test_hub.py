@@ -79,7 +79,7 @@ def test_backbone_config_round_trips_and_rejects_bad_arguments():
 def test_converter_applies_the_official_evaluation_transform():
     import tensorflow as tf
 
-    from keras_resnest.export.image_transform import eval_transform
+    from keras_resnest.preprocessing import eval_transform
     from keras_resnest.hub.classifier import IMAGENET_OFFSET, IMAGENET_SCALE
 
     rng = np.random.RandomState(1)
