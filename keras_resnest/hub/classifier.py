@@ -35,9 +35,10 @@ class ResNeStImageConverter(PresetNames, ImageConverter):
 
     >>> import numpy as np
     >>> converter = ResNeStImageConverter(image_size=(224, 224))
-    >>> mean_colour = np.ones((1, 256, 320, 3), "float32") * 255 * np.float32(IMAGENET_MEAN)
-    >>> out = keras.ops.convert_to_numpy(converter(mean_colour))
-    >>> out.shape, bool(np.abs(out).max() < 1e-3)   # 224 px crop; the mean normalises to 0
+    >>> grey = np.full((1, 256, 320, 3), 128, "float32")
+    >>> out = keras.ops.convert_to_numpy(converter(grey))
+    >>> normalised = (128 / 255 - np.float32(IMAGENET_MEAN)) / np.float32(IMAGENET_STD)
+    >>> out.shape, bool(np.abs(out - normalised).max() < 1e-5)   # 224 px crop, normalised
     ((1, 224, 224, 3), True)
     """
 
