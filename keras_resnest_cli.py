@@ -6,6 +6,7 @@ until the arguments parse, so `keras-resnest --help` answers at once and TensorF
 lines can be hidden (`keras_resnest.quiet_start`) before TensorFlow loads.
 
     python -m keras_resnest_cli --help
+    python -c "import keras_resnest_cli; keras_resnest_cli.demo()"   # `make demo`
 """
 import sys
 
@@ -14,6 +15,13 @@ def main(argv=None):
     from keras_resnest.cli import main as run_command
 
     return run_command(argv)
+
+
+def demo(argv=None):
+    """`keras_resnest.demo` started like the command: TensorFlow's start-up lines hidden."""
+    from keras_resnest.demo import main as run_demo
+
+    return run_demo(argv)
 
 
 if __name__ == "__main__":
