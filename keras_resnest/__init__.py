@@ -32,10 +32,14 @@ __all__ = sorted(name for names in _PUBLIC_NAMES.values() for name in names)
 
 
 def import_api():
-    """Imports the public names (and with them Keras and the layers, which registers them)."""
+    """Imports the public names (and with them Keras and the layers, which registers them).
+
+    Names already bound are kept: a second call (every command makes one) changes nothing.
+    """
     for module_name, names in _PUBLIC_NAMES.items():
         module = importlib.import_module(module_name)
-        globals().update({name: getattr(module, name) for name in names})
+        for name in names:
+            globals().setdefault(name, getattr(module, name))
 
 
 if COMMAND_LINE_MODULE not in sys.modules:
