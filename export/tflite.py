@@ -65,8 +65,8 @@ def configure_converter(converter, quantize, calibration_images=None, int8_io="u
                         quantize_aware=False):
     """Set the optimisation options of a TFLiteConverter for `quantize`.
 
-    `quantize_aware`: the graph carries FakeQuant ranges (QAT, `keras_resnest.quantization`):
-    int8 takes them instead of calibrating. Such graphs keep `TFLITE_BUILTINS`: with `TFLITE_BUILTINS_INT8` and
+    `quantize_aware`: the graph carries FakeQuant ranges (QAT, `quantization`): int8 takes them
+    instead of calibrating. Such graphs keep `TFLITE_BUILTINS`: with `TFLITE_BUILTINS_INT8` and
     no representative dataset, TF 2.21's `from_saved_model` path refuses before it looks at the
     graph; the result is full-integer either way (tests/test_qat.py checks every tensor).
     """
