@@ -25,7 +25,7 @@ test: venv
 	$(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder --durations=30 tests
 
 demo: venv
-	$(PY) -m keras_resnest.demo
+	$(PY) -c 'import sys, keras_resnest_cli; sys.exit(keras_resnest_cli.demo())'
 
 bench: venv
 	$(PY) benchmarks/inference.py

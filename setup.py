@@ -81,5 +81,7 @@ setup(
         "test": ["pytest", "pytest-xdist>=3.8", "torch==2.13.0", "resnest==0.0.5",
                  "jax[cpu]>=0.10.2,<0.11", KERAS_HUB, *ONNX, OPENVINO],
     },
-    entry_points={"console_scripts": ["keras-resnest=keras_resnest.cli:main"]},
+    # Outside the package, so that `keras-resnest --help` does not import Keras.
+    py_modules=["keras_resnest_cli"],
+    entry_points={"console_scripts": ["keras-resnest=keras_resnest_cli:main"]},
 )

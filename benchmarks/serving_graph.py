@@ -63,7 +63,7 @@ def classifier_function(name, size):
     import tensorflow as tf
 
     import keras_resnest
-    from keras_resnest.export import classifier
+    from keras_resnest import classifier
 
     model = keras_resnest.create_model(name, weights=None, input_shape=(size, size, 3))
     rng = np.random.default_rng(0)

@@ -54,7 +54,7 @@ def synthetic_images(count, size):
 def main():
     args = parse_args()
     from keras_resnest.export import calibration, report, tflite
-    from keras_resnest.export.model_source import load_model_for_export
+    from keras_resnest.model_source import load_model_for_export
 
     model = load_model_for_export(args.model, args.weights, args.size)
     if args.calibration is not None:

@@ -55,7 +55,7 @@ with open("/proc/self/clear_refs", "w") as f:   # resets VmHWM (peak RSS) to the
     f.write("5")
 before = status("VmRSS")
 start = time.perf_counter()
-convert_to_keras(model_name, source, output)
+convert_to_keras(keras_resnest.create_model(model_name, weights=None), source, output)
 seconds = time.perf_counter() - start
 peak = status("VmHWM")
 assert "torch" not in sys.modules

@@ -5,26 +5,27 @@
     >>> from keras_resnest.export import convert_to_tflite, tflite_report
     >>> from keras_resnest.export import export_onnx, convert_to_onnx, onnx_report
 
-Modules: `image_transform` (decode + official eval transform as graph ops), `saved_model`
-(signatures), `serving` (TF-Serving package), `tflite` (conversion), `calibration` (image
-folders), `onnx_export` (ONNX, float32 and int8 QDQ), `report` (TFLite/ONNX vs Keras),
-`qat` (quantization-aware copy of a classifier), `client` (REST/gRPC clients), `cli`
-(commands).
+Modules: `image_transform` (decoding in the graph, then `keras_resnest.preprocessing`'s
+evaluation transform), `saved_model` (signatures), `serving` (TF-Serving package), `tflite`
+(conversion), `calibration` (image folders), `onnx_export` (ONNX, float32 and int8 QDQ), `report`
+(TFLite/ONNX vs Keras), `client` (REST/gRPC clients), `cli` (commands). The classifier view
+(`keras_resnest.classifier`), the model loader (`keras_resnest.model_source`) and the QAT copy
+(`keras_resnest.quantization.quantize_aware`) are in the core, shared with predict and training.
 Submodules are imported on first use, so `keras-resnest --help` does not load TensorFlow.
 """
 import importlib
 
 _EXPORTS = {
-    "export_saved_model": "saved_model",
-    "export_serving_package": "serving",
-    "convert_to_tflite": "tflite",
-    "export_onnx": "onnx_export",
-    "convert_to_onnx": "onnx_export",
-    "onnx_report": "report",
-    "tflite_report": "report",
-    "format_report": "report",
-    "load_model_for_export": "model_source",
-    "quantize_aware": "qat",  # QAT copy of a float classifier (int8 without calibration)
+    "export_saved_model": "keras_resnest.export.saved_model",
+    "export_serving_package": "keras_resnest.export.serving",
+    "convert_to_tflite": "keras_resnest.export.tflite",
+    "export_onnx": "keras_resnest.export.onnx_export",
+    "convert_to_onnx": "keras_resnest.export.onnx_export",
+    "onnx_report": "keras_resnest.export.report",
+    "tflite_report": "keras_resnest.export.report",
+    "format_report": "keras_resnest.export.report",
+    # From the core, which predict and training share with the exporters.
+    "load_model_for_export": "keras_resnest.model_source",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -32,6 +33,6 @@ __all__ = sorted(_EXPORTS)
 
 def __getattr__(name):
     if name in _EXPORTS:
-        module = importlib.import_module(f"keras_resnest.export.{_EXPORTS[name]}")
+        module = importlib.import_module(_EXPORTS[name])
         return getattr(module, name)
     raise AttributeError(f"module 'keras_resnest.export' has no attribute {name!r}")

@@ -120,7 +120,7 @@ def check_export_arguments(args):
 
 def _quantize_aware_file(args):
     """A QAT .keras model (train --qat-epochs) carries its int8 ranges: no calibration needed."""
-    from keras_resnest.export.qat import is_quantize_aware_file
+    from keras_resnest.quantization import is_quantize_aware_file
 
     return is_quantize_aware_file(getattr(args, "weights", None))
 
@@ -130,7 +130,7 @@ def output_target(args):
     depends on the loaded model (a serving export of an unreadable `.keras` file)."""
     if args.format != "serving":
         return args.output
-    from keras_resnest.export.model_source import model_name_before_loading
+    from keras_resnest.model_source import model_name_before_loading
     from keras_resnest.export.serving import version_directory
 
     name = args.name or model_name_before_loading(args.model, args.weights)
@@ -149,7 +149,8 @@ def run_export(args):
         if folder is not None:
             calibration.list_images(folder)
 
-    from keras_resnest.export.model_source import load_model_for_export
+    from keras_resnest.labels import read_labels
+    from keras_resnest.model_source import load_model_for_export
 
     labels = read_labels(args.labels) if args.labels is not None else None
     model = load_model_for_export(args.model, args.weights, args.image_size)
@@ -178,17 +179,9 @@ def run_export(args):
     return 0
 
 
-def read_labels(path):
-    if not path.is_file():
-        raise FileNotFoundError(f"--labels {path}: no such file")
-    labels = path.read_text(encoding="utf-8").splitlines()
-    while labels and not labels[-1].strip():
-        labels.pop()
-    return labels
-
-
 def export_tflite(model, args):
-    from keras_resnest.export import classifier, output_paths, report, tflite
+    from keras_resnest import classifier
+    from keras_resnest.export import output_paths, report, tflite
 
     image_size = classifier.resolve_image_size(model, None)
     calibration_images = _calibration_images(args, image_size)
@@ -206,7 +199,8 @@ def export_tflite(model, args):
 
 
 def export_onnx(model, args):
-    from keras_resnest.export import classifier, onnx_export, output_paths, report
+    from keras_resnest import classifier
+    from keras_resnest.export import onnx_export, output_paths, report
 
     image_size = classifier.resolve_image_size(model, None)
     calibration_images = _calibration_images(args, image_size)

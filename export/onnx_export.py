@@ -49,7 +49,8 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from keras_resnest.export import classifier, onnx_rewrites
+from keras_resnest import classifier
+from keras_resnest.export import onnx_rewrites
 from keras_resnest.layers.backend_paths import portable_paths
 
 INPUT_NAME = "image"

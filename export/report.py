@@ -22,7 +22,7 @@ import time
 import numpy as np
 from tqdm import tqdm
 
-from keras_resnest.export import classifier
+from keras_resnest import classifier
 from keras_resnest.export.tflite import INPUT_NAME
 
 DEFAULT_THREADS = 2

@@ -27,7 +27,8 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
-from keras_resnest.export import classifier, image_transform
+from keras_resnest import classifier
+from keras_resnest.export import image_transform
 from keras_resnest.imagenet import imagenet_classes
 from keras_resnest.export.output_paths import replace_directory
 

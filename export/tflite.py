@@ -23,7 +23,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_resnest.export import calibration, classifier, qat
+from keras_resnest import classifier, quantization
+from keras_resnest.export import calibration
 
 QUANTIZE_MODES = ("none", "fp16", "dynamic", "int8")
 INT8_IO_TYPES = {"uint8": tf.uint8, "int8": tf.int8}
@@ -64,7 +65,7 @@ def configure_converter(converter, quantize, calibration_images=None, int8_io="u
                         quantize_aware=False):
     """Set the optimisation options of a TFLiteConverter for `quantize`.
 
-    `quantize_aware`: the graph carries FakeQuant ranges (QAT, `export.qat`): int8 takes them
+    `quantize_aware`: the graph carries FakeQuant ranges (QAT, `quantization`): int8 takes them
     instead of calibrating. Such graphs keep `TFLITE_BUILTINS`: with `TFLITE_BUILTINS_INT8` and
     no representative dataset, TF 2.21's `from_saved_model` path refuses before it looks at the
     graph; the result is full-integer either way (tests/test_qat.py checks every tensor).
@@ -110,7 +111,8 @@ def convert_to_tflite(
         model: Keras classifier with a Dense "fc" logits layer, taking RGB 0..255.
         quantize: "none" (float32), "fp16" (float16 weights), "dynamic" (int8 weights, float
             activations) or "int8" (full integer, calibrated; a quantization-aware model from
-            `export.qat` / `train --qat-epochs` uses its learned ranges and needs no calibration).
+            `keras_resnest.quantization` / `train --qat-epochs` uses its learned ranges and
+            needs no calibration).
         image_size: square input size (default: the size the model was built for).
         calibration_data: for int8: an image folder, a float32 array `[N, H, W, 3]` or a
             `tf.data.Dataset` of images (RGB 0..255, eval-transformed).
@@ -124,12 +126,12 @@ def convert_to_tflite(
     check_quantize_mode(quantize)
     image_size = classifier.resolve_image_size(model, image_size)
     images = None
-    quantize_aware = qat.is_quantize_aware(model)
+    quantize_aware = quantization.is_quantize_aware(model)
     if quantize_aware:
         if quantize != "int8":  # its fake-quantized tensors are meant for int8 kernels
             raise ValueError(f"model {model.name!r} is quantization-aware: it converts with "
                              f"quantize='int8' only, not {quantize!r}")
-        qat.check_ranges_observed(model)
+        quantization.check_ranges_observed(model)
     if quantize == "int8" and not quantize_aware:
         if calibration_data is None:
             raise ValueError("int8 quantization needs calibration images (--calibration DIR)")

@@ -4,11 +4,17 @@ PyTorch models.
 >>> import keras_resnest
 >>> model = keras_resnest.ResNeSt50(weights=None)
 
-The public names load on first use (PEP 562), so `import keras_resnest` alone does not import
-Keras or TensorFlow: the `keras-resnest` command answers `--help` at once and can hide
-TensorFlow's start-up lines before TensorFlow loads (`keras_resnest.quiet_start`).
+`import keras_resnest` imports Keras and registers every serializable class of the package (the
+ResNeSt layers and the quantization-aware layers), so `keras.saving.load_model` reads the
+`.keras` files the package writes in any program that imported it; the keras-hub classes
+register when `keras_resnest.hub` is imported.
+
+The one exception is the `keras-resnest` command (`keras_resnest_cli`): it answers `--help`
+without Keras and imports TensorFlow with its start-up lines hidden before anything else does
+(`keras_resnest.quiet_start`), then the names below (`import_api`).
 """
 import importlib
+import sys
 
 __version__ = "0.1.0"
 
@@ -19,18 +25,22 @@ _PUBLIC_NAMES = {
     "keras_resnest.porting": ("load_torch_state_dict",),
     "keras_resnest.model_files": ("load_model",),
 }
-_MODULE_OF = {name: module for module, names in _PUBLIC_NAMES.items() for name in names}
+# The command-line entry point, which defers Keras until its arguments parse.
+COMMAND_LINE_MODULE = "keras_resnest_cli"
 
-__all__ = sorted(_MODULE_OF)
-
-
-def __getattr__(name):
-    if name not in _MODULE_OF:
-        raise AttributeError(f"module 'keras_resnest' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_MODULE_OF[name]), name)
-    globals()[name] = value  # later look-ups skip this function
-    return value
+__all__ = sorted(name for names in _PUBLIC_NAMES.values() for name in names)
 
 
-def __dir__():
-    return sorted(set(globals()) | set(__all__))
+def import_api():
+    """Imports the public names (and with them Keras and the layers, which registers them).
+
+    Names already bound are kept: a second call (every command makes one) changes nothing.
+    """
+    for module_name, names in _PUBLIC_NAMES.items():
+        module = importlib.import_module(module_name)
+        for name in names:
+            globals().setdefault(name, getattr(module, name))
+
+
+if COMMAND_LINE_MODULE not in sys.modules:
+    import_api()

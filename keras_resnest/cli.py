@@ -2,17 +2,21 @@
 
 Each feature area owns its subcommands in its own module (a `register(subparsers)` function);
 this file only assembles them, so `keras-resnest --help` stays fast (TensorFlow is imported by
-the handlers). Once the arguments parse, TensorFlow is imported with its C++ start-up lines
-hidden unless `--verbose` is given (`keras_resnest.quiet_start`).
+the handlers; the console script is `keras_resnest_cli`, which keeps `import keras_resnest` from
+importing Keras). Once the arguments parse, TensorFlow is imported with its C++ start-up lines
+hidden unless `--verbose` is given (`keras_resnest.quiet_start`), then Keras and the package's
+classes (`keras_resnest.import_api`).
 """
 import argparse
 import importlib
 import sys
 
+import keras_resnest
 from keras_resnest.quiet_start import import_tensorflow_quietly
 
 COMMAND_MODULES = (
-    "keras_resnest.weights.cli",
+    "keras_resnest.convert_cli",
+    "keras_resnest.predict_cli",
     "keras_resnest.export.cli",
     "keras_resnest.training.cli",
 )
@@ -35,6 +39,7 @@ def build_parser():
 def main(argv=None):
     args = build_parser().parse_args(argv)
     import_tensorflow_quietly(verbose=args.verbose)
+    keras_resnest.import_api()  # a no-op unless the command line deferred it
     try:
         return args.func(args) or 0
     except (ValueError, FileNotFoundError, FileExistsError) as error:

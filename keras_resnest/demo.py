@@ -1,4 +1,5 @@
-"""`make demo` / `python -m keras_resnest.demo`: the end-to-end job on the embedded digits.
+"""`make demo` (`keras_resnest_cli.demo()`, which keeps TensorFlow's start-up lines hidden; also
+`python -m keras_resnest.demo`): the end-to-end job on the embedded digits.
 
 Trains resnest14d on scikit-learn's handwritten digits (1,797 real 8x8 scans, upsampled to
 32 px RGB; no download) under MirroredStrategy over the local devices (all GPUs, or the CPU

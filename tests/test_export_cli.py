@@ -210,7 +210,7 @@ def test_existing_tflite_file_is_refused(tmp_path, capsys):
 ])
 def test_existing_output_is_refused_before_the_model_is_built(tmp_path, monkeypatch, fmt,
                                                                model, taken):
-    from keras_resnest.export import model_source
+    from keras_resnest import model_source
 
     def no_build(*args, **kwargs):
         raise AssertionError("the model was built (or downloaded) before the output was checked")
@@ -265,7 +265,7 @@ def test_int8_figures_against_true_labels(digits_files, int8_export):
 
 def test_size_free_keras_file_is_built_for_the_export_size(tmp_path):
     import keras_resnest
-    from keras_resnest.export.model_source import load_model_for_export
+    from keras_resnest.model_source import load_model_for_export
 
     model = keras_resnest.create_model("resnest14d", weights=None, classes=3)
     model.save(tmp_path / "free.keras")

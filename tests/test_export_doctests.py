@@ -1,19 +1,24 @@
-"""The runnable examples in the docstrings of keras_resnest.export run and say what they show."""
+"""The runnable examples in the docstrings of keras_resnest.export (and of the core modules it
+builds on) run and say what they show."""
 import doctest
 import importlib
 import tempfile
 
 import pytest
 
-MODULES = ["calibration", "classifier", "client", "image_transform", "model_source",
-           "onnx_export", "output_paths", "report", "saved_model", "serving", "tflite"]
+MODULES = ["keras_resnest.export." + name for name in (
+    "calibration", "client", "image_transform", "onnx_export", "output_paths", "report",
+    "saved_model", "serving", "tflite")] + [
+    # The core modules the exporters build on.
+    "keras_resnest.classifier", "keras_resnest.model_source", "keras_resnest.preprocessing",
+    "keras_resnest.quantization"]
 
 
 @pytest.mark.parametrize("name", MODULES)
 def test_docstring_examples(name, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # examples' mkdtemp() land here
-    module = importlib.import_module(f"keras_resnest.export.{name}")
+    module = importlib.import_module(name)
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS, verbose=False)
     assert result.attempted > 0, f"{name} has no example"
     assert result.failed == 0

@@ -61,16 +61,16 @@ def commands(tmp_path, monkeypatch):
     """argv (without --model) of each command, its heavy step replaced by `Reached`."""
     from PIL import Image
 
+    from keras_resnest import convert_cli, predict_cli
     from keras_resnest.training import cli as train_cli
-    from keras_resnest.weights import cli as weights_cli
 
     def stop(name_of):
         def stand_in(*args, **kwargs):
             raise Reached(name_of(*args, **kwargs))
         return stand_in
 
-    monkeypatch.setattr(weights_cli, "convert_checkpoint", stop(lambda source, name, out: name))
-    monkeypatch.setattr(weights_cli, "load_predict_model", stop(lambda name, args: name))
+    monkeypatch.setattr(convert_cli, "convert_checkpoint", stop(lambda source, name, out: name))
+    monkeypatch.setattr(predict_cli, "load_predict_model", stop(lambda name, args: name))
     monkeypatch.setattr(train_cli, "config_from_args", stop(lambda args: args.model))
     monkeypatch.setattr(keras_resnest, "create_model", stop(lambda name, **_: name))  # export
 

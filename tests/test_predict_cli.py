@@ -13,7 +13,7 @@ from PIL import Image
 
 import keras_resnest
 from keras_resnest.cli import main
-from keras_resnest.weights.cli import load_images
+from keras_resnest.predict import load_images
 
 SIZE = 32
 CLASSES = [f"class_{chr(ord('a') + i)}" for i in range(10)]

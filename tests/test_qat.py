@@ -47,7 +47,7 @@ def qat_run(tmp_path_factory):
 
 
 def test_qat_phase_writes_a_quantize_aware_model_next_to_the_float_one(qat_run):
-    from keras_resnest.export.qat import is_quantize_aware_file
+    from keras_resnest.quantization import is_quantize_aware_file
 
     assert not is_quantize_aware_file(os.path.join(qat_run, "model.keras"))
     assert is_quantize_aware_file(os.path.join(qat_run, "qat", "model.keras"))
@@ -89,7 +89,7 @@ def test_int8_export_of_the_qat_model_needs_no_calibration_and_is_full_integer(q
 
 def test_qat_keras_file_reloads_and_predicts_the_same(tmp_path):
     import keras_resnest
-    from keras_resnest.export.qat import is_quantize_aware, quantize_aware
+    from keras_resnest.quantization import is_quantize_aware, quantize_aware
 
     model = keras_resnest.create_model("resnest14d", weights=None, input_shape=(32, 32, 3), classes=10)
     qat_model = quantize_aware(model)
@@ -125,7 +125,7 @@ def test_quantize_aware_refuses_what_it_cannot_convert():
     import keras
 
     import keras_resnest
-    from keras_resnest.export.qat import quantize_aware
+    from keras_resnest.quantization import quantize_aware
     from keras_resnest.export.tflite import convert_to_tflite
 
     with pytest.raises(ValueError, match="expects a keras.Model"):

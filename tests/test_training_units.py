@@ -139,10 +139,12 @@ def test_epoch_order_is_seeded_and_skip_resumes_mid_epoch():
 # ---------------------------------------------------------------- augmentation
 
 
-def test_center_crop_is_the_official_ecentercrop_geometry():
+def test_validation_crop_is_the_official_ecentercrop_geometry():
     # 64x96 image, crop 32: side = 32/(32+32) * 64 = 32 px, centred, no resize needed.
-    image = np.random.default_rng(0).uniform(0, 255, (64, 96, 3)).astype(np.float32)
-    out = augment.center_crop(tf.constant(image), 32).numpy()
+    from keras_resnest.preprocessing import eval_transform
+
+    image = np.random.default_rng(0).integers(0, 256, (64, 96, 3)).astype(np.float32)
+    out = eval_transform(tf.constant(image), 32).numpy()
     np.testing.assert_allclose(out, image[16:48, 32:64], atol=1e-4)
 
 

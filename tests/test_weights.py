@@ -25,10 +25,11 @@ import torch
 
 import keras_resnest
 from keras_resnest import cli
+from keras_resnest.predict import load_images
 from keras_resnest.weights import (CheckpointError, UnsafeCheckpointError, pretrained,
                                    read_state_dict)
 from keras_resnest.weights.checkpoints import LazyTensor
-from keras_resnest.weights.cli import official_eval_crop
+from tests.pil_reference import official_eval_crop
 from tests import torch_reference as ref
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -472,7 +473,7 @@ def test_predict_prints_top_classes(tmp_path, capsys, reference_14d):
     assert len(lines) == 8 and lines[0] == lines[4] == str(image)
 
     model = keras_resnest.create_model("resnest14d", weights=str(source))
-    probabilities = model.predict(official_eval_crop(Image.open(image), 224)[None], verbose=0)
+    probabilities = model.predict(load_images([image], 224), verbose=0)
     best = keras_resnest.decode_predictions(probabilities, top=1)[0][0]
     assert lines[1] == f"  1. {best[2]:.4f}  {best[1]} ({best[0]})"
 

@@ -3,9 +3,8 @@
 * Training: the inception-style random resized crop (the official `ERandomCrop`: area 10%-100%
   of the image, aspect ratio 3/4..4/3, bilinear resize) and a horizontal flip, then optionally
   Keras 3's `RandAugment`.
-* Validation: the official evaluation transform (`ECenterCrop` of resnest/torch/transforms): a
-  centred square whose side is `size / (size + 32)` of the short side, resized to size x size
-  (bilinear, as the official training script's validation loader does).
+* Validation: the official evaluation transform, `keras_resnest.preprocessing.eval_transform`
+  (the one predict, the serving graph and the keras-hub converter use).
 * Batch level: Keras 3's `MixUp` and `CutMix` on one-hot labels (when both are on, each batch gets
   one of them at random, as timm's mixup switch does).
 
@@ -17,10 +16,10 @@ All images are float32 RGB in 0..255 (the model normalises inside).
 
 Example:
     >>> import tensorflow as tf
-    >>> from keras_resnest.training.augment import random_resized_crop, center_crop
+    >>> from keras_resnest.training.augment import random_resized_crop
     >>> image = tf.random.uniform((300, 400, 3), 0, 255)
-    >>> random_resized_crop(image, 224).shape, center_crop(image, 224).shape
-    (TensorShape([224, 224, 3]), TensorShape([224, 224, 3]))
+    >>> random_resized_crop(image, 224).shape
+    TensorShape([224, 224, 3])
 """
 import hashlib
 from dataclasses import dataclass
@@ -84,20 +83,6 @@ def random_resized_crop(image, size, min_area=MIN_AREA, seed=None):
         seed=0 if seed is None else seed,
     )
     crop = tf.slice(image, begin, crop_size)
-    resized = tf.image.resize(crop, (size, size), method="bilinear", antialias=False)
-    return tf.reshape(resized, (size, size, 3))
-
-
-def center_crop(image, size):
-    """The official evaluation transform: centred square of size/(size+32) of the short side."""
-    shape = tf.shape(image)
-    height, width = shape[0], shape[1]
-    short_side = tf.cast(tf.minimum(height, width), tf.float32)
-    side = tf.cast(tf.round(short_side * size / (size + 32.0)), tf.int32)
-    side = tf.maximum(side, 1)
-    top = tf.cast(tf.round(tf.cast(height - side, tf.float32) / 2.0), tf.int32)
-    left = tf.cast(tf.round(tf.cast(width - side, tf.float32) / 2.0), tf.int32)
-    crop = tf.slice(image, tf.stack([top, left, 0]), tf.stack([side, side, 3]))
     resized = tf.image.resize(crop, (size, size), method="bilinear", antialias=False)
     return tf.reshape(resized, (size, size, 3))
 

@@ -32,6 +32,7 @@ from typing import Callable
 import numpy as np
 import tensorflow as tf
 
+from keras_resnest.preprocessing import decode_rgb, eval_transform
 from keras_resnest.training import augment as augment_lib
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp")
@@ -128,8 +129,7 @@ def _decode_image_file(path):
 
 
 def _decode_image_bytes(encoded):
-    image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
-    return tf.cast(image, tf.float32)
+    return tf.cast(decode_rgb(encoded), tf.float32)
 
 
 def folder_data(directory, val_fraction=0.1, seed=0):
@@ -319,7 +319,7 @@ def validation_batches(data, *, batch_size, image_size):
     def load(item, label):
         image = data.decode(item)
         if not data.already_sized:
-            image = augment_lib.center_crop(image, image_size)
+            image = eval_transform(image, image_size)
         return tf.reshape(image, (image_size, image_size, 3)), label
 
     ds = data.val_source.map(load, num_parallel_calls=tf.data.AUTOTUNE)

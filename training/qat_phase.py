@@ -38,7 +38,7 @@ def qat_config(config, global_batch):
 def float_model(config, data, run_dir):
     """The trained float classifier QAT starts from (built outside any strategy scope)."""
     import keras_resnest
-    from keras_resnest.export import classifier
+    from keras_resnest import classifier
     from keras_resnest.training import finetune
 
     if config.epochs:
@@ -62,7 +62,7 @@ def float_model(config, data, run_dir):
 
 def train_qat(config, data, run_dir, strategy, chief, log, callbacks, train_fn):
     """Runs the QAT phase with the loop's `train_fn` (`loop._train`); returns its result."""
-    from keras_resnest.export.qat import quantize_aware
+    from keras_resnest.quantization import quantize_aware
 
     phase = qat_config(config, config.batch_size * strategy.num_replicas_in_sync)
     source = float_model(config, data, run_dir)

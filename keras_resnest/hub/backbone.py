@@ -20,6 +20,7 @@ import math
 import keras
 from keras_hub.models import FeaturePyramidBackbone
 
+from keras_resnest.hub.preset_names import PresetNames
 from keras_resnest.models.configs import MODEL_CONFIGS, ResNeStConfig, resolve_model_name
 from keras_resnest.models.resnest import (STAGE_STRIDES_DILATIONS, _validate_input_shape,
                                           resnest_features)
@@ -46,7 +47,7 @@ def pyramid_levels(output_stride):
 
 
 @keras.saving.register_keras_serializable(package="keras_resnest")
-class ResNeStBackbone(FeaturePyramidBackbone):
+class ResNeStBackbone(PresetNames, FeaturePyramidBackbone):
     """ResNeSt feature extractor for keras-hub (channels last).
 
     Args:
@@ -115,13 +116,6 @@ class ResNeStBackbone(FeaturePyramidBackbone):
         return cls(list(config.blocks), radix=config.radix, cardinality=config.cardinality,
                    bottleneck_width=config.bottleneck_width, stem_width=config.stem_width,
                    avd_first=config.avd_first, **kwargs)
-
-    @classmethod
-    def from_preset(cls, preset, load_weights=True, **kwargs):
-        """keras-hub's `from_preset`; also takes the names in `keras_resnest.hub.PRESETS`."""
-        from keras_resnest.hub.presets import resolve_preset
-
-        return super().from_preset(resolve_preset(preset), load_weights=load_weights, **kwargs)
 
     def get_config(self):
         config = super().get_config()

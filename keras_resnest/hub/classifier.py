@@ -1,19 +1,20 @@
 """`ResNeStImageClassifier` and its preprocessing for keras-hub.
 
-The image converter applies the official evaluation transform (`scripts/torch/verify.py`,
-`ECenterCrop`): a centred square crop of `size / (size + 32)` of the short image side, resized to
-`size x size` with antialiased bicubic interpolation, then the ImageNet mean/std. It resizes in
-one float pass where PIL resizes through uint8 twice; `keras_resnest.export.image_transform`
-reproduces PIL exactly for serving, and the tests bound the difference between the two.
+The image converter applies the official evaluation transform
+(`keras_resnest.preprocessing.eval_transform`, the one every path of the package uses: a centred
+square crop of `size / (size + 32)` of the short image side, resized to `size x size` with
+antialiased bicubic interpolation as PIL does), then the ImageNet mean/std.
 """
 import keras
+import tensorflow as tf
 from keras import ops
 from keras_hub.layers import ImageConverter
 from keras_hub.models import ImageClassifier, ImageClassifierPreprocessor
 
-from keras_resnest.export.image_transform import center_crop_box, static_center_crop_box
 from keras_resnest.hub.backbone import ResNeStBackbone
+from keras_resnest.hub.preset_names import PresetNames
 from keras_resnest.models.resnest import IMAGENET_MEAN, IMAGENET_STD
+from keras_resnest.preprocessing import eval_transform
 
 # x * scale + offset == (x / 255 - mean) / std
 IMAGENET_SCALE = [1.0 / (255.0 * std) for std in IMAGENET_STD]
@@ -21,7 +22,7 @@ IMAGENET_OFFSET = [-mean / std for mean, std in zip(IMAGENET_MEAN, IMAGENET_STD)
 
 
 @keras.saving.register_keras_serializable(package="keras_resnest")
-class ResNeStImageConverter(ImageConverter):
+class ResNeStImageConverter(PresetNames, ImageConverter):
     """0..255 RGB images -> the official evaluation crop, resized and normalised.
 
     Args:
@@ -34,9 +35,10 @@ class ResNeStImageConverter(ImageConverter):
 
     >>> import numpy as np
     >>> converter = ResNeStImageConverter(image_size=(224, 224))
-    >>> mean_colour = np.ones((1, 256, 320, 3), "float32") * 255 * np.float32(IMAGENET_MEAN)
-    >>> out = keras.ops.convert_to_numpy(converter(mean_colour))
-    >>> out.shape, bool(np.abs(out).max() < 1e-3)   # 224 px crop; the mean normalises to 0
+    >>> grey = np.full((1, 256, 320, 3), 128, "float32")
+    >>> out = keras.ops.convert_to_numpy(converter(grey))
+    >>> normalised = (128 / 255 - np.float32(IMAGENET_MEAN)) / np.float32(IMAGENET_STD)
+    >>> out.shape, bool(np.abs(out - normalised).max() < 1e-5)   # 224 px crop, normalised
     ((1, 224, 224, 3), True)
     """
 
@@ -48,53 +50,37 @@ class ResNeStImageConverter(ImageConverter):
                          interpolation=interpolation, antialias=antialias, **kwargs)
         self.official_crop = official_crop
 
-    def _call_python(self, inputs):
+    def call(self, inputs):
         if self.official_crop and self.image_size is not None and not isinstance(
                 inputs, (dict, list, tuple)):
-            inputs = self._official_center_crop(ops.convert_to_tensor(inputs))
-        return super()._call_python(inputs)
+            # The official crop and resize; keras-hub's own resize then keeps the size as is.
+            inputs = self._official_transform(inputs)
+        return super().call(inputs)
 
-    def _official_center_crop(self, images):
-        height, width = images.shape[-3], images.shape[-2]
-        size = self.image_size[0]
-        if height is None or width is None:
-            # Unknown sizes only happen in TensorFlow graphs (tf.data).
-            import tensorflow as tf
-
-            shape = tf.shape(images)
-            top, left, crop_h, crop_w = center_crop_box(shape[-3], shape[-2], size)
-            return images[..., top:top + crop_h, left:left + crop_w, :]
-        top, left, crop_h, crop_w = static_center_crop_box(height, width, size)
-        return images[..., top:top + crop_h, left:left + crop_w, :]
+    def _official_transform(self, images):
+        # TensorFlow ops: in tf.data (any backend) they stay graph ops; eagerly on another
+        # backend the result goes back as that backend's tensor.
+        if keras.backend.backend() == "tensorflow" or not tf.executing_eagerly():
+            return eval_transform(images, self.image_size[0])
+        return ops.convert_to_tensor(
+            eval_transform(ops.convert_to_numpy(images), self.image_size[0]).numpy())
 
     def get_config(self):
         config = super().get_config()
         config["official_crop"] = self.official_crop
         return config
 
-    @classmethod
-    def from_preset(cls, preset, **kwargs):
-        from keras_resnest.hub.presets import resolve_preset
-
-        return super().from_preset(resolve_preset(preset), **kwargs)
-
 
 @keras.saving.register_keras_serializable(package="keras_resnest")
-class ResNeStImageClassifierPreprocessor(ImageClassifierPreprocessor):
+class ResNeStImageClassifierPreprocessor(PresetNames, ImageClassifierPreprocessor):
     """keras-hub's image classifier preprocessor with `ResNeStImageConverter`."""
 
     backbone_cls = ResNeStBackbone
     image_converter_cls = ResNeStImageConverter
 
-    @classmethod
-    def from_preset(cls, preset, **kwargs):
-        from keras_resnest.hub.presets import resolve_preset
-
-        return super().from_preset(resolve_preset(preset), **kwargs)
-
 
 @keras.saving.register_keras_serializable(package="keras_resnest")
-class ResNeStImageClassifier(ImageClassifier):
+class ResNeStImageClassifier(PresetNames, ImageClassifier):
     """keras-hub's `ImageClassifier` on a `ResNeStBackbone` (logits by default).
 
     Example (downloads and converts the official weights once):
@@ -104,10 +90,3 @@ class ResNeStImageClassifier(ImageClassifier):
 
     backbone_cls = ResNeStBackbone
     preprocessor_cls = ResNeStImageClassifierPreprocessor
-
-    @classmethod
-    def from_preset(cls, preset, load_weights=True, **kwargs):
-        """keras-hub's `from_preset`; also takes the names in `keras_resnest.hub.PRESETS`."""
-        from keras_resnest.hub.presets import resolve_preset
-
-        return super().from_preset(resolve_preset(preset), load_weights=load_weights, **kwargs)

@@ -244,7 +244,8 @@ def create_model(
     if weights is not None:
         from keras_resnest.weights import apply_weights
 
-        apply_weights(model, weights, model_name=model_name)
+        apply_weights(model, weights, model_name=model_name,
+                      build_imagenet_model=lambda: create_model(model_name, weights=None))
     return model
 
 

@@ -24,14 +24,24 @@ from keras_resnest.weights.checkpoints import (CheckpointError, UnsafeCheckpoint
 KERAS_SUFFIXES = (".weights.h5", ".keras", ".h5")
 
 
-def apply_weights(model, weights, *, model_name):
-    """Loads `weights` into `model` (built as `model_name`); see the module docstring."""
+def apply_weights(model, weights, *, model_name, build_imagenet_model=None):
+    """Loads `weights` into `model`; see the module docstring.
+
+    Args:
+        model: keras.Model. A model built as `model_name`.
+        weights: None, "imagenet" or a checkpoint / Keras weights file.
+        model_name: str. The canonical name `model` was built as.
+        build_imagenet_model: callable returning a new ImageNet-head `model_name` model, into
+            which `weights="imagenet"` converts the official checkpoint when `model` has
+            another head (the model builder passes it: this package does not import it).
+            Defaults to None.
+    """
     if weights is None:
         return None
     if weights == "imagenet":
         from keras_resnest.weights.pretrained import load_imagenet_weights
 
-        return load_imagenet_weights(model, model_name)
+        return load_imagenet_weights(model, model_name, build_imagenet_model)
     path = os.fspath(weights)
     if not os.path.isfile(path):
         raise ValueError(f"weights={weights!r}: expected None, 'imagenet' or an existing file.")

@@ -222,13 +222,19 @@ def _is_imagenet_classifier(model):
     return getattr(_classifier_head(model), "units", None) == IMAGENET_CLASSES
 
 
-def convert_to_keras(model_name, checkpoint, output, model=None):
+def convert_to_keras(model, checkpoint, output):
     """Converts a checkpoint to a Keras `.weights.h5` file, atomically.
 
-    `model` (an ImageNet-head model of `model_name`) is reused when given, otherwise built.
-    Returns `(model, PortReport)`.
+    Args:
+        model: keras.Model. The model of the checkpoint's architecture (with its ImageNet head)
+            that the checkpoint is loaded into and saved from; the caller builds it, so this
+            package does not depend on the model builder.
+        checkpoint: path-like. A `.pth`/`.pt`, `.safetensors` or `.npz` state dict.
+        output: path-like. The `.weights.h5` file to write.
+
+    Returns:
+        The `PortReport` of the conversion.
     """
-    from keras_resnest.models import create_model
     from keras_resnest.porting import load_torch_state_dict
     from keras_resnest.weights.checkpoints import read_state_dict
 
@@ -236,8 +242,6 @@ def convert_to_keras(model_name, checkpoint, output, model=None):
     if not output.endswith(CONVERTED_SUFFIX):
         raise ValueError(f"{output}: the output name must end with {CONVERTED_SUFFIX} (Keras)")
     state = read_state_dict(checkpoint, lazy=True)
-    if model is None:
-        model = create_model(model_name, weights=None)
     report = load_torch_state_dict(model, state, strict=True)
     del state
     os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
@@ -245,20 +249,26 @@ def convert_to_keras(model_name, checkpoint, output, model=None):
     partial = f"{output[:-len(CONVERTED_SUFFIX)]}.{os.getpid()}.partial{CONVERTED_SUFFIX}"
     with renamed_on_success(partial, output):
         model.save_weights(partial)
-    return model, report
+    return report
 
 
-def imagenet_weights_file(model_name, model=None):
+def imagenet_weights_file(model_name, build_model=None):
     """Path of the cached converted ImageNet weights (full model, 1000 classes).
 
-    Downloads and converts on first use; `model` may be an ImageNet-head model of
-    `model_name` to convert into (it then already holds the weights).
+    Args:
+        model_name: str. A canonical model name.
+        build_model: callable returning an ImageNet-head model of `model_name`, called only
+            when the weights are not converted yet (the checkpoint is converted into it).
+            Defaults to None: the converted file must then be in the cache.
     """
     entry = pretrained_file(model_name)
     converted = _converted_path(entry)
     if not os.path.isfile(converted):
         checkpoint = fetch_checkpoint(model_name)
-        convert_to_keras(model_name, checkpoint, converted, model=model)
+        if build_model is None:
+            raise ValueError(f"{model_name}: the ImageNet weights are not converted yet; "
+                             "expected a build_model to convert them into, got None")
+        convert_to_keras(build_model(), checkpoint, converted)
     return converted
 
 
@@ -283,19 +293,27 @@ def load_keras_weights(model, path):
         model.load_weights(path, skip_mismatch=True)
 
 
-def load_imagenet_weights(model, model_name):
-    """Loads the official ImageNet weights into `model` (any variant of `model_name`)."""
+def load_imagenet_weights(model, model_name, build_imagenet_model=None):
+    """Loads the official ImageNet weights into `model` (any variant of `model_name`).
+
+    Args:
+        model: keras.Model. A variant of `model_name`.
+        model_name: str. Its canonical name.
+        build_imagenet_model: callable returning a new ImageNet-head model of `model_name`, to
+            convert the checkpoint into when `model` has another head (or none). Defaults to
+            None (`model` must then be an ImageNet classifier, or the weights converted).
+    """
     entry = pretrained_file(model_name)
     converted = _converted_path(entry)
     if not os.path.isfile(converted) and _is_imagenet_classifier(model):
         # Convert straight into the model: no second model is built.
-        imagenet_weights_file(model_name, model=model)
+        imagenet_weights_file(model_name, build_model=lambda: model)
         return
-    path = imagenet_weights_file(model_name)
+    path = imagenet_weights_file(model_name, build_imagenet_model)
     try:
         load_keras_weights(model, path)
     except (OSError, ValueError, KeyError):
         # A damaged cache entry (e.g. a disk filled while writing): convert again, once.
         with contextlib.suppress(FileNotFoundError):
             os.remove(converted)
-        load_keras_weights(model, imagenet_weights_file(model_name))
+        load_keras_weights(model, imagenet_weights_file(model_name, build_imagenet_model))

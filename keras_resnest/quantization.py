@@ -1,10 +1,10 @@
 """`quantize_aware(model)`: the quantization-aware (QAT) copy of a float ResNeSt classifier.
 
-Why here, in `keras_resnest.export`: QAT exists for the int8 TFLite export (the converter reads
-the learned ranges, so no calibration images are needed); training only runs the copy for a few
-more epochs (`keras-resnest train --qat-epochs N`). The layers it is built from are in
-`keras_resnest.layers.fake_quant` / `qat_blocks` so that `keras_resnest.load_model` loads a QAT
-`.keras` file like any other.
+QAT exists for the int8 TFLite export (the converter reads the learned ranges, so no
+calibration images are needed); training runs the copy for a few more epochs
+(`keras-resnest train --qat-epochs N`), so it lives in the core that both use. The layers it
+is built from are in `keras_resnest.layers.fake_quant` / `qat_blocks` so that
+`keras_resnest.load_model` loads a QAT `.keras` file like any other.
 
 A ResNeSt classifier is a chain at the top level (image -> preprocessing -> stem -> blocks ->
 pooling -> fc -> softmax), so the copy is made by walking that chain: Conv2D + BatchNorm (+ ReLU)

@@ -10,7 +10,7 @@ import zipfile
 from pathlib import Path
 
 import keras_resnest
-from keras_resnest.export import classifier
+from keras_resnest import classifier
 from keras_resnest.models.configs import MODEL_CONFIGS, resolve_model_name
 
 NO_WEIGHTS = ("none", "random")

@@ -1,0 +1,102 @@
+"""`keras-resnest predict`: the top classes of images.
+
+    keras-resnest predict cat.jpg dog.png --model resnest50 --top 5
+    keras-resnest predict photo.jpg --weights runs/photos/model.keras   # a model you trained
+
+TensorFlow is imported by the handler, not at registration, so `--help` stays fast.
+"""
+import os
+from pathlib import Path
+
+DEFAULT_TOP = 5  # keras_resnest.predict.DEFAULT_TOP; not imported here: it imports TensorFlow
+
+
+def register(subparsers):
+    predict = subparsers.add_parser(
+        "predict", help="top classes of images (ImageNet, or a model you trained)",
+        description="Classify images with the official evaluation transform (centre crop "
+        "of size/(size+32) of the short side, bicubic resize). With --weights MODEL.keras (e.g. "
+        "`keras-resnest train`'s model.keras) the file is the model: its architecture, input "
+        "size and head are used and the class names are read from class_names.json beside it "
+        "(or --labels).")
+    predict.add_argument("images", nargs="+", metavar="IMAGE")
+    predict.add_argument("--model", default="resnest50", metavar="NAME",
+                         help="model name (default resnest50); ignored with a .keras model")
+    predict.add_argument("--weights", default="imagenet",
+                         help="'imagenet' (default), a checkpoint, a Keras weights file, or a "
+                         "fine-tuned .keras model")
+    predict.add_argument("--labels", type=Path, default=None, metavar="FILE",
+                         help="class names, one per line (default: class_names.json beside a "
+                         ".keras model; ImageNet names for 1000 classes; else 0..N-1)")
+    predict.add_argument("--top", type=int, default=None,
+                         help=f"classes per image (default {DEFAULT_TOP}, or all if fewer)")
+    predict.add_argument("--size", type=int, default=None,
+                         help="evaluation crop (default: the model's, e.g. 224 for resnest50)")
+    predict.set_defaults(func=run_predict)
+
+
+def run_predict(args):
+    from keras_resnest import classifier
+    from keras_resnest.models import resolve_model_name
+    from keras_resnest.predict import predict_top_classes
+
+    # Everything that can be checked without the model is checked before it is built.
+    model_name = resolve_model_name(args.model)
+    if args.size is not None and args.size < 32:
+        raise ValueError(f"--size {args.size}: must be >= 32")
+    if args.top is not None and args.top < 1:
+        raise ValueError(f"--top {args.top}: must be >= 1")
+    missing = [path for path in args.images if not os.path.isfile(path)]
+    if missing:
+        raise FileNotFoundError(f"no such image: {', '.join(missing)}")
+    class_names, names_source = read_class_names(args)
+
+    model, size = load_predict_model(model_name, args)
+    num_classes = classifier.num_classes(model)  # a model without a classifier head: one line
+    if class_names is not None and len(class_names) != num_classes:
+        raise ValueError(f"{names_source} has {len(class_names)} class names but the model has "
+                         f"{num_classes} classes")
+    if args.top is not None and args.top > num_classes:
+        raise ValueError(f"--top {args.top}: the model has only {num_classes} classes")
+    top = args.top or min(DEFAULT_TOP, num_classes)
+
+    best_per_image = predict_top_classes(model, args.images, size, top, class_names)
+    for path, best in zip(args.images, best_per_image):
+        print(path)
+        for rank, (name, score) in enumerate(best, start=1):
+            print(f"  {rank}. {score:.4f}  {name}")
+    return 0
+
+
+def load_predict_model(model_name, args):
+    """(model, image size): a fine-tuned `.keras` model as saved, else `model_name` built."""
+    from keras_resnest.models import MODEL_CONFIGS, create_model
+    from keras_resnest.model_source import is_keras_model_file, load_model_for_export
+
+    default_size = MODEL_CONFIGS[model_name].default_size
+    if is_keras_model_file(args.weights):
+        from keras_resnest.classifier import fixed_image_size
+
+        # The file holds the architecture, input size and head (export's loader: the same
+        # models are accepted); --size must agree with a fixed input size or sets a free one.
+        model = load_model_for_export(model_name, args.weights, args.size)
+        return model, fixed_image_size(model) or args.size or default_size
+
+    size = args.size or default_size
+    weights = None if args.weights.lower() in ("none", "random") else args.weights
+    return create_model(model_name, weights=weights, input_shape=(size, size, 3)), size
+
+
+def read_class_names(args):
+    """(names, where they came from) from --labels or a .keras model's class_names.json.
+
+    (None, None) when there are neither: ImageNet names for 1000 classes, else indices.
+    """
+    from keras_resnest.labels import class_names_beside, read_labels
+    from keras_resnest.model_source import is_keras_model_file
+
+    if args.labels is not None:
+        return read_labels(args.labels), f"--labels {args.labels}"
+    if not is_keras_model_file(args.weights):
+        return None, None
+    return class_names_beside(args.weights)
