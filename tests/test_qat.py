@@ -14,7 +14,7 @@ import sys
 import numpy as np
 import pytest
 
-from tests.training_runs import TRAIN, read_json, train_env
+from tests.training_runs import TRAIN, read_json, train_env, train_killed_after
 
 STEPS = 20  # per epoch, global batch 16: one float epoch, two QAT epochs
 KILL_AT = STEPS + 4  # a checkpoint number only the QAT phase reaches (its epoch 2, step 4)
@@ -32,7 +32,7 @@ def qat_run(tmp_path_factory):
     args = ["--epochs", "1", "--qat-epochs", "2", "--steps-per-epoch", str(STEPS), "--batch-size", "8",
             "--warmup-epochs", "0", "--checkpoint-every", "4", "--strategy", "mirrored",
             "--cpu-devices", "2", "--seed", "0", "-o", run_dir]
-    killed = subprocess.run(TRAIN + args, env=train_env(KERAS_RESNEST_TEST_KILL_AT_CHECKPOINT=str(KILL_AT)),
+    killed = subprocess.run(train_killed_after(KILL_AT) + args, env=train_env(),
                             capture_output=True, text=True, timeout=900)
     assert killed.returncode == -signal.SIGKILL, killed.stdout[-2000:] + killed.stderr[-2000:]
     assert "2 replica(s) x 8 = global batch 16" in killed.stdout
