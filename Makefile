@@ -28,7 +28,7 @@ demo: venv
 	$(PY) -m keras_resnest.demo
 
 bench: venv
-	$(PY) benchmarks/inference.py
+	$(PY) -m benchmarks.inference
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

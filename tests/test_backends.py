@@ -65,7 +65,7 @@ def worker(backend, directory):
 
     import keras_resnest
     from keras_resnest.weights import apply_weights
-    from tests.torch_reference import (build_randomized, logits, random_images,
+    from tests.helpers.torch_reference import (build_randomized, logits, random_images,
                                        relative_error, state_dict_numpy)
 
     assert keras.backend.backend() == backend, keras.backend.backend()

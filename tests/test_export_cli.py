@@ -16,7 +16,7 @@ import pytest
 import tensorflow as tf
 
 from keras_resnest import cli
-from tests import export_helpers as helpers
+from tests.helpers import export_helpers as helpers
 
 
 def run(argv, capsys=None):

@@ -14,7 +14,7 @@ from PIL import Image
 
 from keras_resnest.export import image_transform
 from keras_resnest.weights.cli import official_eval_crop
-from tests import export_helpers as helpers
+from tests.helpers import export_helpers as helpers
 
 
 def official_eval_transform(data, size):
@@ -38,7 +38,7 @@ def test_graph_transform_matches_official_pil_transform(shape, size, image_forma
     assert actual.shape == (size, size, 3) and actual.dtype == np.float32
     difference = np.abs(actual - expected)
     # Same pixels except rare one-level rounding differences (PIL uses fixed-point weights):
-    # the README's "under 0.1% of the pixel values"; `python benchmarks/image_transform_report.py`
+    # the README's "under 0.1% of the pixel values"; `python -m benchmarks.image_transform_report`
     # prints the share of each case (worst 0.017%).
     assert difference.max() <= 1.0
     assert np.mean(difference > 0) < 0.001

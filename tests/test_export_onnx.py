@@ -9,8 +9,8 @@ import pytest
 
 import keras_resnest
 from keras_resnest.export import onnx_export, report
-from tests import export_helpers as helpers
-from tests import torch_reference as ref
+from tests.helpers import export_helpers as helpers
+from tests.helpers import torch_reference as ref
 
 MAX_RELATIVE_LOGIT_DIFFERENCE = 1e-5  # the bar for onnxruntime against Keras
 

@@ -2,7 +2,7 @@
 
 Float modes use ResNeSt-14d at 64 px with reference-converted (official random init, random BN
 state) weights. The int8 accuracy test uses a ResNeSt-14d trained on real images (the digits).
-`python benchmarks/tflite_report.py` prints the figures these tests measure (the README's
+`python -m benchmarks.tflite_report` prints the figures these tests measure (the README's
 TFLite table); the bars sit just above them.
 """
 import numpy as np
@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 
 from keras_resnest.export import calibration, report, tflite
-from tests import export_helpers as helpers
+from tests.helpers import export_helpers as helpers
 
 
 @pytest.fixture(scope="module")

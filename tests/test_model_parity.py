@@ -2,7 +2,7 @@
 the float32 error of both against the official model run in float64.
 
 The bars are what the port achieves, not the public PARITY_TOLERANCE (1e-4, the bar of
-`keras-resnest convert --check`): `python benchmarks/parity_report.py` prints every figure
+`keras-resnest convert --check`): `python -m benchmarks.parity_report` prints every figure
 these tests measure, 4e-07 to 8e-07 (README, Faithfulness). A systematic slip such as a
 BatchNorm epsilon of 2e-5 instead of 1e-5 stays under 1e-4 but not under these bars; the
 margin (about 6x) covers the float32 summation order of other CPUs and thread counts.
@@ -14,7 +14,7 @@ import pytest
 import keras_resnest
 from keras_resnest.porting import keras_layer_name
 from keras_resnest.weights import reference
-from tests import torch_reference as ref
+from tests.helpers import torch_reference as ref
 
 LOGITS_BAR = 5e-6    # measured worst: 7.8e-07 at 45x67 (resnest269), 6.2e-07 at 224x224
 FEATURES_BAR = 5e-6  # measured worst: 6.6e-07 (output stride 16 and 8)
@@ -114,10 +114,24 @@ def test_float32_error_against_float64_is_within_2x_official():
 
 # `keras-resnest convert --check` builds its reference with keras_resnest.weights.reference,
 # which keeps its own copy of the 14d/26d configurations and of the input normalisation: it
-# must compute exactly what the reference pinned in tests/torch_reference.py computes.
+# must compute exactly what the reference pinned in tests/helpers/torch_reference.py computes.
 @pytest.mark.parametrize("name", sorted(ref.SMALL_MODELS))
 def test_convert_check_reference_is_the_pinned_reference(name):
     pinned = ref.build_randomized(name)
     images = ref.random_images(2, 45, 67, seed=1)
     checked = reference.reference_logits(name, ref.state_dict_numpy(pinned), images)
     np.testing.assert_array_equal(checked, ref.logits(pinned, images))
+
+
+# The benchmarks draw their random official models and float64 inputs from
+# keras_resnest.weights.reference: the figures they print are this file's only if those are
+# the pinned reference's own.
+def test_benchmark_reference_draws_the_pinned_random_models_and_float64_inputs():
+    pinned = ref.state_dict_numpy(ref.build_randomized("resnest14d", seed=3))
+    drawn = reference.state_dict_numpy(reference.build_randomized("resnest14d", seed=3))
+    assert sorted(drawn) == sorted(pinned)
+    for key, value in pinned.items():
+        np.testing.assert_array_equal(drawn[key], value, err_msg=key)
+    images = ref.random_images(2, 9, 11, seed=4)
+    np.testing.assert_array_equal(reference.to_torch_input64(images).numpy(),
+                                  ref.to_torch_input64(images).numpy())

@@ -19,7 +19,7 @@ import h5py
 import numpy as np
 import pytest
 
-from tests.training_runs import TRAIN, read_json, train_env
+from tests.helpers.training_runs import TRAIN, read_json, train_env
 
 
 def _run(args, timeout, **env):

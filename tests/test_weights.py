@@ -29,7 +29,7 @@ from keras_resnest.weights import (CheckpointError, UnsafeCheckpointError, pretr
                                    read_state_dict)
 from keras_resnest.weights.checkpoints import LazyTensor
 from keras_resnest.weights.cli import official_eval_crop
-from tests import torch_reference as ref
+from tests.helpers import torch_reference as ref
 
 ROOT = Path(__file__).resolve().parents[1]
 
