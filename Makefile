@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: venv test demo bench clean
+.PHONY: venv test test-fast demo bench clean
 
 $(STAMP): setup.py Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,11 @@ venv: $(STAMP)
 # against 45-51 min serially, on the 2-core machine). The slowest tests are listed at the end.
 test: venv
 	$(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder --durations=30 tests
+
+# The tests not marked `slow` (pyproject.toml): no training runs, subprocess pipelines,
+# packaging or other Keras backends; a check to run while editing. `make test` runs them all.
+test-fast: venv
+	$(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder --durations=15 -m "not slow" tests
 
 demo: venv
 	$(PY) -m keras_resnest.demo

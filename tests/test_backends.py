@@ -20,6 +20,8 @@ import time
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.slow  # the whole file: see `make test-fast`
+
 MODELS = ("resnest14d", "resnest50_fast_1s4x24d")
 BACKENDS = ("tensorflow", "jax", "torch")
 SIZE = 64

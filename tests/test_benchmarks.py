@@ -79,6 +79,7 @@ def test_no_benchmark_edits_sys_path():
             if edits_sys_path(path)] == []
 
 
+@pytest.mark.slow
 def test_inference_benchmark_compares_the_same_function():
     result = subprocess.run(
         [sys.executable, "-m", "benchmarks.inference", "--model", "resnest14d",
@@ -96,6 +97,7 @@ def test_inference_benchmark_compares_the_same_function():
         assert float(ratio) > 0 and float(keras_speed) > 0 and float(torch_speed) > 0
 
 
+@pytest.mark.slow
 def test_runtime_table_times_each_runtime_in_its_own_process_on_the_same_function():
     runtimes = ["saved_model", "ort_official", "ort_ours", "tflite_fp32"]
     result = subprocess.run(
@@ -119,6 +121,7 @@ def test_runtime_table_times_each_runtime_in_its_own_process_on_the_same_functio
     assert " 1.00x " in rows["ort_official"]  # the reference of the ratios
 
 
+@pytest.mark.slow
 def test_serving_graph_candidates_compute_the_served_function():
     """The BatchNorm fold rewrites the frozen graph: its logits must still be the model's."""
     result = subprocess.run(

@@ -64,6 +64,7 @@ def test_weight_quantized_modes(mode, size_ratio, max_rel, float32_flatbuffer, i
     assert result["input_dtype"] == "float32"
 
 
+@pytest.mark.slow
 def test_int8_with_int8_io_from_a_tf_data_dataset():
     model = helpers.digits_model()
     train_images, _, test_images, _ = helpers.digits_split()

@@ -181,6 +181,7 @@ def test_deeplab_v3_on_a_dilated_encoder_predicts_every_pixel(output_stride):
     assert logits.shape == (2, size, size, SEGMENTATION_CLASSES)
 
 
+@pytest.mark.slow
 def test_deeplab_v3_with_a_resnest_backbone_learns_to_segment_digits():
     # One training run, at stride 16; the test above builds every stride. Measured with these
     # settings at stride 8: mean IoU 0.18 and 0.255 (two runs; 64 and 96 held-out canvases),
@@ -210,6 +211,7 @@ def test_average_precision_follows_the_ranking_of_the_detections():
                              np.ones(canvases.labels.shape)) == 0.0
 
 
+@pytest.mark.slow
 def test_retinanet_with_a_resnest_encoder_trains_and_decodes_to_the_canvas_boxes():
     from keras_resnest.hub.digit_canvases import detection_scores, make_canvases
 

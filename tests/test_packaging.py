@@ -21,6 +21,8 @@ from PIL import Image
 
 from tests.helpers import export_helpers as helpers
 
+pytestmark = pytest.mark.slow  # the whole file: see `make test-fast`
+
 REPO = Path(__file__).resolve().parent.parent
 README_INSTALL = "pip install keras-resnest"
 # What a wheel must not carry from a developer's checkout.

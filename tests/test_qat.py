@@ -16,6 +16,8 @@ import pytest
 
 from tests.helpers.training_runs import TRAIN, read_json, train_env
 
+pytestmark = pytest.mark.slow  # the whole file: see `make test-fast`
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS = 20  # per epoch, global batch 16: one float epoch, two QAT epochs
 KILL_AT = STEPS + 4  # a checkpoint number only the QAT phase reaches (its epoch 2, step 4)

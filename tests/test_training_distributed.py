@@ -21,6 +21,8 @@ import pytest
 
 from tests.helpers.training_runs import TRAIN, read_json, train_env
 
+pytestmark = pytest.mark.slow  # the whole file: see `make test-fast`
+
 
 def _run(args, timeout, **env):
     proc = subprocess.run(TRAIN + args, env=train_env(**env), capture_output=True, text=True, timeout=timeout)
