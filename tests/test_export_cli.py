@@ -106,6 +106,7 @@ def test_keras_file_with_another_image_size_is_refused(digits_files, capsys):
     assert not (root / "sm").exists()
 
 
+@pytest.mark.slow
 def test_serving_export_and_existing_version(tmp_path, capsys):
     argv = ["export", "--model", "resnest14d", "--weights", "none", "--image-size", "64",
             "--format", "serving", "--version", "3", "-o", tmp_path]
@@ -126,6 +127,7 @@ def test_serving_export_and_existing_version(tmp_path, capsys):
         "batching.config", "models.config", "resnest14d"]
 
 
+@pytest.mark.slow
 def test_saved_model_export(tmp_path, capsys):
     code, _, err = run(["export", "--model", "resnest14d", "--weights", "none", "--image-size",
                         "64", "--format", "saved_model", "--max-pixels", "6000",
@@ -143,6 +145,7 @@ def test_saved_model_export(tmp_path, capsys):
         serve(image_bytes=tf.constant([at_limit, over]))
 
 
+@pytest.mark.slow
 def test_dynamic_tflite_report_without_folders_says_so(tmp_path, capsys):
     code, out, err = run(["export", "--model", "resnest14d", "--weights", "none",
                           "--image-size", "64", "--format", "tflite", "--quantize", "dynamic",

@@ -7,9 +7,11 @@ import pytest
 
 MODULES = ["calibration", "classifier", "client", "image_transform", "model_source",
            "onnx_export", "output_paths", "report", "saved_model", "serving", "tflite"]
+SLOW = {"onnx_export", "report", "saved_model", "serving", "tflite"}  # their examples export
 
 
-@pytest.mark.parametrize("name", MODULES)
+@pytest.mark.parametrize("name", [pytest.param(name, marks=pytest.mark.slow) if name in SLOW
+                                  else name for name in MODULES])
 def test_docstring_examples(name, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # examples' mkdtemp() land here

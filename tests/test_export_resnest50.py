@@ -13,6 +13,8 @@ from keras_resnest.export.saved_model import export_saved_model
 from tests.helpers import export_helpers as helpers
 from tests.helpers import torch_reference as ref
 
+pytestmark = pytest.mark.slow  # the whole file: see `make test-fast`
+
 SIZE = 64
 
 

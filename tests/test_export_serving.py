@@ -22,6 +22,8 @@ from keras_resnest.export import client, image_transform, serving
 from keras_resnest.imagenet import imagenet_classes
 from tests.helpers import export_helpers as helpers
 
+pytestmark = pytest.mark.slow  # the whole file: see `make test-fast`
+
 PROBE = Path(__file__).parent / "helpers" / "serving_contract_probe.py"
 TOLERANCE = 1e-5  # relative, the target for the float signature
 

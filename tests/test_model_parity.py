@@ -16,6 +16,9 @@ from keras_resnest.porting import keras_layer_name
 from keras_resnest.weights import reference
 from tests.helpers import torch_reference as ref
 
+# The deepest models and the full-resolution runs take longest: `make test` runs them,
+# `make test-fast` leaves them out.
+SLOW_MODELS = {"resnest101", "resnest200", "resnest269"}
 LOGITS_BAR = 5e-6    # measured worst: 7.8e-07 at 45x67 (resnest269), 6.2e-07 at 224x224
 FEATURES_BAR = 5e-6  # measured worst: 6.6e-07 (output stride 16 and 8)
 
@@ -31,7 +34,9 @@ def _trainable_parameters(model):
 
 # Odd, non-square input: exercises the ceil-mode shortcut pool and the explicit paddings.
 # The big models run at small sizes: the size does not change the code path.
-@pytest.mark.parametrize("name", keras_resnest.list_models())
+@pytest.mark.parametrize("name", [pytest.param(name, marks=pytest.mark.slow)
+                                  if name in SLOW_MODELS else name
+                                  for name in keras_resnest.list_models()])
 def test_logits_match_official_model_at_odd_size(name):
     torch_model, state = _ported_pair(name)
     model = keras_resnest.create_model(name, weights=None, classifier_activation=None)
@@ -44,7 +49,7 @@ def test_logits_match_official_model_at_odd_size(name):
     assert error <= LOGITS_BAR, f"{name}: relative error {error:.2e}"
 
 
-@pytest.mark.parametrize("name", ["resnest14d", "resnest50"])
+@pytest.mark.parametrize("name", ["resnest14d", pytest.param("resnest50", marks=pytest.mark.slow)])
 def test_logits_match_official_model_at_native_resolution(name):
     torch_model, state = _ported_pair(name)
     model = keras_resnest.create_model(name, weights=None, classifier_activation=None,
@@ -62,6 +67,7 @@ def test_resnest50_parameter_count_is_official():
 
 # Official dilation=2 (output stride 16) and dilated=True (8), including the stride-1 avd blur
 # in the first block of each dilated stage. fast_4s2x40d adds avd_first and cardinality 2.
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["resnest50", "resnest50_fast_4s2x40d"])
 @pytest.mark.parametrize("output_stride,torch_kwargs", [(16, {"dilation": 2}),
                                                         (8, {"dilated": True})])
@@ -93,6 +99,7 @@ FLOAT64_RATIO = 2.0
 FLOAT64_FLOOR = 2.0 ** -22  # 2.4e-07
 
 
+@pytest.mark.slow
 def test_float32_error_against_float64_is_within_2x_official():
     name, images = "resnest101", ref.random_images(2, 64, 64, seed=0)
     torch_model, state = _ported_pair(name)
