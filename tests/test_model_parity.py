@@ -16,9 +16,9 @@ from keras_resnest.porting import keras_layer_name
 from keras_resnest.weights import reference
 from tests.helpers import torch_reference as ref
 
-# The deepest models and the full-resolution runs take longest: `make test` runs them,
-# `make test-fast` leaves them out.
-SLOW_MODELS = {"resnest101", "resnest200", "resnest269"}
+# The models that take longest (the deepest ones, and the 8-group fast variant, which is also
+# in the dilated test below): `make test` runs them, `make test-fast` leaves them out.
+SLOW_MODELS = {"resnest101", "resnest200", "resnest269", "resnest50_fast_4s2x40d"}
 LOGITS_BAR = 5e-6    # measured worst: 7.8e-07 at 45x67 (resnest269), 6.2e-07 at 224x224
 FEATURES_BAR = 5e-6  # measured worst: 6.6e-07 (output stride 16 and 8)
 
