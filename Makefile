@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: venv test demo bench clean
+.PHONY: venv test test-fast demo bench clean
 
 $(STAMP): setup.py Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -24,11 +24,16 @@ venv: $(STAMP)
 test: venv
 	$(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder --durations=30 tests
 
+# The tests not marked `slow` (pyproject.toml): no training runs, subprocess pipelines,
+# packaging or other Keras backends; a check to run while editing. `make test` runs them all.
+test-fast: venv
+	$(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder --durations=15 -m "not slow" tests
+
 demo: venv
 	$(PY) -c 'import sys, keras_resnest_cli; sys.exit(keras_resnest_cli.demo())'
 
 bench: venv
-	$(PY) benchmarks/inference.py
+	$(PY) -m benchmarks.inference
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -11,23 +11,22 @@ BatchNorm statistics (`--stats`):
   issue       gamma and running variance uniform in [0.5, 1.5], beta and running mean
               normal(0, 0.1), as in issue 10's measurement: unrelated to the activations, so
               the random network amplifies its activations, and their rounding, with depth;
-  tests       tests/torch_reference.randomize_batch_norm (uniform, small bn3 gamma);
-  consistent  tests/torch_reference.calibrate_batch_norm: running statistics measured on the
-              input itself, gamma/beta mildly random; what the parity tests use.
+  tests       keras_resnest.weights.reference.randomize_batch_norm (uniform, small bn3
+              gamma), as tests/helpers/torch_reference.py and the parity tests;
+  consistent  `calibrate_batch_norm` below: running statistics measured on the input itself,
+              gamma/beta mildly random.
 
 `--local` adds, for every block, the error each float32 implementation makes in that block
 alone: both are fed the float64 run's block input rounded to float32, so the error carried in
 from earlier blocks is left out and only the block's own arithmetic is compared.
 
-    python benchmarks/float64_report.py [--model resnest101] [--size 256] [--batch 1]
+    python -m benchmarks.float64_report [--model resnest101] [--size 256] [--batch 1]
         [--stats issue|tests|consistent] [--seed 0] [--local]
 """
 import argparse
 import os
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.common import port, random_images
 
 STATS = ("issue", "tests", "consistent")
 
@@ -60,7 +59,7 @@ def calibrate_batch_norm(model, images, seed=0):
     """
     import torch
 
-    from tests import torch_reference as ref
+    from keras_resnest.weights import reference as ref
 
     generator = torch.Generator().manual_seed(seed + 1)
     model.eval()
@@ -91,7 +90,7 @@ def calibrate_batch_norm(model, images, seed=0):
 def official_model(name, stats, images, seed=0):
     import torch
 
-    from tests import torch_reference as ref
+    from keras_resnest.weights import reference as ref
 
     if stats == "consistent":
         torch.manual_seed(seed)
@@ -100,16 +99,6 @@ def official_model(name, stats, images, seed=0):
         return ref.build_randomized(name, seed=seed)
     torch.manual_seed(seed)
     return randomize_like_issue(ref.build_reference(name), seed)
-
-
-def ported_keras(name, torch_model, size):
-    import keras_resnest
-    from tests import torch_reference as ref
-
-    model = keras_resnest.create_model(name, weights=None, classifier_activation=None,
-                                       input_shape=(size, size, 3))
-    keras_resnest.load_torch_state_dict(model, ref.state_dict_numpy(torch_model))
-    return model
 
 
 def stage_points(torch_model):
@@ -138,7 +127,7 @@ def stage_table(torch_model, model, images, names=None):
     """[(point, official f32 error, keras error, max|x64|)] against the official float64 run."""
     import numpy as np
 
-    from tests import torch_reference as ref
+    from keras_resnest.weights import reference as ref
 
     names = names or stage_points(torch_model)
     reference = ref.module_outputs(ref.float64_copy(torch_model), ref.to_torch_input64(images),
@@ -157,7 +146,7 @@ def local_table(torch_model, model, images):
     import torch
 
     from keras_resnest.porting import keras_layer_name
-    from tests import torch_reference as ref
+    from keras_resnest.weights import reference as ref
 
     tf.get_logger().setLevel("ERROR")  # one tf.function per block: no retracing warnings
     names = [f"layer{s}.{i}" for s in range(1, 5)
@@ -204,11 +193,9 @@ def main():
     parser.add_argument("--local", action="store_true", help="also each block's own error")
     args = parser.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from tests import torch_reference as ref
-
-    images = ref.random_images(args.batch, args.size, args.size, seed=args.seed)
+    images = random_images(args.batch, args.size, args.size, seed=args.seed)
     torch_model = official_model(args.model, args.stats, images, args.seed)
-    model = ported_keras(args.model, torch_model, args.size)
+    model = port(args.model, torch_model, input_shape=(args.size, args.size, 3))
     print(f"{args.model}, {args.batch} image(s) of {args.size}x{args.size}, {args.stats} "
           f"BatchNorm statistics, seed {args.seed}: max|x - x64| / max|x64| against the "
           "official model in float64")

@@ -4,7 +4,7 @@ The numbers behind `keras_resnest.layers.GroupedConv2D` (one conv per group): TF
 grouped conv, the same under XLA (what `keras.layers.Conv2D(groups=...)` does on TF), and one
 conv per group plus concat. Shapes are ResNeSt-50's split-attention convs (radix 2).
 
-    python benchmarks/grouped_conv.py [--threads 2] [--batch 8]
+    python -m benchmarks.grouped_conv [--threads 2] [--batch 8]
 """
 import argparse
 import os

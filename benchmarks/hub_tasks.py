@@ -9,8 +9,8 @@
 Both start from random weights (nothing is downloaded). The CI runs small settings
 (tests/test_hub.py); the defaults here are the longer run the README quotes.
 
-    python benchmarks/hub_tasks.py segmentation --output-stride 8
-    python benchmarks/hub_tasks.py detection
+    python -m benchmarks.hub_tasks segmentation --output-stride 8
+    python -m benchmarks.hub_tasks detection
 """
 import argparse
 import os
@@ -20,18 +20,6 @@ from dataclasses import replace
 # Keras' "auto" turns XLA on for these models under TensorFlow; on CPU, compiling the train
 # step then takes minutes, far longer than these runs.
 JIT_COMPILE = False
-# DeepLabV3's rates 6/12/18 are for a 33x33 map (513 px at stride 16); canvases of 32-64 px
-# give 2x2 to 8x8 maps, where a 3x3 kernel already spans the map. Rate 1 also keeps these runs
-# affordable: TensorFlow's CPU gradient of a dilated 2048-channel convolution is slow (one
-# train step of the stride-8 segmenter, batch 16, 32 px: 2.4 s with rates 1/1/1, 6.3 s with
-# 1/2/3; 64 px: 2.9 s vs 92 s with 6/12/18).
-ASPP_RATES = {8: [1, 1, 1], 16: [1, 1, 1], 32: [1, 1, 1]}
-EVALUATION_MIN_SCORE = 0.05
-SEGMENTATION_KEYS = {  # output stride -> (spatial pyramid pooling level, upsampling to P2)
-    8: ("P3", 2),
-    16: ("P4", 4),
-    32: ("P5", 8),
-}
 
 
 def parse_args(argv=None):
@@ -42,7 +30,7 @@ def parse_args(argv=None):
                         help="backbone output stride (segmentation)")
     parser.add_argument("--dilation-rates", type=int, nargs=3, default=None,
                         help="DeepLabV3's atrous rates (default: scaled to the feature map, "
-                        "see ASPP_RATES)")
+                        "see keras_resnest.hub.tasks.ASPP_RATES)")
     parser.add_argument("--size", type=int, default=64, help="canvas side in pixels")
     parser.add_argument("--digit-scale", type=int, default=3,
                         help="digits are enlarged from 8x8 by this factor")
@@ -62,39 +50,14 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def normalised(images):
-    """0..255 canvases -> the backbone's input (the ResNeSt converter's ImageNet mean/std)."""
-    from keras import ops
-
-    from keras_resnest.hub import ResNeStImageConverter
-
-    return ops.convert_to_numpy(ResNeStImageConverter()(images))
-
-
 def fit_and_time(model, images, targets, args):
     """`model.fit` on the normalised canvases: (loss per epoch, training seconds)."""
+    from keras_resnest.hub.tasks import normalised
+
     start = time.perf_counter()
     history = model.fit(normalised(images), targets, batch_size=args.batch_size,
                         epochs=args.epochs, verbose=2)
     return history.history["loss"], time.perf_counter() - start
-
-
-def deeplab_v3_segmenter(model, output_stride, size, dilation_rates=None):
-    """keras-hub's DeepLabV3 segmenter on a ResNeSt encoder of `output_stride`, for the canvases."""
-    import keras_hub
-
-    from keras_resnest.hub import ResNeStBackbone
-    from keras_resnest.hub.digit_canvases import SEGMENTATION_CLASSES
-
-    encoder = ResNeStBackbone.from_model_name(model, output_stride=output_stride,
-                                              image_shape=(size, size, 3))
-    level, upsampling = SEGMENTATION_KEYS[output_stride]
-    backbone = keras_hub.models.DeepLabV3Backbone(
-        image_encoder=encoder, spatial_pyramid_pooling_key=level, upsampling_size=upsampling,
-        low_level_feature_key="P2", projection_filters=48,
-        dilation_rates=dilation_rates or ASPP_RATES[output_stride])
-    return keras_hub.models.DeepLabV3ImageSegmenter(backbone=backbone,
-                                                    num_classes=SEGMENTATION_CLASSES)
 
 
 def segmentation(args, train, held_out):
@@ -102,6 +65,7 @@ def segmentation(args, train, held_out):
     import numpy as np
 
     from keras_resnest.hub.digit_canvases import mean_iou
+    from keras_resnest.hub.tasks import deeplab_v3_segmenter, normalised
 
     segmenter = deeplab_v3_segmenter(args.model, args.output_stride, args.size,
                                      args.dilation_rates)
@@ -123,55 +87,18 @@ def segmentation(args, train, held_out):
             "train_seconds": seconds}
 
 
-def initialise_heads_as_retinanet(detector, prior_probability=0.01):
-    """The RetinaNet paper's head initialisation (Lin et al. 2017, section 4.1): every head
-    convolution N(0, 0.01) with zero bias, except the classification logits' bias
-    -log((1 - p) / p), so that each anchor starts at score p.
-
-    keras-hub 0.32 differs twice: its heads' kernels are N(0, 0.05), which over five 3x3x256
-    convolutions amplifies the pyramid features ~20x (logits up to +-86 at the first step
-    here, a focal loss of ~400), and it puts the prior on the box head instead (built with
-    `use_prior_probability=True`), starting every box 4.6 anchor widths off."""
-    import keras
-    import numpy as np
-
-    prior = -np.log((1 - prior_probability) / prior_probability)
-    for head, last_bias in ((detector.classification_head, prior), (detector.box_head, 0.0)):
-        layers = [*head.conv_layers, head.prediction_layer]
-        for layer in layers:
-            layer.kernel.assign(keras.initializers.RandomNormal(stddev=0.01)(layer.kernel.shape))
-            bias = last_bias if layer is head.prediction_layer else 0.0
-            layer.bias.assign(np.full(layer.bias.shape, bias, "float32"))
-
-
 def detection(args, train, held_out):
     import keras
-    import keras_hub
     import numpy as np
 
-    from keras_resnest.hub import ResNeStBackbone
     from keras_resnest.hub.digit_canvases import NUM_DIGITS, average_precision, detection_scores
+    from keras_resnest.hub.tasks import normalised, retinanet_detector
 
     if args.one_class:  # every digit is class 0; padding stays -1
         train, held_out = (replace(canvases, labels=np.minimum(canvases.labels, 0))
                            for canvases in (train, held_out))
-    encoder = ResNeStBackbone.from_model_name(args.model, image_shape=(args.size, args.size, 3))
-    # Levels P3..P5 (strides 8..32); anchors of 2x the stride (16 px at P3, the 2x digits).
-    backbone = keras_hub.models.RetinaNetBackbone(
-        image_encoder=encoder, min_level=3, max_level=5, use_p5=False,
-        image_shape=(args.size, args.size, 3))
-    anchors = keras_hub.layers.AnchorGenerator(
-        "yxyx", min_level=3, max_level=5, num_scales=3, aspect_ratios=[0.5, 1.0, 2.0],
-        anchor_size=2)
-    # The decoder keeps detections down to the usual evaluation threshold (0.05), so that the
-    # average precision sees the whole ranking; keras-hub's default keeps only scores >= 0.5.
-    decoder = keras_hub.layers.NonMaxSuppression(
-        "yxyx", from_logits=True, confidence_threshold=EVALUATION_MIN_SCORE)
-    detector = keras_hub.models.RetinaNetObjectDetector(
-        backbone=backbone, num_classes=1 if args.one_class else NUM_DIGITS,
-        bounding_box_format="yxyx",
-        anchor_generator=anchors, prediction_decoder=decoder)
-    initialise_heads_as_retinanet(detector)
+    detector = retinanet_detector(args.model, args.size,
+                                  num_classes=1 if args.one_class else NUM_DIGITS)
     detector.compile(optimizer=keras.optimizers.Adam(args.learning_rate or 1e-4),
                      jit_compile=JIT_COMPILE)
     losses, seconds = fit_and_time(detector, train.images,

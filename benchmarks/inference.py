@@ -16,7 +16,7 @@ the classifier, counted from the graph) against the best float32 matrix-multiply
 machine, measured in the same run: images/s at that rate is a ceiling no exact float32
 implementation of the network's arithmetic can pass.
 
-    python benchmarks/inference.py [--model resnest50] [--threads 2] [--batches 1 8] [--rounds 4]
+    python -m benchmarks.inference [--model resnest50] [--threads 2] [--batches 1 8] [--rounds 4]
         [--keras-backends jax torch]
 
 `--runtimes all` (or some of: keras saved_model torch ort_official ort_ours openvino_official
@@ -35,10 +35,8 @@ import os
 import statistics
 import sys
 import time
-from pathlib import Path
 
-# The reference builder lives with the tests (torch is a test-only dependency).
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.common import ROOT, images_per_second, ported_reference
 
 
 def parse_args():
@@ -66,14 +64,7 @@ def same_weights_models(name, size):
     Logits on both sides (the official model has no softmax); keras_resnest still does its
     in-graph ImageNet normalisation, which the torch side is not timed for.
     """
-    import keras_resnest
-    from tests.torch_reference import build_randomized, state_dict_numpy
-
-    torch_model = build_randomized(name)
-    model = keras_resnest.create_model(name, weights=None, classifier_activation=None,
-                                       input_shape=(size, size, 3))
-    keras_resnest.load_torch_state_dict(model, state_dict_numpy(torch_model))
-    return torch_model, model
+    return ported_reference(name, input_shape=(size, size, 3))
 
 
 def backend_worker(args):
@@ -85,7 +76,7 @@ def backend_worker(args):
     import torch
 
     torch.set_num_threads(args.threads)
-    from tests.torch_reference import logits, relative_error
+    from keras_resnest.weights.reference import logits, relative_error
 
     torch_model, model = same_weights_models(args.model, args.size)
     check = np.random.RandomState(1).uniform(0, 255, (2, args.size, args.size, 3)).astype("float32")
@@ -107,12 +98,12 @@ def other_backend_rows(args):
     import subprocess
 
     for backend in args.keras_backends:
-        command = [sys.executable, __file__, "--backend-worker", backend, "--model", args.model,
-                   "--threads", str(args.threads), "--size", str(args.size), "--rounds",
-                   str(args.rounds), "--seconds", str(args.seconds), "--batches",
-                   *map(str, args.batches)]
+        command = [sys.executable, "-m", "benchmarks.inference", "--backend-worker", backend,
+                   "--model", args.model, "--threads", str(args.threads), "--size",
+                   str(args.size), "--rounds", str(args.rounds), "--seconds", str(args.seconds),
+                   "--batches", *map(str, args.batches)]
         env = dict(os.environ, KERAS_BACKEND=backend, OMP_NUM_THREADS=str(args.threads))
-        process = subprocess.run(command, env=env, capture_output=True, text=True)
+        process = subprocess.run(command, env=env, capture_output=True, text=True, cwd=ROOT)
         lines = [line for line in process.stdout.splitlines() if line.startswith("RESULT ")]
         if process.returncode or not lines:
             print(f"keras backend {backend}: failed\n{process.stderr[-3000:]}", flush=True)
@@ -123,18 +114,6 @@ def other_backend_rows(args):
         for batch, (low, median, high) in result["speeds"].items():
             print(f"{batch:>5} {backend + ' img/s':>12} {median:>10.2f} ({low:.2f}-{high:.2f})",
                   flush=True)
-
-
-def images_per_second(run, batch, seconds):
-    for _ in range(2):  # untimed: caches, and the other framework's spinning threads
-        run()
-    count, start = 0, time.perf_counter()
-    while True:
-        run()
-        count += 1
-        elapsed = time.perf_counter() - start
-        if elapsed >= seconds and count >= 3:
-            return count * batch / elapsed
 
 
 def multiply_accumulates(concrete_function):
@@ -180,7 +159,7 @@ def main():
     tf.config.threading.set_inter_op_parallelism_threads(1)
     torch.set_num_threads(args.threads)
 
-    from tests.torch_reference import logits, relative_error
+    from keras_resnest.weights.reference import logits, relative_error
 
     torch_model, model = same_weights_models(args.model, args.size)
     keras_call = tf.function(lambda x: model(x, training=False))
@@ -232,7 +211,7 @@ def main():
 
 
 def runtime_table(args, torch_model, model, keras_call):
-    """Every runtime of benchmarks/runtimes.py in its own process: speed, ratio, parity."""
+    """Every runtime of benchmarks.runtimes in its own process: speed, ratio, parity."""
     import tempfile
 
     import numpy as np

@@ -1,45 +1,32 @@
 """Prints max|keras - torch| / max|torch| of every model against the official PyTorch ResNeSt.
 
-Random weights with random BatchNorm statistics (see tests/torch_reference.py), float32, on the
-inputs the parity tests use (tests/test_model_parity.py, tests/test_layers.py): every model at
+Random weights with random BatchNorm statistics (keras_resnest.weights.reference, drawn as
+tests/helpers/torch_reference.py draws them), float32, on the inputs the parity tests use
+(tests/test_model_parity.py, tests/test_layers.py): every model at
 an odd 45x67, resnest14d and resnest50 at 224x224, the output stride 16/8 feature maps, and
 each SplitAttention configuration against the official SplAtConv2d. The tests' bars are set a
 little above these figures; the README's Faithfulness section quotes them.
 
-    python benchmarks/parity_report.py [--sections models native dilated layers]
+    python -m benchmarks.parity_report [--sections models native dilated layers]
         [--models resnest50 ...] [--height 45 --width 67]
 """
 import argparse
 import itertools
 import os
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.common import ported_reference, random_images
 
 SECTIONS = ("models", "native", "dilated", "layers")
 
 
-def ported(name, input_shape=None, **torch_kwargs):
-    """(torch model, keras model) with the same random weights, as in test_model_parity."""
-    import keras_resnest
-    from tests import torch_reference as ref
-
-    torch_model = ref.build_randomized(name, **torch_kwargs)
-    model = keras_resnest.create_model(name, weights=None, classifier_activation=None,
-                                       input_shape=input_shape)
-    keras_resnest.load_torch_state_dict(model, ref.state_dict_numpy(torch_model))
-    return torch_model, model
-
-
 def report_models(names, height, width):
-    from tests import torch_reference as ref
+    from keras_resnest.weights import reference as ref
 
     print(f"\nlogits, 2 images of {height}x{width} (test_logits_match_official_model_at_odd_size)")
     print(f"{'model':26s} {'params':>12s} {'rel. error':>11s}")
     for name in names:
-        torch_model, model = ported(name)
-        images = ref.random_images(2, height, width, seed=1)
+        torch_model, model = ported_reference(name)
+        images = random_images(2, height, width, seed=1)
         error = ref.relative_error(model.predict(images, verbose=0),
                                    ref.logits(torch_model, images))
         params = sum(p.numel() for p in torch_model.parameters())
@@ -47,29 +34,26 @@ def report_models(names, height, width):
 
 
 def report_native():
-    from tests import torch_reference as ref
+    from keras_resnest.weights import reference as ref
 
     print("\nlogits, 2 images of 224x224 (test_logits_match_official_model_at_native_resolution)")
     for name in ("resnest14d", "resnest50"):
-        torch_model, model = ported(name, input_shape=(224, 224, 3))
-        images = ref.random_images(2, 224, 224, seed=2)
+        torch_model, model = ported_reference(name, input_shape=(224, 224, 3))
+        images = random_images(2, 224, 224, seed=2)
         error = ref.relative_error(model.predict(images, verbose=0),
                                    ref.logits(torch_model, images))
         print(f"{name:26s} {error:>11.2e}", flush=True)
 
 
 def report_dilated():
-    import keras_resnest
-    from tests import torch_reference as ref
+    from keras_resnest.weights import reference as ref
 
     print("\nlayer4 features, 1 image of 49x65 (test_dilated_feature_maps_match_official)")
     for name in ("resnest50", "resnest50_fast_4s2x40d"):
         for stride, kwargs in ((16, {"dilation": 2}), (8, {"dilated": True})):
-            torch_model = ref.build_randomized(name, **kwargs)
-            model = keras_resnest.create_model(name, weights=None, include_top=False,
-                                               output_stride=stride)
-            keras_resnest.load_torch_state_dict(model, ref.state_dict_numpy(torch_model))
-            images = ref.random_images(1, 49, 65, seed=3)
+            torch_model, model = ported_reference(name, torch_kwargs=kwargs, include_top=False,
+                                                  output_stride=stride)
+            images = random_images(1, 49, 65, seed=3)
             error = ref.relative_error(model.predict(images, verbose=0),
                                        ref.features(torch_model, images))
             print(f"{name:26s} output stride {stride:2d} {error:>11.2e}", flush=True)
@@ -83,7 +67,7 @@ def report_layers():
 
     import keras_resnest
     from keras_resnest.layers import SplitAttention
-    from tests import torch_reference as ref
+    from keras_resnest.weights import reference as ref
 
     def splat_pair(radix, cardinality, strides, channels, seed, train):
         torch.manual_seed(seed)
@@ -126,9 +110,31 @@ def report_layers():
               f"{error(official, layer, x, train=True):>11.2e}", flush=True)
 
     print("\nGroupedConv2D vs torch Conv2d(groups=3) (test_grouped_conv_matches_torch_grouped_conv)")
-    from tests.test_layers import grouped_conv_error
-
     print(f"groups 3 stride 2 {grouped_conv_error():>11.2e}")
+
+
+def grouped_conv_error():
+    """GroupedConv2D vs torch Conv2d(groups=3) with the same weights: the case of
+    tests/test_layers.py's test_grouped_conv_matches_torch_grouped_conv, written here again
+    (the tests keep their own copy)."""
+    import numpy as np
+    import torch
+
+    from keras_resnest.layers import GroupedConv2D
+    from keras_resnest.weights.reference import relative_error
+
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(12, 18, 3, stride=2, padding=1, groups=3, bias=True)
+    layer = GroupedConv2D(18, 3, strides=2, padding=1, groups=3, use_bias=True)
+    x = np.random.RandomState(1).normal(size=(2, 10, 7, 12)).astype("float32")
+    layer(x)
+    kernel = conv.weight.detach().numpy().transpose(2, 3, 1, 0)
+    for variable, group_kernel in zip(layer.group_kernels, np.split(kernel, 3, axis=-1)):
+        variable.assign(group_kernel)
+    layer.bias.assign(conv.bias.detach().numpy())
+    with torch.no_grad():
+        expected = conv(torch.from_numpy(x.transpose(0, 3, 1, 2))).numpy().transpose(0, 2, 3, 1)
+    return relative_error(layer(x), expected)
 
 
 def main():

@@ -12,10 +12,10 @@ float weights (BatchNorm statistics frozen; `keras_resnest.export.quantize_aware
 calibration images). It prints the accuracy of each on the 360 held-out images and its top-1
 agreement with the float model.
 
-    python benchmarks/qat_report.py                      # ~12 minutes on 2 CPU cores
-    python benchmarks/qat_report.py --calibration-source train   # calibrate on training digits
-    python benchmarks/qat_report.py --epochs 20 --qat-epochs 4 --model resnest26d   # longer
-    python benchmarks/qat_report.py -o RUN ...; python benchmarks/qat_report.py \
+    python -m benchmarks.qat_report                      # ~12 minutes on 2 CPU cores
+    python -m benchmarks.qat_report --calibration-source train   # calibrate on training digits
+    python -m benchmarks.qat_report --epochs 20 --qat-epochs 4 --model resnest26d   # longer
+    python -m benchmarks.qat_report -o RUN ...; python -m benchmarks.qat_report \
         --float-model RUN/model.keras --qat-model RUN/qat/model.keras --calibration-images 10
         # no training, ~50 s (also for the models of `keras-resnest train --qat-epochs`)
 
@@ -75,9 +75,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 
 EPOCHS = 12
 QAT_EPOCHS = 1

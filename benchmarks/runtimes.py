@@ -1,6 +1,6 @@
 """The CPU runtimes a user could serve ResNeSt with, each timed in its own process.
 
-Used by `benchmarks/inference.py --runtimes ...`. The parent writes the files the requested
+Used by `python -m benchmarks.inference --runtimes ...`. The parent writes the files the requested
 runtimes load, once, from the same weights (the official model with its random init and random
 BatchNorm statistics, ported into keras_resnest): a `.keras` file, our SavedModel, ONNX and
 TFLite files, and the official model's `torch.onnx.export` file. Then one worker process per
@@ -14,10 +14,11 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
+
+from benchmarks.common import ROOT, images_per_second
 
 # The official model's normalisation on 0..255 pixels (keras_resnest's runs in its graph). The
 # values of keras_resnest.models.resnest.IMAGENET_MEAN/STD, written out: importing that module
@@ -102,7 +103,7 @@ def load_runner(runtime, directory, threads):
     if runtime == "torch":
         import torch
 
-        from tests.torch_reference import build_randomized
+        from keras_resnest.weights.reference import build_randomized
 
         torch.set_num_threads(threads)
         torch_model = build_randomized(config["name"])
@@ -150,18 +151,6 @@ def load_runner(runtime, directory, threads):
     raise ValueError(f"unknown runtime {runtime!r}; expected one of {', '.join(RUNTIMES)}")
 
 
-def images_per_second(run, images, seconds):
-    for _ in range(2):  # untimed: caches, lazy compilation, other processes' spinning threads
-        run(images)
-    count, start = 0, time.perf_counter()
-    while True:
-        run(images)
-        count += 1
-        elapsed = time.perf_counter() - start
-        if elapsed >= seconds and count >= 3:
-            return count * len(images) / elapsed
-
-
 def worker(runtime, directory, threads):
     """Serve timing requests for one runtime over stdin/stdout (see the module docstring)."""
     run, batches = load_runner(runtime, directory, threads)
@@ -175,7 +164,8 @@ def worker(runtime, directory, threads):
             return
         batch, seconds = int(command[1]), float(command[2])
         images = np.random.default_rng(batch).uniform(0, 255, (batch, size, size, 3))
-        speed = images_per_second(run, images.astype(np.float32), seconds)
+        images = images.astype(np.float32)
+        speed = images_per_second(lambda: run(images), batch, seconds)
         print("RESULT " + json.dumps(speed), flush=True)
 
 
@@ -186,9 +176,9 @@ class Worker:
         self.runtime = runtime
         env = dict(os.environ, OMP_NUM_THREADS=str(threads), TF_CPP_MIN_LOG_LEVEL="2")
         self.process = subprocess.Popen(
-            [sys.executable, __file__, runtime, str(directory), str(threads)],
+            [sys.executable, "-m", "benchmarks.runtimes", runtime, str(directory), str(threads)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            env=env, cwd=Path(__file__).resolve().parents[1])
+            env=env, cwd=ROOT)
         ready = self._reply("READY ")
         self.output_kind = "probabilities" if "probabilities" in ready else "logits"
         self.outputs = np.array(ready[self.output_kind])
@@ -215,5 +205,4 @@ class Worker:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     worker(sys.argv[1], sys.argv[2], int(sys.argv[3]))

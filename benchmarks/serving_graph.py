@@ -17,7 +17,7 @@ AVX-512 VNNI / AMX and similar), with two inter-op threads (`eigen_inter_op_2`) 
 can run the independent per-group convolutions of split attention at the same time. Each of
 these settings is fixed when TensorFlow starts, so each is a process of its own.
 
-    python benchmarks/serving_graph.py [--model resnest50] [--size 224] [--threads 2]
+    python -m benchmarks.serving_graph [--model resnest50] [--size 224] [--threads 2]
         [--batches 1 8] [--rounds 3] [--seconds 3] [--settings eigen eigen_inter_op_2 onednn]
 
 Prints images/s (median of the rounds, with the range), the ratio to `serving_default`'s
@@ -30,9 +30,10 @@ import os
 import statistics
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
+
+from benchmarks.common import ROOT, images_per_second
 
 SETTINGS = {  # name -> (environment, inter-op threads)
     "eigen": ({"TF_ENABLE_ONEDNN_OPTS": "0"}, 1),
@@ -158,8 +159,6 @@ def worker(args, inter_op):
     from tensorflow.python.framework.convert_to_constants import \
         convert_variables_to_constants_v2
 
-    from benchmarks.runtimes import images_per_second
-
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     tf.config.threading.set_inter_op_parallelism_threads(inter_op)
     serving = classifier_function(args.model, args.size)
@@ -185,19 +184,19 @@ def worker(args, inter_op):
             images = tf.constant(
                 rng.uniform(0, 255, (batch, args.size, args.size, 3)).astype("float32"))
             for name in order:
-                speeds[name][batch].append(images_per_second(functions[name], images, args.seconds))
+                speeds[name][batch].append(images_per_second(
+                    lambda function=functions[name]: function(images), batch, args.seconds))
         order.reverse()
     print("RESULT " + json.dumps({"parity": parity, "speeds": speeds, "folded": folded_count}))
 
 
 def run_setting(args, environment, inter_op):
-    command = [sys.executable, __file__, "--worker", str(inter_op), "--model", args.model,
-               "--size", str(args.size), "--threads", str(args.threads), "--rounds",
-               str(args.rounds), "--seconds", str(args.seconds), "--batches",
+    command = [sys.executable, "-m", "benchmarks.serving_graph", "--worker", str(inter_op),
+               "--model", args.model, "--size", str(args.size), "--threads", str(args.threads),
+               "--rounds", str(args.rounds), "--seconds", str(args.seconds), "--batches",
                *map(str, args.batches)]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", **environment)
-    done = subprocess.run(command, capture_output=True, text=True, env=env,
-                          cwd=Path(__file__).resolve().parents[1])
+    done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT)
     for line in done.stdout.splitlines():
         if line.startswith("RESULT "):
             return json.loads(line[len("RESULT "):])
@@ -227,5 +226,4 @@ def main():
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     main()

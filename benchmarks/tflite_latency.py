@@ -6,20 +6,17 @@ delegate at 2 threads. Rounds alternate between the models so that load from oth
 hits all of them alike. Prints the median latency of each and its ratio to float32
 (the issue's target: int8 <= 0.5 x float32).
 
-    python benchmarks/tflite_latency.py [--model resnest50] [--size 224] [--threads 2]
+    python -m benchmarks.tflite_latency [--model resnest50] [--size 224] [--threads 2]
         [--modes int8 fp16 dynamic] [--calibration DIR] [--weights none]
 
 Latency does not depend on the weight values, so random weights (--weights none) are the
 default; int8 is then calibrated on synthetic images unless --calibration DIR is given.
 """
 import argparse
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def parse_args():

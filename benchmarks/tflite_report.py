@@ -1,30 +1,26 @@
 """Prints the README's TFLite accuracy table: each quantization mode against its Keras model.
 
 The models, images and conversions are those of tests/test_export_tflite.py, which asserts
-bars just above these figures:
+bars just above these figures (benchmarks.common builds the same models as the tests' helpers):
 
 * float32, fp16, dynamic: ResNeSt-14d at 64 px with official-init weights and random BN state
-  (tests/export_helpers.small_model), on the test's 6 images (5 smooth natural-like, 1 noise);
-* int8 (int8 I/O): ResNeSt-14d at 32 px trained on the digits (export_helpers.digits_model),
+  (`small_model`), on the test's 6 images (5 smooth natural-like, 1 noise);
+* int8 (int8 I/O): ResNeSt-14d at 32 px trained on the digits (`digits_model`),
   calibrated on 64 training images from a tf.data dataset, on the 360 held-out images; also
   the accuracy of both models against the true labels.
 
-    python benchmarks/tflite_report.py
+    python -m benchmarks.tflite_report
 """
 import os
-import sys
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.common import digits_model, digits_split, natural_image, small_model
 
 
 def float_test_images():
     """The `images` fixture of tests/test_export_tflite.py."""
-    from tests import export_helpers as helpers
-
-    natural = [helpers.natural_image(64, 64, seed) for seed in range(5)]
+    natural = [natural_image(64, 64, seed) for seed in range(5)]
     noise = np.random.default_rng(1).uniform(0, 255, (1, 64, 64, 3))
     return np.concatenate([np.stack(natural), noise]).astype(np.float32)
 
@@ -40,12 +36,11 @@ def main():
     import tensorflow as tf
 
     from keras_resnest.export import report, tflite
-    from tests import export_helpers as helpers
 
     print(f"{'mode':18s} {'images':>6s} {'max rel.':>10s} {'top-1 agr.':>9s} {'MiB':>8s} "
           f"{'size':>7s}")
     print(f"{'':18s} {'':>6s} {'logit diff':>10s} {'':>9s} {'':>8s} {'/fp32':>7s}")
-    model, images = helpers.small_model(), float_test_images()
+    model, images = small_model(), float_test_images()
     float32_size = None
     for mode in ("none", "fp16", "dynamic"):
         flatbuffer = tflite.convert_to_tflite(model, mode)
@@ -53,8 +48,8 @@ def main():
         result = report.tflite_report(flatbuffer, model, images, latency_runs=3)
         print(row("float32" if mode == "none" else mode, result, float32_size), flush=True)
 
-    digits = helpers.digits_model()
-    train_images, _, test_images, test_labels = helpers.digits_split()
+    digits = digits_model()
+    train_images, _, test_images, test_labels = digits_split()
     digits_float32 = len(tflite.convert_to_tflite(digits, "none"))
     dataset = tf.data.Dataset.from_tensor_slices(train_images[:64]).batch(16)
     flatbuffer = tflite.convert_to_tflite(digits, "int8", calibration_data=dataset,

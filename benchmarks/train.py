@@ -6,11 +6,13 @@ same number of threads. The keras side is the very step `keras-resnest train` ru
 (`training/run.py`, `strategy.run` under the default strategy, no XLA). Prints images/s and
 the ratio keras / torch.
 
-    python benchmarks/train.py [--model resnest50] [--size 224] [--batch 16] [--threads 2] [--steps 5]
+    python -m benchmarks.train [--model resnest50] [--size 224] [--batch 16] [--threads 2]
+        [--steps 5]
 """
 import argparse
 import os
-import time
+
+from benchmarks.common import images_per_second
 
 
 def parse_args():
@@ -21,15 +23,6 @@ def parse_args():
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--steps", type=int, default=5, help="timed steps per side (after 2 warm-up steps)")
     return parser.parse_args()
-
-
-def images_per_second(step, batch, steps):
-    for _ in range(2):  # warm-up: tracing, allocator, oneDNN primitive caches
-        step()
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    return steps * batch / (time.perf_counter() - start)
 
 
 def keras_step_fn(args, images, labels):
@@ -86,9 +79,12 @@ def main():
 
     print(f"{args.model} training step at {args.size}x{args.size}, batch {args.batch}, "
           f"{args.threads} threads, TF {tf.__version__}, torch {torch.__version__}", flush=True)
-    keras_speed = images_per_second(keras_step_fn(args, images, labels), args.batch, args.steps)
+    # Exactly --steps timed steps per side, after the warm-up (tracing, allocator, caches).
+    keras_speed = images_per_second(keras_step_fn(args, images, labels), args.batch, 0,
+                                    min_calls=args.steps)
     print(f"keras_resnest : {keras_speed:8.2f} images/s", flush=True)
-    torch_speed = images_per_second(torch_step_fn(args, images, labels), args.batch, args.steps)
+    torch_speed = images_per_second(torch_step_fn(args, images, labels), args.batch, 0,
+                                    min_calls=args.steps)
     print(f"official torch: {torch_speed:8.2f} images/s", flush=True)
     print(f"ratio keras/torch: {keras_speed / torch_speed:.2f}x")
 

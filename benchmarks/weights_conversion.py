@@ -13,7 +13,7 @@ Measured per format, over `--runs` fresh processes (median):
 
 Targets (issue 3): <= 5 s and <= 2x the file size.
 
-    python benchmarks/weights_conversion.py [--model resnest50] [--runs 3]
+    python -m benchmarks.weights_conversion [--model resnest50] [--runs 3]
 """
 import argparse
 import json
@@ -23,9 +23,6 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 TARGET_SECONDS = 5.0
 TARGET_MEMORY_RATIO = 2.0
@@ -84,9 +81,8 @@ def write_checkpoints(model_name, directory):
 
 
 def measure(model_name, source, output):
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
     result = subprocess.run([sys.executable, "-c", CHILD, model_name, str(source), str(output)],
-                            capture_output=True, text=True, env=env, check=False)
+                            capture_output=True, text=True, check=False)
     if result.returncode != 0:
         raise RuntimeError(f"conversion failed:\n{result.stderr[-3000:]}")
     return json.loads(result.stdout.strip().splitlines()[-1])

@@ -32,7 +32,7 @@ def pytest_configure(config):
 
 
 def pytest_sessionfinish(session):
-    """The controller removes what the workers shared (tests/export_helpers.digits_model)."""
+    """The controller removes what the workers shared (export_helpers.digits_model)."""
     import glob
     import tempfile
 

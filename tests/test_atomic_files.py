@@ -98,6 +98,7 @@ def test_export_file_write_has_the_mode_of_a_plain_new_file(tmp_path, umask):
     assert mode(tmp_path / "model.tflite") == mode(tmp_path / "report.json") == expected
 
 
+@pytest.mark.slow
 def test_serving_package_files_and_directories_have_plain_modes(tmp_path, umask, monkeypatch):
     """models.config, batching.config, the model and version directories and their files."""
     from keras_resnest.export import saved_model, serving

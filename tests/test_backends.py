@@ -20,6 +20,8 @@ import time
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.slow  # the whole file: see `make test-fast`
+
 MODELS = ("resnest14d", "resnest50_fast_1s4x24d")
 BACKENDS = ("tensorflow", "jax", "torch")
 SIZE = 64
@@ -65,7 +67,7 @@ def worker(backend, directory):
 
     import keras_resnest
     from keras_resnest.weights import apply_weights
-    from tests.torch_reference import (build_randomized, logits, random_images,
+    from tests.helpers.torch_reference import (build_randomized, logits, random_images,
                                        relative_error, state_dict_numpy)
 
     assert keras.backend.backend() == backend, keras.backend.backend()

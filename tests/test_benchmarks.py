@@ -1,21 +1,88 @@
 """The inference benchmark runs end to end (tiny settings; speed itself is never asserted).
 
 What is checked is what its figures stand on: both sides get the same weights and compute the
-same logits, and every requested batch size gets a line with speeds and a ratio.
+same logits, and every requested batch size gets a line with speeds and a ratio. Also the
+boundary between the benchmarks and the tests: neither imports the other, and the benchmarks
+run as modules of the `benchmarks` package (`python -m benchmarks.<name>`), not by editing
+sys.path.
 """
+import ast
 import re
 import subprocess
 import sys
 from pathlib import Path
 
-from tests.torch_reference import PARITY_TOLERANCE
+import pytest
+
+from tests.helpers.torch_reference import PARITY_TOLERANCE
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def imported_modules(path):
+    """Every module an `import` or `from ... import` statement of the file names."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module)
+    return names
+
+
+def top_package_imported(path, package):
+    return sorted(name for name in imported_modules(path) if name.split(".")[0] == package)
+
+
+def edits_sys_path(path):
+    """Whether the file calls a method of sys.path or assigns to it (insert, append, ...)."""
+    def is_sys_path(node):
+        return (isinstance(node, ast.Attribute) and node.attr == "path"
+                and isinstance(node.value, ast.Name) and node.value.id == "sys")
+
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+        if isinstance(node, ast.Attribute) and is_sys_path(node.value):
+            return True  # sys.path.insert(...), sys.path.append(...), ...
+        targets = getattr(node, "targets", None) or [getattr(node, "target", None)]
+        if isinstance(node, (ast.Assign, ast.AugAssign)) and any(
+                is_sys_path(target) or (isinstance(target, ast.Subscript)
+                                        and is_sys_path(target.value)) for target in targets):
+            return True
+    return False
+
+
+def test_the_boundary_checks_see_what_they_look_for(tmp_path):
+    probe = tmp_path / "probe.py"
+    probe.write_text("import sys\nimport tests.helpers\nfrom benchmarks.common import ROOT\n"
+                     "def f():\n    from tests import x\n    sys.path.insert(0, '.')\n")
+    assert top_package_imported(probe, "tests") == ["tests", "tests.helpers"]
+    assert top_package_imported(probe, "benchmarks") == ["benchmarks.common"]
+    assert edits_sys_path(probe)
+    probe.write_text("import sys\nsys.path[:0] = ['.']\n")
+    assert edits_sys_path(probe)
+    probe.write_text("import sys\nprint(sys.path)\nfrom .common import ROOT\n")
+    assert not edits_sys_path(probe) and not top_package_imported(probe, "benchmarks")
+
+
+def test_benchmarks_and_tests_do_not_import_each_other():
+    benchmarks = sorted((ROOT / "benchmarks").glob("**/*.py"))
+    tests = sorted((ROOT / "tests").glob("**/*.py"))
+    assert len(benchmarks) > 10 and len(tests) > 20
+    assert {path.name: top_package_imported(path, "tests") for path in benchmarks
+            if top_package_imported(path, "tests")} == {}
+    assert {path.name: top_package_imported(path, "benchmarks") for path in tests
+            if top_package_imported(path, "benchmarks")} == {}
+
+
+def test_no_benchmark_edits_sys_path():
+    assert [path.name for path in sorted((ROOT / "benchmarks").glob("**/*.py"))
+            if edits_sys_path(path)] == []
+
+
+@pytest.mark.slow
 def test_inference_benchmark_compares_the_same_function():
     result = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "inference.py"), "--model", "resnest14d",
+        [sys.executable, "-m", "benchmarks.inference", "--model", "resnest14d",
          "--size", "64", "--batches", "1", "2", "--rounds", "2", "--seconds", "0.05"],
         capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -30,10 +97,11 @@ def test_inference_benchmark_compares_the_same_function():
         assert float(ratio) > 0 and float(keras_speed) > 0 and float(torch_speed) > 0
 
 
+@pytest.mark.slow
 def test_runtime_table_times_each_runtime_in_its_own_process_on_the_same_function():
     runtimes = ["saved_model", "ort_official", "ort_ours", "tflite_fp32"]
     result = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "inference.py"), "--model", "resnest14d",
+        [sys.executable, "-m", "benchmarks.inference", "--model", "resnest14d",
          "--size", "64", "--batches", "1", "2", "--rounds", "2", "--seconds", "0.05",
          "--runtimes", *runtimes],
         capture_output=True, text=True, timeout=900, cwd=ROOT)
@@ -53,10 +121,11 @@ def test_runtime_table_times_each_runtime_in_its_own_process_on_the_same_functio
     assert " 1.00x " in rows["ort_official"]  # the reference of the ratios
 
 
+@pytest.mark.slow
 def test_serving_graph_candidates_compute_the_served_function():
     """The BatchNorm fold rewrites the frozen graph: its logits must still be the model's."""
     result = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "serving_graph.py"), "--model", "resnest14d",
+        [sys.executable, "-m", "benchmarks.serving_graph", "--model", "resnest14d",
          "--size", "64", "--batches", "1", "2", "--rounds", "1", "--seconds", "0.05",
          "--settings", "onednn"],
         capture_output=True, text=True, timeout=600, cwd=ROOT)

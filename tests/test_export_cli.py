@@ -16,7 +16,7 @@ import pytest
 import tensorflow as tf
 
 from keras_resnest import cli
-from tests import export_helpers as helpers
+from tests.helpers import export_helpers as helpers
 
 
 def run(argv, capsys=None):
@@ -54,6 +54,7 @@ def int8_export(digits_files):
     return out
 
 
+@pytest.mark.slow
 def test_int8_export_of_a_fine_tuned_model_on_real_images(digits_files, int8_export):
     root, test_labels = digits_files
     out = int8_export
@@ -66,6 +67,7 @@ def test_int8_export_of_a_fine_tuned_model_on_real_images(digits_files, int8_exp
     assert "top-1 agreement" in out and "held-out folder" in out and "XNNPACK, 2 threads" in out
 
 
+@pytest.mark.slow
 def test_onnx_float_and_int8_exports_of_a_fine_tuned_model(digits_files, tmp_path):
     """Both ONNX exports of the fine-tuned digits model, with the reports the CLI prints."""
     import onnx
@@ -95,6 +97,7 @@ def test_onnx_float_and_int8_exports_of_a_fine_tuned_model(digits_files, tmp_pat
     assert {"QuantizeLinear", "DequantizeLinear", "Conv"} <= ops
 
 
+@pytest.mark.slow
 def test_keras_file_with_another_image_size_is_refused(digits_files, capsys):
     root, _ = digits_files
     code, _, err = run(["export", "--weights", root / "digits.keras", "--image-size", "64",
@@ -103,6 +106,7 @@ def test_keras_file_with_another_image_size_is_refused(digits_files, capsys):
     assert not (root / "sm").exists()
 
 
+@pytest.mark.slow
 def test_serving_export_and_existing_version(tmp_path, capsys):
     argv = ["export", "--model", "resnest14d", "--weights", "none", "--image-size", "64",
             "--format", "serving", "--version", "3", "-o", tmp_path]
@@ -123,6 +127,7 @@ def test_serving_export_and_existing_version(tmp_path, capsys):
         "batching.config", "models.config", "resnest14d"]
 
 
+@pytest.mark.slow
 def test_saved_model_export(tmp_path, capsys):
     code, _, err = run(["export", "--model", "resnest14d", "--weights", "none", "--image-size",
                         "64", "--format", "saved_model", "--max-pixels", "6000",
@@ -140,6 +145,7 @@ def test_saved_model_export(tmp_path, capsys):
         serve(image_bytes=tf.constant([at_limit, over]))
 
 
+@pytest.mark.slow
 def test_dynamic_tflite_report_without_folders_says_so(tmp_path, capsys):
     code, out, err = run(["export", "--model", "resnest14d", "--weights", "none",
                           "--image-size", "64", "--format", "tflite", "--quantize", "dynamic",
@@ -246,6 +252,7 @@ def test_serve_request_without_a_server_fails_clearly(tmp_path, capsys):
     assert code == 2 and "no such image file" in err
 
 
+@pytest.mark.slow
 def test_int8_figures_against_true_labels(digits_files, int8_export):
     """Accuracy of the float and int8 models on the held-out digits (reported, and sane)."""
     from keras_resnest.export import calibration, report
@@ -286,6 +293,7 @@ def test_commands_are_registered_in_the_keras_resnest_command():
     assert args.func is export_cli.run_serve_request and args.model_name == "resnest50"
 
 
+@pytest.mark.slow
 def test_labels_file_for_a_fine_tuned_model(digits_files, tmp_path):
     root, _ = digits_files
     names = [f"digit {i}" for i in range(10)]

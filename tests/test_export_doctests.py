@@ -12,9 +12,12 @@ MODULES = ["keras_resnest.export." + name for name in (
     # The core modules the exporters build on.
     "keras_resnest.classifier", "keras_resnest.model_source", "keras_resnest.preprocessing",
     "keras_resnest.quantization"]
+SLOW = {"keras_resnest.export." + name for name in (
+    "onnx_export", "report", "saved_model", "serving", "tflite")}  # their examples export
 
 
-@pytest.mark.parametrize("name", MODULES)
+@pytest.mark.parametrize("name", [pytest.param(name, marks=pytest.mark.slow) if name in SLOW
+                                  else name for name in MODULES])
 def test_docstring_examples(name, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # examples' mkdtemp() land here

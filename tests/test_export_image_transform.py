@@ -1,7 +1,7 @@
 """The in-graph decode + official evaluation transform against the official PIL pipeline.
 
 The official `scripts/torch/verify.py` transform (ECenterCrop) is written with PIL
-(`tests/pil_reference.py`, line for line: crop `size/(size+32)` of the short side at
+(`keras_resnest.weights.reference.official_eval_crop`, line for line: crop `size/(size+32)` of the short side at
 `int(round(...))`, resize with `Image.BICUBIC`). The TF-graph version (decoding here, then
 `keras_resnest.preprocessing.eval_transform`) must give the same pixels up to one grey level.
 """
@@ -14,8 +14,8 @@ from PIL import Image
 
 from keras_resnest import preprocessing
 from keras_resnest.export import image_transform
-from tests import export_helpers as helpers
-from tests.pil_reference import official_eval_crop
+from tests.helpers import export_helpers as helpers
+from keras_resnest.weights.reference import official_eval_crop
 
 
 def official_eval_transform(data, size):
@@ -39,7 +39,7 @@ def test_graph_transform_matches_official_pil_transform(shape, size, image_forma
     assert actual.shape == (size, size, 3) and actual.dtype == np.float32
     difference = np.abs(actual - expected)
     # Same pixels except rare one-level rounding differences (PIL uses fixed-point weights):
-    # the README's "under 0.1% of the pixel values"; `python benchmarks/image_transform_report.py`
+    # the README's "under 0.1% of the pixel values"; `python -m benchmarks.image_transform_report`
     # prints the share of each case (worst 0.017%).
     assert difference.max() <= 1.0
     assert np.mean(difference > 0) < 0.001

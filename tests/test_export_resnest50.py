@@ -10,8 +10,10 @@ import tensorflow as tf
 import keras_resnest
 from keras_resnest.export import image_transform
 from keras_resnest.export.saved_model import export_saved_model
-from tests import export_helpers as helpers
-from tests import torch_reference as ref
+from tests.helpers import export_helpers as helpers
+from tests.helpers import torch_reference as ref
+
+pytestmark = pytest.mark.slow  # the whole file: see `make test-fast`
 
 SIZE = 64
 

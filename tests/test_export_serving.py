@@ -1,7 +1,7 @@
 """TF-Serving package: the contract the server relies on, proven without the server binary.
 
 The served graph is checked in a fresh interpreter that never imports keras or keras_resnest
-(tests/serving_contract_probe.py), against the Keras model computed here.
+(tests/helpers/serving_contract_probe.py), against the Keras model computed here.
 """
 import base64
 import json
@@ -20,9 +20,11 @@ from tensorflow_serving.config import model_server_config_pb2
 
 from keras_resnest.export import client, image_transform, serving
 from keras_resnest.imagenet import imagenet_classes
-from tests import export_helpers as helpers
+from tests.helpers import export_helpers as helpers
 
-PROBE = Path(__file__).with_name("serving_contract_probe.py")
+pytestmark = pytest.mark.slow  # the whole file: see `make test-fast`
+
+PROBE = Path(__file__).parent / "helpers" / "serving_contract_probe.py"
 TOLERANCE = 1e-5  # relative, the issue's target for the float signature
 
 

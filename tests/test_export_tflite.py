@@ -2,7 +2,7 @@
 
 Float modes use ResNeSt-14d at 64 px with reference-converted (official random init, random BN
 state) weights. The int8 accuracy test uses a ResNeSt-14d trained on real images (the digits).
-`python benchmarks/tflite_report.py` prints the figures these tests measure (the README's
+`python -m benchmarks.tflite_report` prints the figures these tests measure (the README's
 TFLite table); the bars sit just above them.
 """
 import numpy as np
@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 
 from keras_resnest.export import calibration, report, tflite
-from tests import export_helpers as helpers
+from tests.helpers import export_helpers as helpers
 
 
 @pytest.fixture(scope="module")
@@ -64,6 +64,7 @@ def test_weight_quantized_modes(mode, size_ratio, max_rel, float32_flatbuffer, i
     assert result["input_dtype"] == "float32"
 
 
+@pytest.mark.slow
 def test_int8_with_int8_io_from_a_tf_data_dataset():
     model = helpers.digits_model()
     train_images, _, test_images, _ = helpers.digits_split()

@@ -1,6 +1,7 @@
 """keras-hub integration (issue 10): `ResNeStBackbone` as a `FeaturePyramidBackbone`, the
 classifier with its preprocessing and presets, and keras-hub's DeepLabV3 and RetinaNet task
-models trained on the digit canvases (through `benchmarks/hub_tasks.py`, small settings).
+models trained on the digit canvases (through `python -m benchmarks.hub_tasks`, small
+settings; the task models themselves come from keras_resnest.hub.tasks).
 
 Presets come through the weights download: the official reference with random weights is
 served from 127.0.0.1 as the resnest14d ImageNet file (tests/test_weights.py's server).
@@ -19,8 +20,9 @@ import keras_resnest
 from keras_resnest.hub import (PRESETS, ResNeStBackbone, ResNeStImageClassifier,
                                ResNeStImageConverter, preset_directory)
 from keras_resnest.weights import pretrained
-from benchmarks.hub_tasks import SEGMENTATION_KEYS, deeplab_v3_segmenter, normalised
-from tests import torch_reference as ref
+from keras_resnest.hub.tasks import (SEGMENTATION_KEYS, deeplab_v3_segmenter, normalised,
+                                     retinanet_detector)
+from tests.helpers import torch_reference as ref
 from tests.test_weights import WeightsServer, publish, torch_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -154,7 +156,7 @@ def test_missing_keras_hub_is_one_clear_error():
 
 
 def _hub_task(*args):
-    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "hub_tasks.py"), *args],
+    result = subprocess.run([sys.executable, "-m", "benchmarks.hub_tasks", *args],
                             capture_output=True, text=True, cwd=ROOT, timeout=1200)
     assert result.returncode == 0, result.stderr[-3000:]
     print(result.stdout)
@@ -180,6 +182,7 @@ def test_deeplab_v3_on_a_dilated_encoder_predicts_every_pixel(output_stride):
     assert logits.shape == (2, size, size, SEGMENTATION_CLASSES)
 
 
+@pytest.mark.slow
 def test_deeplab_v3_with_a_resnest_backbone_learns_to_segment_digits():
     # One training run, at stride 16; the test above builds every stride. Measured with these
     # settings at stride 8: mean IoU 0.18 and 0.255 (two runs; 64 and 96 held-out canvases),
@@ -209,23 +212,15 @@ def test_average_precision_follows_the_ranking_of_the_detections():
                              np.ones(canvases.labels.shape)) == 0.0
 
 
+@pytest.mark.slow
 def test_retinanet_with_a_resnest_encoder_trains_and_decodes_to_the_canvas_boxes():
-    import keras_hub
-
     from keras_resnest.hub.digit_canvases import detection_scores, make_canvases
 
     # keras-hub's label encoding of the canvases' boxes, decoded back through our encoder's
     # anchors with certain class scores, must give the boxes again (no format or level mix-up).
     size = 32
     canvases = make_canvases(32, size=size, digit_scale=2, split="held_out", seed=3)
-    encoder = ResNeStBackbone.from_model_name("resnest14d", image_shape=(size, size, 3))
-    backbone = keras_hub.models.RetinaNetBackbone(
-        image_encoder=encoder, min_level=3, max_level=5, use_p5=False,
-        image_shape=(size, size, 3))
-    anchors = keras_hub.layers.AnchorGenerator("yxyx", min_level=3, max_level=5, num_scales=3,
-                                               aspect_ratios=[0.5, 1.0, 2.0], anchor_size=2)
-    detector = keras_hub.models.RetinaNetObjectDetector(
-        backbone=backbone, num_classes=10, bounding_box_format="yxyx", anchor_generator=anchors)
+    detector = retinanet_detector("resnest14d", size, num_classes=10)
     deltas, labels = detector.label_encoder(images=canvases.images, gt_boxes=canvases.boxes,
                                             gt_classes=canvases.labels)
     labels = keras.ops.convert_to_numpy(labels)
@@ -238,7 +233,7 @@ def test_retinanet_with_a_resnest_encoder_trains_and_decodes_to_the_canvas_boxes
     # levels have no positive anchor to decode (measured: 41 of these 51 digits decode).
     assert scores["precision"] == 1.0 and scores["recall"] >= 0.75, scores
 
-    # Training through benchmarks/hub_tasks.py, one class ("a digit is here"): measured AP50
+    # Training through benchmarks.hub_tasks, one class ("a digit is here"): measured AP50
     # 0.38, recall 0.34 at score 0.3, in 64 s. An untrained detector scores ~0 (its boxes are
     # the anchors and every score the 0.01 prior, under the 0.05 decoder threshold).
     trained = _hub_task("detection", "--one-class", "--epochs", "2", *SMALL)

@@ -11,9 +11,9 @@ from keras_resnest.layers import (DropBlock2D, GroupedConv2D, ResNeStBottleneck,
                                   StochasticDepth)
 from keras_resnest.layers.split_attention import inter_channels
 from keras_resnest.porting import SPLIT_ATTENTION_CHILDREN
-from tests.torch_reference import randomize_batch_norm, relative_error
+from tests.helpers.torch_reference import randomize_batch_norm, relative_error
 
-# What the layers achieve against torch (`python benchmarks/parity_report.py --sections layers`
+# What the layers achieve against torch (`python -m benchmarks.parity_report --sections layers`
 # prints each figure: worst 6.6e-07), with a margin for other CPUs' summation order; far below
 # the public 1e-4 of `convert --check`, which would let a small systematic slip through.
 LAYER_BAR = 5e-6

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from tests.training_runs import train_env
+from tests.helpers.training_runs import train_env
 
 _FIT_SCRIPT = """
 import json, os, sys

@@ -2,7 +2,7 @@
 the float32 error of both against the official model run in float64.
 
 The bars are what the port achieves, not the public PARITY_TOLERANCE (1e-4, the bar of
-`keras-resnest convert --check`): `python benchmarks/parity_report.py` prints every figure
+`keras-resnest convert --check`): `python -m benchmarks.parity_report` prints every figure
 these tests measure, 4e-07 to 8e-07 (README, Faithfulness). A systematic slip such as a
 BatchNorm epsilon of 2e-5 instead of 1e-5 stays under 1e-4 but not under these bars; the
 margin (about 6x) covers the float32 summation order of other CPUs and thread counts.
@@ -14,8 +14,11 @@ import pytest
 import keras_resnest
 from keras_resnest.porting import keras_layer_name
 from keras_resnest.weights import reference
-from tests import torch_reference as ref
+from tests.helpers import torch_reference as ref
 
+# The models that take longest (the deepest ones, and the 8-group fast variant, which is also
+# in the dilated test below): `make test` runs them, `make test-fast` leaves them out.
+SLOW_MODELS = {"resnest101", "resnest200", "resnest269", "resnest50_fast_4s2x40d"}
 LOGITS_BAR = 5e-6    # measured worst: 7.8e-07 at 45x67 (resnest269), 6.2e-07 at 224x224
 FEATURES_BAR = 5e-6  # measured worst: 6.6e-07 (output stride 16 and 8)
 
@@ -31,7 +34,9 @@ def _trainable_parameters(model):
 
 # Odd, non-square input: exercises the ceil-mode shortcut pool and the explicit paddings.
 # The big models run at small sizes: the size does not change the code path.
-@pytest.mark.parametrize("name", keras_resnest.list_models())
+@pytest.mark.parametrize("name", [pytest.param(name, marks=pytest.mark.slow)
+                                  if name in SLOW_MODELS else name
+                                  for name in keras_resnest.list_models()])
 def test_logits_match_official_model_at_odd_size(name):
     torch_model, state = _ported_pair(name)
     model = keras_resnest.create_model(name, weights=None, classifier_activation=None)
@@ -44,7 +49,7 @@ def test_logits_match_official_model_at_odd_size(name):
     assert error <= LOGITS_BAR, f"{name}: relative error {error:.2e}"
 
 
-@pytest.mark.parametrize("name", ["resnest14d", "resnest50"])
+@pytest.mark.parametrize("name", ["resnest14d", pytest.param("resnest50", marks=pytest.mark.slow)])
 def test_logits_match_official_model_at_native_resolution(name):
     torch_model, state = _ported_pair(name)
     model = keras_resnest.create_model(name, weights=None, classifier_activation=None,
@@ -62,6 +67,7 @@ def test_resnest50_parameter_count_is_official():
 
 # Official dilation=2 (output stride 16) and dilated=True (8), including the stride-1 avd blur
 # in the first block of each dilated stage. fast_4s2x40d adds avd_first and cardinality 2.
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["resnest50", "resnest50_fast_4s2x40d"])
 @pytest.mark.parametrize("output_stride,torch_kwargs", [(16, {"dilation": 2}),
                                                         (8, {"dilated": True})])
@@ -93,6 +99,7 @@ FLOAT64_RATIO = 2.0
 FLOAT64_FLOOR = 2.0 ** -22  # 2.4e-07
 
 
+@pytest.mark.slow
 def test_float32_error_against_float64_is_within_2x_official():
     name, images = "resnest101", ref.random_images(2, 64, 64, seed=0)
     torch_model, state = _ported_pair(name)
@@ -114,10 +121,24 @@ def test_float32_error_against_float64_is_within_2x_official():
 
 # `keras-resnest convert --check` builds its reference with keras_resnest.weights.reference,
 # which keeps its own copy of the 14d/26d configurations and of the input normalisation: it
-# must compute exactly what the reference pinned in tests/torch_reference.py computes.
+# must compute exactly what the reference pinned in tests/helpers/torch_reference.py computes.
 @pytest.mark.parametrize("name", sorted(ref.SMALL_MODELS))
 def test_convert_check_reference_is_the_pinned_reference(name):
     pinned = ref.build_randomized(name)
     images = ref.random_images(2, 45, 67, seed=1)
     checked = reference.reference_logits(name, ref.state_dict_numpy(pinned), images)
     np.testing.assert_array_equal(checked, ref.logits(pinned, images))
+
+
+# The benchmarks draw their random official models and float64 inputs from
+# keras_resnest.weights.reference: the figures they print are this file's only if those are
+# the pinned reference's own.
+def test_benchmark_reference_draws_the_pinned_random_models_and_float64_inputs():
+    pinned = ref.state_dict_numpy(ref.build_randomized("resnest14d", seed=3))
+    drawn = reference.state_dict_numpy(reference.build_randomized("resnest14d", seed=3))
+    assert sorted(drawn) == sorted(pinned)
+    for key, value in pinned.items():
+        np.testing.assert_array_equal(drawn[key], value, err_msg=key)
+    images = ref.random_images(2, 9, 11, seed=4)
+    np.testing.assert_array_equal(reference.to_torch_input64(images).numpy(),
+                                  ref.to_torch_input64(images).numpy())

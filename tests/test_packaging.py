@@ -4,8 +4,8 @@ Our own .venv holds the test extra (torch, the official resnest) and would hide 
 dependency, so this module builds the wheel, installs it with the README's plain install command
 into a new virtual environment (the pip cache keeps that quick) and runs each `keras-resnest`
 command from outside the repository on tiny settings. The TF-Serving request goes to an
-in-process stand-in for TF-Serving's Predict API (tests/export_helpers.py), as no TF-Serving
-binary exists here.
+in-process stand-in for TF-Serving's Predict API (tests/helpers/export_helpers.py), as no
+TF-Serving binary exists here.
 """
 import json
 import os
@@ -19,7 +19,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from tests import export_helpers as helpers
+from tests.helpers import export_helpers as helpers
+
+pytestmark = pytest.mark.slow  # the whole file: see `make test-fast`
 
 REPO = Path(__file__).resolve().parent.parent
 README_INSTALL = "pip install keras-resnest"
@@ -106,7 +108,7 @@ def test_install_brings_no_test_only_package(user):
 def test_convert_then_predict(user, tmp_path):
     import torch
 
-    from tests import torch_reference as ref
+    from tests.helpers import torch_reference as ref
 
     checkpoint = user.work / "resnest14d.pth"
     torch.save(ref.build_randomized("resnest14d").state_dict(), checkpoint)

@@ -14,8 +14,11 @@ import sys
 import numpy as np
 import pytest
 
-from tests.training_runs import TRAIN, read_json, train_env, train_killed_after
+from tests.helpers.training_runs import TRAIN, read_json, train_env, train_killed_after
 
+pytestmark = pytest.mark.slow  # the whole file: see `make test-fast`
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS = 20  # per epoch, global batch 16: one float epoch, two QAT epochs
 KILL_AT = STEPS + 4  # a checkpoint number only the QAT phase reaches (its epoch 2, step 4)
 # Measured: the int8 TFLite model of this short run agreed with its own QAT Keras model on
@@ -177,13 +180,15 @@ def test_grouped_split_attention_on_a_one_pixel_map_converts_to_full_integer(tmp
     assert not [t["name"] for t in tensors if t["dtype"] == np.float32]
 
 
-def test_qat_report_compares_float_post_training_and_qat_int8(qat_run, capsys):
-    """benchmarks/qat_report.py on the fixture's float and QAT models (no training here)."""
-    from benchmarks import qat_report
-
-    assert qat_report.main(["--float-model", os.path.join(qat_run, "model.keras"),
-                            "--qat-model", os.path.join(qat_run, "qat", "model.keras")]) == 0
-    out = capsys.readouterr().out
+def test_qat_report_compares_float_post_training_and_qat_int8(qat_run):
+    """benchmarks.qat_report on the fixture's float and QAT models (no training here)."""
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.qat_report",
+         "--float-model", os.path.join(qat_run, "model.keras"),
+         "--qat-model", os.path.join(qat_run, "qat", "model.keras")],
+        capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = result.stdout
     rows = re.findall(r"^\| (.+?) \| ([\d.]+)% \| ([\d.]+)% \|$", out, re.MULTILINE)
     assert [name.split(" (")[0] for name, _, _ in rows] == [
         "float32", "post-training int8", "post-training int8", "QAT int8"], out
@@ -195,9 +200,9 @@ def test_qat_report_compares_float_post_training_and_qat_int8(qat_run, capsys):
 
 def test_qat_report_refuses_bad_arguments_before_any_work(tmp_path):
     result = subprocess.run(
-        [sys.executable, "benchmarks/qat_report.py", "--qat-model", str(tmp_path / "missing.keras")],
-        capture_output=True, text=True, timeout=120,
-        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        [sys.executable, "-m", "benchmarks.qat_report", "--qat-model",
+         str(tmp_path / "missing.keras")],
+        capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert result.returncode == 2 and "--qat-model must be an existing .keras file" in result.stderr
 
 

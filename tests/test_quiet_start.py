@@ -26,6 +26,7 @@ def _run_command(args, tmp_path):
     )
 
 
+@pytest.mark.slow
 def test_command_prints_only_its_own_error_line(tmp_path):
     result = _run_command([], tmp_path)
     assert result.returncode == 2
@@ -34,6 +35,7 @@ def test_command_prints_only_its_own_error_line(tmp_path):
     ]
 
 
+@pytest.mark.slow
 def test_verbose_shows_tensorflow_start_up_lines(tmp_path):
     result = _run_command(["--verbose"], tmp_path)
     assert result.returncode == 2

@@ -13,6 +13,8 @@ from tensorflow.python.framework.config import (disable_op_determinism, enable_o
 
 from keras_resnest.cli import main
 
+pytestmark = pytest.mark.slow  # the whole file: see `make test-fast`
+
 # Every seeded op of the pipeline: crop, flip, RandAugment, MixUp, CutMix and the switch between them.
 ARGS = ["train", "--model", "resnest14d", "--dataset", "digits", "--epochs", "1", "--batch-size", "16",
         "--steps-per-epoch", "2", "--warmup-epochs", "0", "--randaugment", "--mixup", "0.2", "--cutmix", "1.0",

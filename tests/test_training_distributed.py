@@ -19,7 +19,9 @@ import h5py
 import numpy as np
 import pytest
 
-from tests.training_runs import TRAIN, read_json, train_env, train_killed_after
+from tests.helpers.training_runs import TRAIN, read_json, train_env, train_killed_after
+
+pytestmark = pytest.mark.slow  # the whole file: see `make test-fast`
 
 
 def _run(args, timeout, **env):

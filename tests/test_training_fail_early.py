@@ -169,6 +169,7 @@ def test_train_checks_the_data_it_is_given_before_building_the_model(tmp_path, n
         assert not (tmp_path / "run" / "backup").exists()
 
 
+@pytest.mark.slow
 def test_training_goes_on_without_tensorboard_and_says_so_once_before_the_first_step(tmp_path, monkeypatch):
     from keras_resnest.training.data import digits_data
     from keras_resnest.training.loop import TrainConfig, train

@@ -432,6 +432,7 @@ def test_cli_reports_bad_input_clearly(tmp_path, capsys):
 # ---------------------------------------------------------------- README: model.fit with a new head
 
 
+@pytest.mark.slow
 def test_readme_fit_on_resnest50_without_top_plus_a_new_head():
     # The README's fine-tuning example, with weights=None and a small input to stay offline/fast.
     base = keras_resnest.ResNeSt50(weights=None, include_top=False, pooling="avg", input_shape=(32, 32, 3))

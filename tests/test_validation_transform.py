@@ -3,7 +3,7 @@
 A short `keras-resnest train` run on large, finely textured images (600x500 stripes and
 checkerboards of one-pixel period, which any other resize or crop turns into other pixels)
 writes `evaluation.json`; the same saved model, fed the official PIL transform
-(`tests/pil_reference.py`) of the same validation images, must make the same predictions: the
+(`keras_resnest.weights.reference.official_eval_crop`) of the same validation images, must make the same predictions: the
 same top-1 and the same confusion matrix. (Measured once: the transform validation used before,
 a bilinear resize without antialiasing, predicted other classes for most of these images.)
 """
@@ -14,8 +14,8 @@ import numpy as np
 from PIL import Image
 
 import keras_resnest
-from tests.pil_reference import official_eval_crop
-from tests.training_runs import read_json, train_env
+from keras_resnest.weights.reference import official_eval_crop
+from tests.helpers.training_runs import read_json, train_env
 
 SIZE = 32
 WIDTH, HEIGHT = 600, 500

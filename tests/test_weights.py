@@ -29,8 +29,8 @@ from keras_resnest.predict import load_images
 from keras_resnest.weights import (CheckpointError, UnsafeCheckpointError, pretrained,
                                    read_state_dict)
 from keras_resnest.weights.checkpoints import LazyTensor
-from tests.pil_reference import official_eval_crop
-from tests import torch_reference as ref
+from keras_resnest.weights.reference import official_eval_crop
+from tests.helpers import torch_reference as ref
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -129,6 +129,7 @@ def logits_model(name, **kwargs):
 
 # --- weights="imagenet" ----------------------------------------------------------------------
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model_name,legacy", [("resnest14d", False), ("resnest14d", True),
                                                ("resnest50", True)])
 def test_imagenet_weights_reproduce_reference_and_are_cached(
@@ -384,6 +385,7 @@ def test_a_checkpoint_of_another_architecture_names_the_first_mismatched_key(tmp
         keras_resnest.ResNeSt50(weights=str(path))
 
 
+@pytest.mark.slow
 def test_safetensors_with_timm_names_convert_and_load(tmp_path, capsys):
     """timm's resnest50d_1s4x24d is the official resnest50_fast_1s4x24d (same keys)."""
     import safetensors.torch
@@ -405,6 +407,7 @@ def test_safetensors_with_timm_names_convert_and_load(tmp_path, capsys):
                                   direct.predict(images, verbose=0))
 
 
+@pytest.mark.slow
 def test_keras_files_npz_and_keras_round_trip(tmp_path, reference_14d):
     state = ref.state_dict_numpy(reference_14d)
     np.savez(tmp_path / "state.npz", **state)
@@ -480,6 +483,7 @@ def test_predict_prints_top_classes(tmp_path, capsys, reference_14d):
 
 # --- no torch at run time --------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_no_torch_import_in_the_library_runtime_paths(tmp_path, reference_14d):
     """Reading, converting, weights= and weights="imagenet" with `import torch` blocked."""
     import safetensors.torch

@@ -1,7 +1,7 @@
 """What the tests that run `python -m keras_resnest.training` in subprocesses share.
 
 Run as a script, this file is a driver that trains like `python -m keras_resnest.training`
-with a `KillAfterCheckpoint` callback: `python tests/training_runs.py N TRAIN_ARGS...`.
+with a `KillAfterCheckpoint` callback: `python tests/helpers/training_runs.py N TRAIN_ARGS...`.
 """
 import json
 import os

@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image
 
 import keras_resnest
-from tests import torch_reference as ref
+from tests.helpers import torch_reference as ref
 
 SMALL_SIZE = 64
 DIGIT_SIZE = 32
