@@ -25,10 +25,10 @@ CASES = [
 def main():
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow as tf
-
     from PIL import Image
 
     from keras_resnest.export import image_transform
+
     # The PIL pipeline `keras-resnest predict` runs: the official ECenterCrop.
     from keras_resnest.weights.reference import official_eval_crop
 

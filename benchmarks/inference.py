@@ -52,8 +52,12 @@ def parse_args():
     parser.add_argument("--jit", action="store_true", help="also time an XLA-compiled call")
     parser.add_argument("--keras-backends", nargs="*", default=[], choices=["jax", "torch"],
                         help="also time keras_resnest under these Keras backends")
-    parser.add_argument("--runtimes", nargs="*", default=[],
-                        help="also time these runtimes, each in its own process ('all' for every one)")
+    parser.add_argument(
+        "--runtimes",
+        nargs="*",
+        default=[],
+        help="also time these runtimes, each in its own process ('all' for every one)",
+    )
     parser.add_argument("--backend-worker", help=argparse.SUPPRESS)
     return parser.parse_args()
 
@@ -80,14 +84,18 @@ def backend_worker(args):
 
     torch_model, model = same_weights_models(args.model, args.size)
     check = np.random.RandomState(1).uniform(0, 255, (2, args.size, args.size, 3)).astype("float32")
-    result = {"backend": keras.backend.backend(),
-              "parity": relative_error(model.predict_on_batch(check), logits(torch_model, check)),
-              "speeds": {}}
+    result = {
+        "backend": keras.backend.backend(),
+        "parity": relative_error(model.predict_on_batch(check), logits(torch_model, check)),
+        "speeds": {},
+    }
     for batch in args.batches:
         images = np.random.RandomState(0).uniform(0, 255, (batch, args.size, args.size, 3))
         images = images.astype("float32")
-        speeds = [images_per_second(lambda: model.predict_on_batch(images), batch, args.seconds)
-                  for _ in range(args.rounds)]
+        speeds = [
+            images_per_second(lambda: model.predict_on_batch(images), batch, args.seconds)
+            for _ in range(args.rounds)
+        ]
         result["speeds"][str(batch)] = [min(speeds), statistics.median(speeds), max(speeds)]
     print("RESULT " + json.dumps(result), flush=True)
 
@@ -98,22 +106,41 @@ def other_backend_rows(args):
     import subprocess
 
     for backend in args.keras_backends:
-        command = [sys.executable, "-m", "benchmarks.inference", "--backend-worker", backend,
-                   "--model", args.model, "--threads", str(args.threads), "--size",
-                   str(args.size), "--rounds", str(args.rounds), "--seconds", str(args.seconds),
-                   "--batches", *map(str, args.batches)]
+        command = [
+            sys.executable,
+            "-m",
+            "benchmarks.inference",
+            "--backend-worker",
+            backend,
+            "--model",
+            args.model,
+            "--threads",
+            str(args.threads),
+            "--size",
+            str(args.size),
+            "--rounds",
+            str(args.rounds),
+            "--seconds",
+            str(args.seconds),
+            "--batches",
+            *map(str, args.batches),
+        ]
         env = dict(os.environ, KERAS_BACKEND=backend, OMP_NUM_THREADS=str(args.threads))
         process = subprocess.run(command, env=env, capture_output=True, text=True, cwd=ROOT)
         lines = [line for line in process.stdout.splitlines() if line.startswith("RESULT ")]
         if process.returncode or not lines:
             print(f"keras backend {backend}: failed\n{process.stderr[-3000:]}", flush=True)
             continue
-        result = json.loads(lines[-1][len("RESULT "):])
-        print(f"keras backend {backend}: max|keras - torch| / max|torch| = "
-              f"{result['parity']:.1e}", flush=True)
+        result = json.loads(lines[-1][len("RESULT ") :])
+        print(
+            f"keras backend {backend}: max|keras - torch| / max|torch| = {result['parity']:.1e}",
+            flush=True,
+        )
         for batch, (low, median, high) in result["speeds"].items():
-            print(f"{batch:>5} {backend + ' img/s':>12} {median:>10.2f} ({low:.2f}-{high:.2f})",
-                  flush=True)
+            print(
+                f"{batch:>5} {backend + ' img/s':>12} {median:>10.2f} ({low:.2f}-{high:.2f})",
+                flush=True,
+            )
 
 
 def multiply_accumulates(concrete_function):
@@ -143,7 +170,7 @@ def gemm_peak_gflops(size=3072, repeats=5):
             start = time.perf_counter()
             run()
             best = min(best, time.perf_counter() - start)
-    return 2 * size ** 3 / best / 1e9
+    return 2 * size**3 / best / 1e9
 
 
 def main():
@@ -166,20 +193,27 @@ def main():
     xla_call = tf.function(lambda x: model(x, training=False), jit_compile=True)
 
     check = np.random.RandomState(1).uniform(0, 255, (2, args.size, args.size, 3)).astype("float32")
-    parity = relative_error(keras_call(tf.constant(check)).numpy(),
-                            logits(torch_model, check))
+    parity = relative_error(keras_call(tf.constant(check)).numpy(), logits(torch_model, check))
     image_macs = multiply_accumulates(
-        keras_call.get_concrete_function(tf.TensorSpec((1, args.size, args.size, 3))))
+        keras_call.get_concrete_function(tf.TensorSpec((1, args.size, args.size, 3)))
+    )
     peak = gemm_peak_gflops()
     ceiling = peak * 1e9 / (2 * image_macs)
 
-    print(f"{args.model} at {args.size}x{args.size}, {args.threads} threads, "
-          f"TF {tf.__version__}, torch {torch.__version__}")
+    print(
+        f"{args.model} at {args.size}x{args.size}, {args.threads} threads, "
+        f"TF {tf.__version__}, torch {torch.__version__}"
+    )
     print(f"same weights on both sides: max|keras - torch| / max|torch| = {parity:.1e}")
-    print(f"{image_macs / 1e9:.2f} G multiply-accumulates per image; best float32 GEMM of this "
-          f"machine {peak:.0f} GFLOP/s -> ceiling {ceiling:.1f} images/s")
-    print(f"{'batch':>5} {'keras img/s':>12} {'torch img/s':>12} {'ratio (range)':>21} "
-          f"{'keras % of GEMM':>16} {'ceiling/torch':>14}" + (f" {'keras+XLA':>10}" if args.jit else ""))
+    print(
+        f"{image_macs / 1e9:.2f} G multiply-accumulates per image; best float32 GEMM of this "
+        f"machine {peak:.0f} GFLOP/s -> ceiling {ceiling:.1f} images/s"
+    )
+    print(
+        f"{'batch':>5} {'keras img/s':>12} {'torch img/s':>12} {'ratio (range)':>21} "
+        f"{'keras % of GEMM':>16} {'ceiling/torch':>14}"
+        + (f" {'keras+XLA':>10}" if args.jit else "")
+    )
     for batch in args.batches:
         images = np.random.RandomState(0).uniform(0, 255, (batch, args.size, args.size, 3))
         tf_images = tf.constant(images, tf.float32)
@@ -195,13 +229,15 @@ def main():
         keras_speeds, torch_speeds = [], []
         for round_index in range(args.rounds):
             sides = [(run_keras, keras_speeds), (run_torch, torch_speeds)]
-            for run, speeds in sides[::1 if round_index % 2 == 0 else -1]:
+            for run, speeds in sides[:: 1 if round_index % 2 == 0 else -1]:
                 speeds.append(images_per_second(run, batch, args.seconds))
         ratios = [k / t for k, t in zip(keras_speeds, torch_speeds)]
         keras_speed, torch_speed = statistics.median(keras_speeds), statistics.median(torch_speeds)
-        line = (f"{batch:>5} {keras_speed:>12.2f} {torch_speed:>12.2f} "
-                f"{statistics.median(ratios):>6.2f}x ({min(ratios):.2f}-{max(ratios):.2f}x) "
-                f"{100 * keras_speed / ceiling:>15.0f}% {ceiling / torch_speed:>13.2f}x")
+        line = (
+            f"{batch:>5} {keras_speed:>12.2f} {torch_speed:>12.2f} "
+            f"{statistics.median(ratios):>6.2f}x ({min(ratios):.2f}-{max(ratios):.2f}x) "
+            f"{100 * keras_speed / ceiling:>15.0f}% {ceiling / torch_speed:>13.2f}x"
+        )
         if args.jit:
             line += f" {images_per_second(lambda: xla_call(tf_images).numpy(), batch, args.seconds):>10.2f}"
         print(line, flush=True)
@@ -221,7 +257,9 @@ def runtime_table(args, torch_model, model, keras_call):
     names = list(rt.RUNTIMES) if args.runtimes == ["all"] else args.runtimes
     unknown = sorted(set(names) - set(rt.RUNTIMES))
     if unknown:
-        raise SystemExit(f"unknown runtimes {unknown}; expected 'all' or some of {list(rt.RUNTIMES)}")
+        raise SystemExit(
+            f"unknown runtimes {unknown}; expected 'all' or some of {list(rt.RUNTIMES)}"
+        )
     with tempfile.TemporaryDirectory(prefix="keras_resnest_bench_") as directory:
         rt.write_artifacts(directory, args.model, args.size, torch_model, model, names)
         check = np.random.RandomState(1).uniform(0, 255, (2, args.size, args.size, 3))
@@ -251,9 +289,11 @@ def runtime_table(args, torch_model, model, keras_call):
         values = speeds.get(name, {}).get(batch, [])
         return statistics.median(values) if values else None
 
-    print(f"\n{args.model} {args.size}x{args.size}, {args.threads} threads, median images/s of "
-          f"{args.rounds} interleaved rounds (range); ratio to {rt.REFERENCE} "
-          f"({rt.RUNTIMES[rt.REFERENCE]}); parity: max|difference| / max|keras| on 2 images")
+    print(
+        f"\n{args.model} {args.size}x{args.size}, {args.threads} threads, median images/s of "
+        f"{args.rounds} interleaved rounds (range); ratio to {rt.REFERENCE} "
+        f"({rt.RUNTIMES[rt.REFERENCE]}); parity: max|difference| / max|keras| on 2 images"
+    )
     header = "".join(f"{f'batch {b} img/s (range)':>26}{'ratio':>7}" for b in args.batches)
     print(f"{'runtime':<19}{header}{'parity':>10}  description")
     for name in names:
@@ -267,7 +307,9 @@ def runtime_table(args, torch_model, model, keras_call):
             ratio = f"{median(name, batch) / reference:.2f}x" if reference else ""
             cells += f"{median(name, batch):.1f} ({min(values):.1f}-{max(values):.1f})".rjust(26)
             cells += f"{ratio:>7}"
-        expected = keras_probabilities if workers[name].output_kind == "probabilities" else keras_logits
+        expected = (
+            keras_probabilities if workers[name].output_kind == "probabilities" else keras_logits
+        )
         parity = np.abs(workers[name].outputs - expected).max() / np.abs(expected).max()
         print(f"{name:<19}{cells}{parity:>10.1e}  {rt.RUNTIMES[name]}", flush=True)
 

@@ -90,26 +90,35 @@ def report_layers():
         actual = model(x, training=True) if train else layer(x, training=False)
         return ref.relative_error(np.asarray(actual), expected.transpose(0, 2, 3, 1))
 
-    print("\nSplitAttention vs SplAtConv2d, inference (test_split_attention_matches_official_splat)")
+    print(
+        "\nSplitAttention vs SplAtConv2d, inference (test_split_attention_matches_official_splat)"
+    )
     x = np.random.RandomState(0).normal(size=(2, 9, 11, 64)).astype("float32")
     worst = 0.0
     for radix, cardinality, strides in itertools.product((1, 2, 4), (1, 2, 4), (1, 2)):
-        official, layer = splat_pair(radix, cardinality, strides, 64, radix * 10 + cardinality,
-                                     train=False)
+        official, layer = splat_pair(
+            radix, cardinality, strides, 64, radix * 10 + cardinality, train=False
+        )
         value = error(official, layer, x, train=False)
         worst = max(worst, value)
-        print(f"radix {radix} cardinality {cardinality} stride {strides} {value:>11.2e}",
-              flush=True)
+        print(
+            f"radix {radix} cardinality {cardinality} stride {strides} {value:>11.2e}", flush=True
+        )
     print(f"worst {worst:.2e}")
 
     print("\nSplitAttention vs SplAtConv2d, training mode (test_split_attention_training_mode_...)")
     x = np.random.RandomState(1).normal(size=(4, 6, 7, 32)).astype("float32")
     for radix, cardinality in ((2, 1), (4, 2)):
         official, layer = splat_pair(radix, cardinality, 1, 32, 7, train=True)
-        print(f"radix {radix} cardinality {cardinality} "
-              f"{error(official, layer, x, train=True):>11.2e}", flush=True)
+        print(
+            f"radix {radix} cardinality {cardinality} "
+            f"{error(official, layer, x, train=True):>11.2e}",
+            flush=True,
+        )
 
-    print("\nGroupedConv2D vs torch Conv2d(groups=3) (test_grouped_conv_matches_torch_grouped_conv)")
+    print(
+        "\nGroupedConv2D vs torch Conv2d(groups=3) (test_grouped_conv_matches_torch_grouped_conv)"
+    )
     print(f"groups 3 stride 2 {grouped_conv_error():>11.2e}")
 
 

@@ -67,6 +67,7 @@ here (0.6% agreement), even with one calibration image, per-tensor weights, radi
 is nothing measurable for QAT to recover; the loss appears with an unrepresentative calibration
 (noise), which QAT, needing no calibration images, avoids entirely.
 """
+
 import argparse
 import os
 import sys
@@ -89,29 +90,63 @@ def parse_args(argv=None):
     parser.add_argument("--model", default="resnest14d")
     parser.add_argument("--image-size", type=int, default=32)
     parser.add_argument("--epochs", type=int, default=EPOCHS, help=f"float epochs ({EPOCHS})")
-    parser.add_argument("--qat-epochs", type=int, default=QAT_EPOCHS,
-                        help=f"QAT epochs ({QAT_EPOCHS}; 0: post-training rows only)")
-    parser.add_argument("--qat-lr", type=float, default=QAT_LR,
-                        help=f"peak learning rate of the QAT phase (SGD, {QAT_LR:g})")
+    parser.add_argument(
+        "--qat-epochs",
+        type=int,
+        default=QAT_EPOCHS,
+        help=f"QAT epochs ({QAT_EPOCHS}; 0: post-training rows only)",
+    )
+    parser.add_argument(
+        "--qat-lr",
+        type=float,
+        default=QAT_LR,
+        help=f"peak learning rate of the QAT phase (SGD, {QAT_LR:g})",
+    )
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--calibration-images", type=int, default=CALIBRATION_IMAGES,
-                        help=f"training images that calibrate post-training int8 ({CALIBRATION_IMAGES})")
-    parser.add_argument("--calibration-start", type=int, default=0,
-                        help="index of the first training image that calibrates (0)")
-    parser.add_argument("--calibration-source", choices=("noise", "train"), default="noise",
-                        help="noise (default): uniform random 0..255 images, the placeholder "
-                             "representative dataset of many conversion examples (an "
-                             "unrepresentative calibration); train: training images")
-    parser.add_argument("--float-model", default=None, metavar="FILE.keras",
-                        help="a trained float classifier (e.g. RUN_DIR/model.keras of an earlier -o run): "
-                             "no float training, --epochs is ignored")
-    parser.add_argument("--qat-model", default=None, metavar="FILE.keras",
-                        help="a QAT model trained elsewhere (RUN_DIR/qat/model.keras of `keras-resnest "
-                             "train --qat-epochs`) to compare with --float-model: no training at all")
-    parser.add_argument("--steps-per-epoch", type=int, default=None,
-                        help="training steps per epoch (default: one pass over the images)")
+    parser.add_argument(
+        "--calibration-images",
+        type=int,
+        default=CALIBRATION_IMAGES,
+        help=f"training images that calibrate post-training int8 ({CALIBRATION_IMAGES})",
+    )
+    parser.add_argument(
+        "--calibration-start",
+        type=int,
+        default=0,
+        help="index of the first training image that calibrates (0)",
+    )
+    parser.add_argument(
+        "--calibration-source",
+        choices=("noise", "train"),
+        default="noise",
+        help="noise (default): uniform random 0..255 images, the placeholder "
+        "representative dataset of many conversion examples (an "
+        "unrepresentative calibration); train: training images",
+    )
+    parser.add_argument(
+        "--float-model",
+        default=None,
+        metavar="FILE.keras",
+        help="a trained float classifier (e.g. RUN_DIR/model.keras of an earlier -o run): "
+        "no float training, --epochs is ignored",
+    )
+    parser.add_argument(
+        "--qat-model",
+        default=None,
+        metavar="FILE.keras",
+        help="a QAT model trained elsewhere (RUN_DIR/qat/model.keras of `keras-resnest "
+        "train --qat-epochs`) to compare with --float-model: no training at all",
+    )
+    parser.add_argument(
+        "--steps-per-epoch",
+        type=int,
+        default=None,
+        help="training steps per epoch (default: one pass over the images)",
+    )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("-o", "--output", default=None, help="run directory (default: a temporary one)")
+    parser.add_argument(
+        "-o", "--output", default=None, help="run directory (default: a temporary one)"
+    )
     args = parser.parse_args(argv)
     for name in ("epochs", "calibration_images", "batch_size", "qat_lr"):
         if not getattr(args, name) > 0:
@@ -161,9 +196,9 @@ def tflite_classes(flatbuffer, images):
 def main(argv=None):
     args = parse_args(argv)
     from keras_resnest.export.tflite import convert_to_tflite
+    from keras_resnest.training.augment import AugmentConfig
     from keras_resnest.training.data import digits_data
     from keras_resnest.training.digits import load_digits_dataset
-    from keras_resnest.training.augment import AugmentConfig
     from keras_resnest.training.loop import TrainConfig, train
 
     started = time.perf_counter()
@@ -171,11 +206,20 @@ def main(argv=None):
     float_epochs = 0 if args.float_model else args.epochs
     qat_model = None
     if float_epochs or args.qat_epochs:
-        config = TrainConfig(model_name=args.model, image_size=args.image_size, epochs=float_epochs,
-                             batch_size=args.batch_size, warmup_epochs=1, qat_epochs=args.qat_epochs,
-                             qat_learning_rate=args.qat_lr, augment=AugmentConfig(**AUGMENT),
-                             seed=args.seed, deterministic=True, weights=args.float_model,
-                             steps_per_epoch=args.steps_per_epoch)
+        config = TrainConfig(
+            model_name=args.model,
+            image_size=args.image_size,
+            epochs=float_epochs,
+            batch_size=args.batch_size,
+            warmup_epochs=1,
+            qat_epochs=args.qat_epochs,
+            qat_learning_rate=args.qat_lr,
+            augment=AugmentConfig(**AUGMENT),
+            seed=args.seed,
+            deterministic=True,
+            weights=args.float_model,
+            steps_per_epoch=args.steps_per_epoch,
+        )
         result = train(config, digits_data(args.image_size), run_dir, log=lambda *a, **k: None)
         qat_model = result["model"] if args.qat_epochs else None
     import keras_resnest
@@ -187,13 +231,20 @@ def main(argv=None):
     labels = split.val_labels
     float_classes = np.argmax(float_model.predict(images, batch_size=64, verbose=0), -1)
     if args.calibration_source == "noise":
-        calibration = np.random.default_rng(args.seed).uniform(
-            0, 255, (args.calibration_images,) + split.train_images.shape[1:]).astype(np.float32)
+        calibration = (
+            np.random.default_rng(args.seed)
+            .uniform(0, 255, (args.calibration_images,) + split.train_images.shape[1:])
+            .astype(np.float32)
+        )
     else:
         first = args.calibration_start
-        calibration = split.train_images[first:first + args.calibration_images].astype(np.float32)
-    ptq = {per_channel: tflite_classes(post_training_int8(float_model, calibration, per_channel), images)
-           for per_channel in (True, False)}
+        calibration = split.train_images[first : first + args.calibration_images].astype(np.float32)
+    ptq = {
+        per_channel: tflite_classes(
+            post_training_int8(float_model, calibration, per_channel), images
+        )
+        for per_channel in (True, False)
+    }
     if args.qat_model:
         qat_model = keras_resnest.load_model(args.qat_model, compile=False)
     qat = tflite_classes(convert_to_tflite(qat_model, "int8"), images) if qat_model else None
@@ -203,20 +254,30 @@ def main(argv=None):
         calibrated = f"{args.calibration_images} random-noise calibration image{'s' * (args.calibration_images > 1)}"
     elif args.calibration_start:
         calibrated += f" from training image {args.calibration_start}"
-    qat_training = (f"QAT model {args.qat_model}" if args.qat_model else
-                    f"{args.qat_epochs} QAT epoch{'s' * (args.qat_epochs > 1)} at lr {args.qat_lr:g}")
-    rows = [("float32 (Keras)", float_classes),
-            (f"post-training int8 ({calibrated}, per-channel weights)", ptq[True]),
-            (f"post-training int8 ({calibrated}, per-tensor weights)", ptq[False]),
-            (f"QAT int8 ({qat_training}, per-channel weights, no calibration images)", qat),
-           ][:4 if qat_model else 3]
-    source = f"float model {args.float_model}" if args.float_model else f"{args.epochs} float epochs"
-    print(f"{args.model} {args.image_size} px, {source}, digits: "
-          f"{len(labels)} held-out images ({time.perf_counter() - started:.0f} s)")
+    qat_training = (
+        f"QAT model {args.qat_model}"
+        if args.qat_model
+        else f"{args.qat_epochs} QAT epoch{'s' * (args.qat_epochs > 1)} at lr {args.qat_lr:g}"
+    )
+    rows = [
+        ("float32 (Keras)", float_classes),
+        (f"post-training int8 ({calibrated}, per-channel weights)", ptq[True]),
+        (f"post-training int8 ({calibrated}, per-tensor weights)", ptq[False]),
+        (f"QAT int8 ({qat_training}, per-channel weights, no calibration images)", qat),
+    ][: 4 if qat_model else 3]
+    source = (
+        f"float model {args.float_model}" if args.float_model else f"{args.epochs} float epochs"
+    )
+    print(
+        f"{args.model} {args.image_size} px, {source}, digits: "
+        f"{len(labels)} held-out images ({time.perf_counter() - started:.0f} s)"
+    )
     print("| model | accuracy | top-1 agreement with float |")
     print("|---|---|---|")
     for name, classes in rows:
-        print(f"| {name} | {np.mean(classes == labels):.1%} | {np.mean(classes == float_classes):.1%} |")
+        print(
+            f"| {name} | {np.mean(classes == labels):.1%} | {np.mean(classes == float_classes):.1%} |"
+        )
     for per_channel, classes in ptq.items():
         if qat is None:
             break
@@ -224,15 +285,19 @@ def main(argv=None):
         recovered = np.mean(qat == labels) - np.mean(classes == labels)
         weights = "per-channel" if per_channel else "per-tensor"
         if lost > 0:
-            print(f"QAT recovers {recovered / lost:.0%} of the {lost:.1%} accuracy post-training "
-                  f"int8 ({weights}) loses")
+            print(
+                f"QAT recovers {recovered / lost:.0%} of the {lost:.1%} accuracy post-training "
+                f"int8 ({weights}) loses"
+            )
         else:
             print(f"post-training int8 ({weights}) lost no accuracy in this setting")
         disagree = 1.0 - np.mean(classes == float_classes)
         if disagree > 0:
             regained = np.mean(qat == float_classes) - np.mean(classes == float_classes)
-            print(f"QAT recovers {regained / disagree:.0%} of the {disagree:.1%} top-1 agreement "
-                  f"post-training int8 ({weights}) loses")
+            print(
+                f"QAT recovers {regained / disagree:.0%} of the {disagree:.1%} top-1 agreement "
+                f"post-training int8 ({weights}) loses"
+            )
     return 0
 
 

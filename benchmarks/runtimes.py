@@ -10,6 +10,7 @@ drifts affects every runtime alike. The median over the rounds is reported with 
 
 Workers talk over stdin/stdout: "time BATCH SECONDS" -> "RESULT {images_per_second}", "quit".
 """
+
 import json
 import os
 import subprocess
@@ -41,11 +42,18 @@ RUNTIMES = {
 }
 REFERENCE = "ort_official"  # the ratios are against the official ONNX file in onnxruntime
 # The file each runtime loads (the official PyTorch model is rebuilt from its seed).
-ARTIFACTS = {"keras": "model.keras", "saved_model": "saved_model", "torch": "model.keras",
-             "ort_official": "official.onnx", "ort_ours": "ours.onnx",
-             "openvino_official": "official.onnx", "openvino_ours": "ours.onnx",
-             "tflite_fp32": "fp32.tflite", "tflite_int8": "int8.tflite",
-             "ort_ours_int8": "ours_int8.onnx"}
+ARTIFACTS = {
+    "keras": "model.keras",
+    "saved_model": "saved_model",
+    "torch": "model.keras",
+    "ort_official": "official.onnx",
+    "ort_ours": "ours.onnx",
+    "openvino_official": "official.onnx",
+    "openvino_ours": "ours.onnx",
+    "tflite_fp32": "fp32.tflite",
+    "tflite_int8": "int8.tflite",
+    "ort_ours_int8": "ours_int8.onnx",
+}
 
 
 def write_artifacts(directory, name, size, torch_model, model, runtimes, progress=print):
@@ -62,12 +70,19 @@ def write_artifacts(directory, name, size, torch_model, model, runtimes, progres
         "ours.onnx": lambda path: onnx_export.export_onnx(model, path),
         "ours_int8.onnx": lambda path: onnx_export.export_onnx(model, path, "int8", calibration),
         "official.onnx": lambda path: torch.onnx.export(
-            torch_model, torch.from_numpy(normalise_nchw(calibration[:1])), str(path),
-            opset_version=17, input_names=["input"], output_names=["logits"],
-            dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}}, dynamo=False),
+            torch_model,
+            torch.from_numpy(normalise_nchw(calibration[:1])),
+            str(path),
+            opset_version=17,
+            input_names=["input"],
+            output_names=["logits"],
+            dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+            dynamo=False,
+        ),
         "fp32.tflite": lambda path: path.write_bytes(tflite.convert_to_tflite(model)),
         "int8.tflite": lambda path: path.write_bytes(
-            tflite.convert_to_tflite(model, "int8", calibration_data=calibration)),
+            tflite.convert_to_tflite(model, "int8", calibration_data=calibration)
+        ),
     }
     needed = sorted({ARTIFACTS[runtime] for runtime in runtimes})
     progress(f"writing {', '.join(needed)}...")
@@ -97,7 +112,8 @@ def load_runner(runtime, directory, threads):
             call = tf.function(lambda x: model(x, training=False))
             return lambda images: call(tf.constant(images)).numpy(), None
         serve = tf.saved_model.load(str(directory / ARTIFACTS[runtime])).signatures[
-            "serving_default"]
+            "serving_default"
+        ]
         # serving_default gives probabilities (and the top 5): its parity is on probabilities.
         return lambda images: serve(image=tf.constant(images))["probabilities"].numpy(), None
     if runtime == "torch":
@@ -111,14 +127,16 @@ def load_runner(runtime, directory, threads):
         def run_torch(images):
             with torch.inference_mode():
                 return torch_model(torch.from_numpy(normalise_nchw(images))).numpy()
+
         return run_torch, None
     if runtime.startswith("ort_"):
         import onnxruntime
 
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
-        session = onnxruntime.InferenceSession(str(directory / ARTIFACTS[runtime]), options,
-                                               providers=["CPUExecutionProvider"])
+        session = onnxruntime.InferenceSession(
+            str(directory / ARTIFACTS[runtime]), options, providers=["CPUExecutionProvider"]
+        )
         if runtime == "ort_official":
             return lambda images: session.run(None, {"input": normalise_nchw(images)})[0], None
         return lambda images: session.run(["logits"], {"image": images})[0], None
@@ -133,19 +151,30 @@ def load_runner(runtime, directory, threads):
         def run_openvino(images):
             batch = len(images)
             if batch not in compiled:  # a static shape per batch size, as a server would
-                network.reshape([batch, 3, config["size"], config["size"]] if official
-                                else [batch, config["size"], config["size"], 3])
-                compiled[batch] = core.compile_model(network, "CPU", {
-                    "INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": "f32",
-                    "PERFORMANCE_HINT": "LATENCY"})
+                network.reshape(
+                    [batch, 3, config["size"], config["size"]]
+                    if official
+                    else [batch, config["size"], config["size"], 3]
+                )
+                compiled[batch] = core.compile_model(
+                    network,
+                    "CPU",
+                    {
+                        "INFERENCE_NUM_THREADS": threads,
+                        "INFERENCE_PRECISION_HINT": "f32",
+                        "PERFORMANCE_HINT": "LATENCY",
+                    },
+                )
             inputs = normalise_nchw(images) if official else images
             return compiled[batch](inputs)[compiled[batch].output(0)]
+
         return run_openvino, None
     if runtime.startswith("tflite_"):
         from keras_resnest.export.report import TFLiteClassifier
 
-        runner = TFLiteClassifier((directory / ARTIFACTS[runtime]).read_bytes(),
-                                  num_threads=threads)
+        runner = TFLiteClassifier(
+            (directory / ARTIFACTS[runtime]).read_bytes(), num_threads=threads
+        )
         # The TFLite export has a fixed batch of 1 (no SHAPE ops in the flatbuffer).
         return lambda images: np.stack([runner(image)["logits"] for image in images]), (1,)
     raise ValueError(f"unknown runtime {runtime!r}; expected one of {', '.join(RUNTIMES)}")
@@ -177,8 +206,13 @@ class Worker:
         env = dict(os.environ, OMP_NUM_THREADS=str(threads), TF_CPP_MIN_LOG_LEVEL="2")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "benchmarks.runtimes", runtime, str(directory), str(threads)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            env=env, cwd=ROOT)
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            cwd=ROOT,
+        )
         ready = self._reply("READY ")
         self.output_kind = "probabilities" if "probabilities" in ready else "logits"
         self.outputs = np.array(ready[self.output_kind])
@@ -187,7 +221,7 @@ class Worker:
     def _reply(self, prefix):
         for line in self.process.stdout:
             if line.startswith(prefix):
-                return json.loads(line[len(prefix):])
+                return json.loads(line[len(prefix) :])
         raise RuntimeError(f"{self.runtime} worker failed:\n{self.process.stderr.read()[-3000:]}")
 
     def images_per_second(self, batch, seconds):

@@ -156,8 +156,7 @@ def graph_function(graph_def, input_name, output_name):
 def worker(args, inter_op):
     """One setting: every candidate, alternating rounds; one JSON line with the figures."""
     import tensorflow as tf
-    from tensorflow.python.framework.convert_to_constants import \
-        convert_variables_to_constants_v2
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     tf.config.threading.set_inter_op_parallelism_threads(inter_op)

@@ -9,6 +9,7 @@ the ratio keras / torch.
     python -m benchmarks.train [--model resnest50] [--size 224] [--batch 16] [--threads 2]
         [--steps 5]
 """
+
 import argparse
 import os
 
@@ -21,7 +22,9 @@ def parse_args():
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--steps", type=int, default=5, help="timed steps per side (after 2 warm-up steps)")
+    parser.add_argument(
+        "--steps", type=int, default=5, help="timed steps per side (after 2 warm-up steps)"
+    )
     return parser.parse_args()
 
 
@@ -32,9 +35,13 @@ def keras_step_fn(args, images, labels):
     from keras_resnest.training import finetune, recipe
     from keras_resnest.training.run import make_train_step
 
-    model = finetune.build_classifier(args.model, num_classes=1000, image_size=args.size, weights=None)
+    model = finetune.build_classifier(
+        args.model, num_classes=1000, image_size=args.size, weights=None
+    )
     optimizer = recipe.build_optimizer(model, learning_rate=0.1, weight_decay=1e-4, momentum=0.9)
-    loss_fn = keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=0.1, reduction=None)
+    loss_fn = keras.losses.CategoricalCrossentropy(
+        from_logits=True, label_smoothing=0.1, reduction=None
+    )
     strategy = tf.distribute.get_strategy()
     train_step = make_train_step(strategy, model, optimizer, loss_fn, args.batch)
     one_hot = tf.one_hot(labels, 1000)
@@ -77,14 +84,19 @@ def main():
     images = rng.uniform(0, 255, (args.batch, args.size, args.size, 3)).astype("float32")
     labels = rng.integers(0, 1000, args.batch)
 
-    print(f"{args.model} training step at {args.size}x{args.size}, batch {args.batch}, "
-          f"{args.threads} threads, TF {tf.__version__}, torch {torch.__version__}", flush=True)
+    print(
+        f"{args.model} training step at {args.size}x{args.size}, batch {args.batch}, "
+        f"{args.threads} threads, TF {tf.__version__}, torch {torch.__version__}",
+        flush=True,
+    )
     # Exactly --steps timed steps per side, after the warm-up (tracing, allocator, caches).
-    keras_speed = images_per_second(keras_step_fn(args, images, labels), args.batch, 0,
-                                    min_calls=args.steps)
+    keras_speed = images_per_second(
+        keras_step_fn(args, images, labels), args.batch, 0, min_calls=args.steps
+    )
     print(f"keras_resnest : {keras_speed:8.2f} images/s", flush=True)
-    torch_speed = images_per_second(torch_step_fn(args, images, labels), args.batch, 0,
-                                    min_calls=args.steps)
+    torch_speed = images_per_second(
+        torch_step_fn(args, images, labels), args.batch, 0, min_calls=args.steps
+    )
     print(f"official torch: {torch_speed:8.2f} images/s", flush=True)
     print(f"ratio keras/torch: {keras_speed / torch_speed:.2f}x")
 

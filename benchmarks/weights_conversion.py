@@ -99,8 +99,8 @@ def main():
         paths = write_checkpoints(args.model, tmp)
         print(f"{args.model}: median of {args.runs} fresh processes, torch blocked "
               f"({os.cpu_count()} CPUs)")
-        print(f"| format | file MB | seconds | peak extra MB | x file size |")
-        print(f"|---|---:|---:|---:|---:|")
+        print("| format | file MB | seconds | peak extra MB | x file size |")
+        print("|---|---:|---:|---:|---:|")
         ok = True
         for label, path in paths.items():
             runs = [measure(args.model, path, tmp / "out.weights.h5") for _ in range(args.runs)]

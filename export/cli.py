@@ -61,7 +61,9 @@ def register(subparsers):
     )
     export.add_argument("-o", "--output", type=Path, required=True, help="output path")
     export.add_argument("--overwrite", action="store_true", help="replace an existing output")
-    export.add_argument("--report-json", type=Path, help="also write the TFLite/ONNX report as JSON")
+    export.add_argument(
+        "--report-json", type=Path, help="also write the TFLite/ONNX report as JSON"
+    )
     export.set_defaults(func=run_export)
 
     request = subparsers.add_parser(
@@ -87,10 +89,12 @@ def check_export_arguments(args):
         )
     quantize_aware = _quantize_aware_file(args)
     if quantize_aware and (args.format, args.quantize) != ("tflite", "int8"):
-        raise ValueError(f"--weights {args.weights} is a quantization-aware model (train "
-                         "--qat-epochs): it exports as --format tflite --quantize int8 only; "
-                         "for other formats export the float model of the same run "
-                         "(RUN_DIR/model.keras)")
+        raise ValueError(
+            f"--weights {args.weights} is a quantization-aware model (train "
+            "--qat-epochs): it exports as --format tflite --quantize int8 only; "
+            "for other formats export the float model of the same run "
+            "(RUN_DIR/model.keras)"
+        )
     if args.format not in ("tflite", "onnx") and args.quantize != "none":
         raise ValueError(f"--quantize applies to --format tflite and onnx, not {args.format}")
     if args.format == "onnx":
@@ -99,13 +103,17 @@ def check_export_arguments(args):
         check_quantize_mode(args.quantize)
         check_onnx_installed(args.quantize)
     if args.quantize == "int8" and args.calibration is None and not quantize_aware:
-        raise ValueError(f"--format {args.format} --quantize int8 needs --calibration DIR (a "
-                         "folder of images), unless --weights is a quantization-aware .keras "
-                         "model (train --qat-epochs)")
+        raise ValueError(
+            f"--format {args.format} --quantize int8 needs --calibration DIR (a "
+            "folder of images), unless --weights is a quantization-aware .keras "
+            "model (train --qat-epochs)"
+        )
     if args.max_pixels is not None:
         if args.format in ("tflite", "onnx"):
-            raise ValueError("--max-pixels applies to --format saved_model and serving (their "
-                             f"serving_bytes signature), not {args.format}")
+            raise ValueError(
+                "--max-pixels applies to --format saved_model and serving (their "
+                f"serving_bytes signature), not {args.format}"
+            )
         from keras_resnest.export.saved_model import check_max_pixels
 
         check_max_pixels(args.max_pixels)
@@ -130,8 +138,8 @@ def output_target(args):
     depends on the loaded model (a serving export of an unreadable `.keras` file)."""
     if args.format != "serving":
         return args.output
-    from keras_resnest.model_source import model_name_before_loading
     from keras_resnest.export.serving import version_directory
+    from keras_resnest.model_source import model_name_before_loading
 
     name = args.name or model_name_before_loading(args.model, args.weights)
     return None if name is None else version_directory(args.output, name, args.version)
@@ -160,15 +168,21 @@ def run_export(args):
     if args.format == "saved_model":
         from keras_resnest.export.saved_model import export_saved_model
 
-        path = export_saved_model(model, args.output, labels=labels, overwrite=args.overwrite,
-                                  max_pixels=max_pixels)
+        path = export_saved_model(
+            model, args.output, labels=labels, overwrite=args.overwrite, max_pixels=max_pixels
+        )
         print(f"SavedModel written to {path} (signatures serving_default, serving_bytes)")
     elif args.format == "serving":
         from keras_resnest.export.serving import export_serving_package
 
         name = args.name or model.name
         path = export_serving_package(
-            model, args.output, name, args.version, labels=labels, overwrite=args.overwrite,
+            model,
+            args.output,
+            name,
+            args.version,
+            labels=labels,
+            overwrite=args.overwrite,
             max_pixels=max_pixels,
         )
         print(f"TF-Serving model written to {path}; configs in {args.output}")
@@ -204,12 +218,16 @@ def export_onnx(model, args):
 
     image_size = classifier.resolve_image_size(model, None)
     calibration_images = _calibration_images(args, image_size)
-    print(f"converting {model.name} to ONNX (opset {onnx_export.OPSET}"
-          f"{', int8 calibration' if args.quantize == 'int8' else ''})...")
+    print(
+        f"converting {model.name} to ONNX (opset {onnx_export.OPSET}"
+        f"{', int8 calibration' if args.quantize == 'int8' else ''})..."
+    )
     onnx_bytes = onnx_export.convert_to_onnx(model, args.quantize, calibration_images)
     output_paths.write_file_atomically(args.output, onnx_bytes, overwrite=args.overwrite)
-    print(f"ONNX model ({'float32' if args.quantize == 'none' else args.quantize}) written to "
-          f"{args.output}")
+    print(
+        f"ONNX model ({'float32' if args.quantize == 'none' else args.quantize}) written to "
+        f"{args.output}"
+    )
     images, source = _report_images(args, image_size, calibration_images)
     result = report.onnx_report(onnx_bytes, model, images, progress=True)
     _print_report(args, result, f"ONNX {args.quantize} (onnxruntime) vs Keras on {source}")
@@ -221,8 +239,9 @@ def _calibration_images(args, image_size):
 
     if args.calibration is None:
         return None
-    return calibration.load_image_folder(args.calibration, image_size,
-                                         limit=args.num_calibration, progress=True)
+    return calibration.load_image_folder(
+        args.calibration, image_size, limit=args.num_calibration, progress=True
+    )
 
 
 def _report_images(args, image_size, calibration_images):
@@ -232,14 +251,18 @@ def _report_images(args, image_size, calibration_images):
     from keras_resnest.export import calibration
 
     if args.report_images is not None:
-        return (calibration.load_image_folder(args.report_images, image_size, progress=True),
-                f"held-out folder {args.report_images}")
+        return (
+            calibration.load_image_folder(args.report_images, image_size, progress=True),
+            f"held-out folder {args.report_images}",
+        )
     if calibration_images is not None:
         return calibration_images, f"calibration folder {args.calibration}"
     rng = np.random.default_rng(0)
     images = rng.uniform(0, 255, (RANDOM_REPORT_IMAGES, image_size, image_size, 3))
-    return (images.astype("float32"),
-            f"{RANDOM_REPORT_IMAGES} random images (pass --report-images DIR for real ones)")
+    return (
+        images.astype("float32"),
+        f"{RANDOM_REPORT_IMAGES} random images (pass --report-images DIR for real ones)",
+    )
 
 
 def _print_report(args, result, title):

@@ -71,15 +71,20 @@ def check_onnx_installed(quantize="none"):
     needed = REQUIRED_PACKAGES + (INT8_PACKAGES if quantize == "int8" else ())
     missing = [name for name in needed if importlib.util.find_spec(name) is None]
     if missing:
-        names = " and ".join([", ".join(missing[:-1]), missing[-1]] if len(missing) > 1 else missing)
-        raise ValueError(f"ONNX export needs {names}, which {'is' if len(missing) == 1 else 'are'}"
-                         f" not installed: {INSTALL_HINT}")
+        names = " and ".join(
+            [", ".join(missing[:-1]), missing[-1]] if len(missing) > 1 else missing
+        )
+        raise ValueError(
+            f"ONNX export needs {names}, which {'is' if len(missing) == 1 else 'are'}"
+            f" not installed: {INSTALL_HINT}"
+        )
 
 
 def check_quantize_mode(quantize):
     if quantize not in QUANTIZE_MODES:
-        raise ValueError(f"ONNX export supports quantize modes {', '.join(QUANTIZE_MODES)}; "
-                         f"got {quantize!r}")
+        raise ValueError(
+            f"ONNX export supports quantize modes {', '.join(QUANTIZE_MODES)}; got {quantize!r}"
+        )
     return quantize
 
 
@@ -105,19 +110,21 @@ def convert_to_onnx(model, quantize="none", calibration_data=None, image_size=No
 
 def _check_calibration_data(images, image_size):
     if images is None:
-        raise ValueError("int8 quantization needs calibration images (an image folder: "
-                         "--calibration DIR)")
+        raise ValueError(
+            "int8 quantization needs calibration images (an image folder: --calibration DIR)"
+        )
     images = np.asarray(images, np.float32)
     if images.ndim != 4 or images.shape[1:] != (image_size, image_size, 3) or not len(images):
-        raise ValueError(f"calibration images must be a non-empty (N, {image_size}, "
-                         f"{image_size}, 3) array, got {images.shape}")
+        raise ValueError(
+            f"calibration images must be a non-empty (N, {image_size}, "
+            f"{image_size}, 3) array, got {images.shape}"
+        )
     return images
 
 
 def _frozen_classifier_graph(model, image_size):
     """GraphDef of image -> (logits, probabilities), variables as constants, XLA calls inlinable."""
-    from tensorflow.python.framework.convert_to_constants import \
-        convert_variables_to_constants_v2
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
     head = classifier.classifier_head(model)
 
@@ -125,7 +132,8 @@ def _frozen_classifier_graph(model, image_size):
     def serve(image):
         logits, probabilities = head(image, training=False)
         return tf.identity(logits, name=OUTPUT_NAMES[0]), tf.identity(
-            probabilities, name=OUTPUT_NAMES[1])
+            probabilities, name=OUTPUT_NAMES[1]
+        )
 
     spec = tf.TensorSpec([None, image_size, image_size, 3], tf.float32, name=INPUT_NAME)
     with portable_paths():
@@ -148,15 +156,17 @@ def _float_onnx(model, image_size):
     with _tensorflow_warnings_hidden():
         graph_def, input_name, output_names = _frozen_classifier_graph(model, image_size)
         model_proto, _ = tf2onnx.convert.from_graph_def(
-            graph_def, input_names=[input_name], output_names=output_names, opset=OPSET)
-    _rename_graph_io(model_proto, {input_name: INPUT_NAME,
-                                   **dict(zip(output_names, OUTPUT_NAMES))})
+            graph_def, input_names=[input_name], output_names=output_names, opset=OPSET
+        )
+    _rename_graph_io(model_proto, {input_name: INPUT_NAME, **dict(zip(output_names, OUTPUT_NAMES))})
     onnx_rewrites.clean_up(model_proto)
     model_proto.graph.input[0].type.tensor_type.shape.dim[0].dim_param = "batch"
     for output in model_proto.graph.output:
         output.type.tensor_type.shape.dim[0].dim_param = "batch"
-    model_proto.doc_string = (f"{model.name}: image [batch, {image_size}, {image_size}, 3] RGB "
-                              "0..255 -> logits, probabilities (keras-resnest)")
+    model_proto.doc_string = (
+        f"{model.name}: image [batch, {image_size}, {image_size}, 3] RGB "
+        "0..255 -> logits, probabilities (keras-resnest)"
+    )
     return model_proto.SerializeToString()
 
 
@@ -195,8 +205,7 @@ class _ImageReader:
 
 def quantize_int8(float_model, calibration_images):
     """int8 QDQ model (bytes) from a float ONNX model (bytes) and calibration images."""
-    from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType,
-                                          quantize_static)
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     with tempfile.TemporaryDirectory(prefix="keras_resnest_onnx_") as work:
@@ -204,7 +213,8 @@ def quantize_int8(float_model, calibration_images):
         (work / "float.onnx").write_bytes(float_model)
         quant_pre_process(str(work / "float.onnx"), str(work / "prepared.onnx"))
         quantize_static(
-            str(work / "prepared.onnx"), str(work / "int8.onnx"),
+            str(work / "prepared.onnx"),
+            str(work / "int8.onnx"),
             _ImageReader(calibration_images),
             quant_format=QuantFormat.QDQ,
             per_channel=True,
@@ -232,8 +242,9 @@ def _first_convolution(path):
     return next(node.name for node in graph.node if node.op_type == "Conv")
 
 
-def export_onnx(model, path, quantize="none", calibration_data=None, image_size=None,
-                overwrite=False):
+def export_onnx(
+    model, path, quantize="none", calibration_data=None, image_size=None, overwrite=False
+):
     """Write `convert_to_onnx(...)` to `path` atomically; returns the path."""
     from keras_resnest.export import output_paths
 

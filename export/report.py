@@ -92,8 +92,9 @@ class OnnxClassifier:
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = num_threads
         options.inter_op_num_threads = 1
-        self.session = onnxruntime.InferenceSession(onnx_bytes, options,
-                                                    providers=["CPUExecutionProvider"])
+        self.session = onnxruntime.InferenceSession(
+            onnx_bytes, options, providers=["CPUExecutionProvider"]
+        )
         self.output_names = [output.name for output in self.session.get_outputs()]
 
     def __call__(self, image):
@@ -117,9 +118,17 @@ def tflite_report(
 ):
     """Compare a TFLite classifier with its Keras model on `images` (float32 NHWC, 0..255)."""
     runner = TFLiteClassifier(flatbuffer, num_threads=num_threads)
-    return _report(runner, model, images, size_bytes=len(flatbuffer), runtime="XNNPACK",
-                   num_threads=num_threads, latency_runs=latency_runs, progress=progress,
-                   input_dtype=np.dtype(runner.input_details["dtype"]).name)
+    return _report(
+        runner,
+        model,
+        images,
+        size_bytes=len(flatbuffer),
+        runtime="XNNPACK",
+        num_threads=num_threads,
+        latency_runs=latency_runs,
+        progress=progress,
+        input_dtype=np.dtype(runner.input_details["dtype"]).name,
+    )
 
 
 def onnx_report(
@@ -127,19 +136,32 @@ def onnx_report(
 ):
     """Compare an ONNX classifier (onnxruntime) with its Keras model on `images`."""
     runner = OnnxClassifier(onnx_bytes, num_threads=num_threads)
-    return _report(runner, model, images, size_bytes=len(onnx_bytes), runtime="onnxruntime",
-                   num_threads=num_threads, latency_runs=latency_runs, progress=progress,
-                   input_dtype="float32")
+    return _report(
+        runner,
+        model,
+        images,
+        size_bytes=len(onnx_bytes),
+        runtime="onnxruntime",
+        num_threads=num_threads,
+        latency_runs=latency_runs,
+        progress=progress,
+        input_dtype="float32",
+    )
 
 
-def _report(runner, model, images, *, size_bytes, runtime, num_threads, latency_runs, progress,
-            input_dtype):
+def _report(
+    runner, model, images, *, size_bytes, runtime, num_threads, latency_runs, progress, input_dtype
+):
     images = np.asarray(images, np.float32)
     if images.ndim != 4 or len(images) == 0:
-        raise ValueError(f"report images must be a non-empty (N, H, W, 3) array, got {images.shape}")
+        raise ValueError(
+            f"report images must be a non-empty (N, H, W, 3) array, got {images.shape}"
+        )
     exported_logits = np.stack(
-        [runner(image)["logits"]
-         for image in tqdm(images, desc=f"running {runtime}", unit="image", disable=not progress)]
+        [
+            runner(image)["logits"]
+            for image in tqdm(images, desc=f"running {runtime}", unit="image", disable=not progress)
+        ]
     )
     reference = keras_logits(model, images)
     difference = np.abs(exported_logits - reference)

@@ -29,8 +29,8 @@ import tensorflow as tf
 
 from keras_resnest import classifier
 from keras_resnest.export import image_transform
-from keras_resnest.imagenet import imagenet_classes
 from keras_resnest.export.output_paths import replace_directory
+from keras_resnest.imagenet import imagenet_classes
 
 FLOAT_SIGNATURE = "serving_default"
 BYTES_SIGNATURE = "serving_bytes"

@@ -56,13 +56,16 @@ def write_conversion_saved_model(model, directory, image_size):
     archive.add_endpoint(
         "serving_default",
         serve,
-        input_signature=[tf.TensorSpec([1, image_size, image_size, 3], tf.float32, name=INPUT_NAME)],
+        input_signature=[
+            tf.TensorSpec([1, image_size, image_size, 3], tf.float32, name=INPUT_NAME)
+        ],
     )
     archive.write_out(str(directory), verbose=False)
 
 
-def configure_converter(converter, quantize, calibration_images=None, int8_io="uint8",
-                        quantize_aware=False):
+def configure_converter(
+    converter, quantize, calibration_images=None, int8_io="uint8", quantize_aware=False
+):
     """Set the optimisation options of a TFLiteConverter for `quantize`.
 
     `quantize_aware`: the graph carries FakeQuant ranges (QAT, `quantization`): int8 takes them
@@ -129,8 +132,10 @@ def convert_to_tflite(
     quantize_aware = quantization.is_quantize_aware(model)
     if quantize_aware:
         if quantize != "int8":  # its fake-quantized tensors are meant for int8 kernels
-            raise ValueError(f"model {model.name!r} is quantization-aware: it converts with "
-                             f"quantize='int8' only, not {quantize!r}")
+            raise ValueError(
+                f"model {model.name!r} is quantization-aware: it converts with "
+                f"quantize='int8' only, not {quantize!r}"
+            )
         quantization.check_ranges_observed(model)
     if quantize == "int8" and not quantize_aware:
         if calibration_data is None:
@@ -171,7 +176,9 @@ def check_builtin_ops(flatbuffer):
         names = builtin_op_names(flatbuffer)
     except (RuntimeError, ValueError) as error:
         raise RuntimeError(f"the converted model does not load in LiteRT: {error}") from error
-    foreign = sorted(n for n in names if n.startswith("Flex") or n.upper() in ("CUSTOM", "DELEGATE"))
+    foreign = sorted(
+        n for n in names if n.startswith("Flex") or n.upper() in ("CUSTOM", "DELEGATE")
+    )
     if foreign:
         raise RuntimeError(f"the converted model uses non-builtin ops: {', '.join(foreign)}")
     return names

@@ -47,7 +47,9 @@ def create_temporary_sibling(final):
     directory, name = os.path.split(os.path.abspath(final))
     stem, dot, extensions = name.partition(".")
     for _ in range(_NAME_ATTEMPTS):
-        candidate = os.path.join(directory, f".{stem}.partial-{secrets.token_hex(4)}{dot}{extensions}")
+        candidate = os.path.join(
+            directory, f".{stem}.partial-{secrets.token_hex(4)}{dot}{extensions}"
+        )
         try:
             # 0o666 is what open() passes: the umask then applies as for any new file.
             descriptor = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)

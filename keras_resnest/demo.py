@@ -33,8 +33,12 @@ def _parse(argv):
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-o", "--output", default="demo_output", help="output folder (replaced)")
     parser.add_argument("--epochs", type=int, default=DEMO_EPOCHS)
-    parser.add_argument("--weights", default=None, help="backbone weights: imagenet or a file (default: none)")
-    parser.add_argument("--verbose", action="store_true", help="show TensorFlow's start-up and C++ log lines")
+    parser.add_argument(
+        "--weights", default=None, help="backbone weights: imagenet or a file (default: none)"
+    )
+    parser.add_argument(
+        "--verbose", action="store_true", help="show TensorFlow's start-up and C++ log lines"
+    )
     return parser.parse_args(argv)
 
 
@@ -50,29 +54,41 @@ def _export(model_path, output):
     """TF-Serving package and int8 TFLite of the trained model, with the int8 report."""
     import keras
 
-    from keras_resnest.export import (convert_to_tflite, export_serving_package,
-                                      tflite_report)
+    from keras_resnest.export import convert_to_tflite, export_serving_package, tflite_report
     from keras_resnest.export.output_paths import write_file_atomically
     from keras_resnest.training.digits import load_digits_dataset
 
     model = keras.saving.load_model(model_path)
     split = load_digits_dataset(DEMO_IMAGE_SIZE)
     serving_dir = os.path.join(output, "serving")
-    version_dir = export_serving_package(model, serving_dir, "digits", version=1,
-                                         image_size=DEMO_IMAGE_SIZE, labels=split.class_names,
-                                         overwrite=True)
+    version_dir = export_serving_package(
+        model,
+        serving_dir,
+        "digits",
+        version=1,
+        image_size=DEMO_IMAGE_SIZE,
+        labels=split.class_names,
+        overwrite=True,
+    )
     # Calibrate on training images, report on the held-out validation images.
-    flatbuffer = convert_to_tflite(model, "int8", image_size=DEMO_IMAGE_SIZE,
-                                   calibration_data=split.train_images.astype("float32"),
-                                   num_calibration=200)
+    flatbuffer = convert_to_tflite(
+        model,
+        "int8",
+        image_size=DEMO_IMAGE_SIZE,
+        calibration_data=split.train_images.astype("float32"),
+        num_calibration=200,
+    )
     tflite_path = write_file_atomically(os.path.join(output, "digits_int8.tflite"), flatbuffer)
     report = tflite_report(flatbuffer, model, split.val_images.astype("float32"))
     return [
         ("TF-Serving package", str(version_dir)),
         ("TFLite int8", f"{tflite_path} ({report['size_bytes'] / 2**20:.2f} MiB)"),
-        ("int8 vs Keras", f"top-1 agreement {100 * report['top1_agreement']:.2f}% on "
-                          f"{report['num_images']} validation images, "
-                          f"{report['latency_ms_median']:.2f} ms/image (XNNPACK, 2 threads)"),
+        (
+            "int8 vs Keras",
+            f"top-1 agreement {100 * report['top1_agreement']:.2f}% on "
+            f"{report['num_images']} validation images, "
+            f"{report['latency_ms_median']:.2f} ms/image (XNNPACK, 2 threads)",
+        ),
     ]
 
 
@@ -109,14 +125,23 @@ def main(argv=None):
     evaluation = result["evaluation"]
     train_seconds = sum(row["seconds"] for row in result["history"])
     rows = [
-        ("model", f"{DEMO_MODEL} ({'weights ' + args.weights if args.weights else 'random init'}), "
-                  f"{DEMO_IMAGE_SIZE} px"),
+        (
+            "model",
+            f"{DEMO_MODEL} ({'weights ' + args.weights if args.weights else 'random init'}), "
+            f"{DEMO_IMAGE_SIZE} px",
+        ),
         ("data", "scikit-learn digits: 1437 train / 360 validation images, 10 classes"),
-        ("strategy", f"MirroredStrategy, {result['replicas']} replicas "
-                     f"({', '.join(d.split('device:')[-1] for d in strategy.extended.worker_devices)})"),
+        (
+            "strategy",
+            f"MirroredStrategy, {result['replicas']} replicas "
+            f"({', '.join(d.split('device:')[-1] for d in strategy.extended.worker_devices)})",
+        ),
         ("global batch", f"{result['global_batch_size']} ({DEMO_BATCH_PER_REPLICA} per replica)"),
         ("epochs x steps", f"{config.epochs} x {result['steps_per_epoch']}"),
-        ("training time", f"{train_seconds:.1f} s ({result['train_images_per_second']:.0f} images/s)"),
+        (
+            "training time",
+            f"{train_seconds:.1f} s ({result['train_images_per_second']:.0f} images/s)",
+        ),
         ("validation top-1", f"{evaluation['top1']:.4f}"),
         ("validation top-5", f"{evaluation['top5']:.4f}"),
         ("saved", f"{os.path.join(run_dir, 'model.keras')}, class_names.json, evaluation.json"),

@@ -8,6 +8,7 @@ has "_" before a digit. Inside a block the few sub-layers whose names differ are
 (out, in/groups, kh, kw) -> Keras (kh, kw, in/groups, out); Linear (out, in) -> Dense (in, out);
 BatchNorm weight/bias/running_mean/running_var -> gamma/beta/moving_mean/moving_variance.
 """
+
 import re
 from dataclasses import dataclass, field
 
@@ -18,14 +19,22 @@ from keras_resnest.layers import GroupedConv2D, ResNeStBottleneck, SplitAttentio
 
 # Keras sub-layer attribute -> PyTorch sub-module name, per composite layer.
 BOTTLENECK_CHILDREN = {
-    "conv1": "conv1", "bn1": "bn1", "conv2": "conv2", "conv3": "conv3", "bn3": "bn3",
+    "conv1": "conv1",
+    "bn1": "bn1",
+    "conv2": "conv2",
+    "conv3": "conv3",
+    "bn3": "bn3",
     # downsample is nn.Sequential(AvgPool2d, Conv2d, BatchNorm2d): the pool holds index 0.
-    "downsample_conv": "downsample.1", "downsample_bn": "downsample.2",
+    "downsample_conv": "downsample.1",
+    "downsample_bn": "downsample.2",
 }
-SPLIT_ATTENTION_CHILDREN = {"conv": "conv", "bn0": "bn0", "fc1": "fc1", "bn1": "bn1",
-                            "fc2": "fc2"}
-BATCH_NORM_WEIGHTS = (("weight", "gamma"), ("bias", "beta"), ("running_mean", "moving_mean"),
-                      ("running_var", "moving_variance"))
+SPLIT_ATTENTION_CHILDREN = {"conv": "conv", "bn0": "bn0", "fc1": "fc1", "bn1": "bn1", "fc2": "fc2"}
+BATCH_NORM_WEIGHTS = (
+    ("weight", "gamma"),
+    ("bias", "beta"),
+    ("running_mean", "moving_mean"),
+    ("running_var", "moving_variance"),
+)
 IGNORED_SUFFIXES = ("num_batches_tracked",)
 HEAD_PREFIX = "fc."
 # "_" before a digit in a Keras layer name stands for "." in the PyTorch module name.
@@ -56,9 +65,10 @@ def torch_module_name(keras_name):
 @dataclass
 class PortReport:
     """What `load_torch_state_dict` did."""
-    tensors: int = 0                 # state-dict tensors assigned
-    parameters: int = 0              # scalar values assigned
-    skipped: list = field(default_factory=list)   # keys deliberately not loaded (the head)
+
+    tensors: int = 0  # state-dict tensors assigned
+    parameters: int = 0  # scalar values assigned
+    skipped: list = field(default_factory=list)  # keys deliberately not loaded (the head)
     notes: list = field(default_factory=list)
 
 
@@ -153,8 +163,7 @@ def load_torch_state_dict(model, state_dict, strict=True):
     >>> keras_resnest.load_torch_state_dict(model, state, strict=False).tensors
     0
     """
-    source = {key: value for key, value in state_dict.items()
-              if not key.endswith(IGNORED_SUFFIXES)}
+    source = {key: value for key, value in state_dict.items() if not key.endswith(IGNORED_SUFFIXES)}
     targets = _model_targets(model)
     report = PortReport()
 
@@ -168,11 +177,14 @@ def load_torch_state_dict(model, state_dict, strict=True):
         head_keys = sorted(key for key in source if key.startswith(HEAD_PREFIX))
         if head_keys:
             report.skipped.extend(head_keys)
-            reason = ("the model has no classification head (include_top=False)"
-                      if not model_has_head else
-                      "the model's head has a different number of classes")
-            report.notes.append(f"Skipped {', '.join(head_keys)}: {reason}; the head keeps "
-                                "its initialisation.")
+            reason = (
+                "the model has no classification head (include_top=False)"
+                if not model_has_head
+                else "the model's head has a different number of classes"
+            )
+            report.notes.append(
+                f"Skipped {', '.join(head_keys)}: {reason}; the head keeps its initialisation."
+            )
         source = {k: v for k, v in source.items() if not k.startswith(HEAD_PREFIX)}
         targets = [t for t in targets if not t[0].startswith(HEAD_PREFIX)]
 
@@ -184,13 +196,15 @@ def load_torch_state_dict(model, state_dict, strict=True):
             if strict:
                 raise ValueError(
                     f"State dict is missing {key!r} (expected shape {expected}) for model "
-                    f"{model.name!r}.")
+                    f"{model.name!r}."
+                )
             continue
         shape = tuple(np.shape(source[key]))
         if shape != expected:
             raise ValueError(
                 f"Shape mismatch for {key!r}: model {model.name!r} expects {expected}, the state "
-                f"dict has {shape}.")
+                f"dict has {shape}."
+            )
     if strict:
         target_keys = {key for key, _, _ in targets}
         unexpected = [key for key in source if key not in target_keys]
@@ -198,7 +212,8 @@ def load_torch_state_dict(model, state_dict, strict=True):
             raise ValueError(
                 f"Unexpected key {unexpected[0]!r} (shape {tuple(np.shape(source[unexpected[0]]))})"
                 f" for model {model.name!r}: the checkpoint belongs to another architecture "
-                f"({len(unexpected)} unexpected keys).")
+                f"({len(unexpected)} unexpected keys)."
+            )
 
     # One tensor at a time: a lazily read checkpoint (keras_resnest.weights.read_state_dict
     # with lazy=True) is read as it is assigned and never held in memory whole.

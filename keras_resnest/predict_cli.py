@@ -70,8 +70,8 @@ def run_predict(args):
 
 def load_predict_model(model_name, args):
     """(model, image size): a fine-tuned `.keras` model as saved, else `model_name` built."""
-    from keras_resnest.models import MODEL_CONFIGS, create_model
     from keras_resnest.model_source import is_keras_model_file, load_model_for_export
+    from keras_resnest.models import MODEL_CONFIGS, create_model
 
     default_size = MODEL_CONFIGS[model_name].default_size
     if is_keras_model_file(args.weights):

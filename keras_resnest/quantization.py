@@ -20,12 +20,12 @@ Example:
     >>> qat_model.get_layer("fc").__class__.__name__, is_quantize_aware(qat_model)
     ('QatDense', True)
 """
+
 import keras
 import numpy as np
 
 from keras_resnest.layers import ResNeStBottleneck
-from keras_resnest.layers.fake_quant import (DEFAULT_MOMENTUM, ActivationQuantizer, QatConv,
-                                             QatDense)
+from keras_resnest.layers.fake_quant import DEFAULT_MOMENTUM, ActivationQuantizer, QatConv, QatDense
 from keras_resnest.layers.qat_blocks import QatBottleneck, QatSplitAttention
 
 QAT_CLASSES = (ActivationQuantizer, QatConv, QatDense, QatBottleneck, QatSplitAttention)
@@ -49,31 +49,40 @@ def is_quantize_aware_file(path):
             config = archive.read("config.json").decode("utf-8")
     except (OSError, KeyError, zipfile.BadZipFile):
         return False  # loading the file reports what is wrong with it
-    return any(f'"keras_resnest>{cls.__name__}"' in config for cls in QAT_CLASSES)  # registered names
+    return any(
+        f'"keras_resnest>{cls.__name__}"' in config for cls in QAT_CLASSES
+    )  # registered names
 
 
 def check_ranges_observed(model):
     """Raise ValueError if an activation range was never set by a training step."""
-    unset = [v.path for v in model.non_trainable_variables
-             if v.path.endswith("observed") and float(v.numpy()) == 0.0]
+    unset = [
+        v.path
+        for v in model.non_trainable_variables
+        if v.path.endswith("observed") and float(v.numpy()) == 0.0
+    ]
     if unset:
         raise ValueError(
             f"{len(unset)} activation ranges of the QAT model were never observed (e.g. "
-            f"{unset[0]}): train it for at least one step (--qat-epochs) before exporting it.")
+            f"{unset[0]}): train it for at least one step (--qat-epochs) before exporting it."
+        )
 
 
 def _chain(model):
     """The model's layers in order, checked to form one chain (what ResNeSt classifiers are)."""
     layers = model.layers
     if len(model.inputs) != 1 or len(model.outputs) != 1:
-        raise ValueError("quantize_aware expects a ResNeSt classifier with one input and one output.")
+        raise ValueError(
+            "quantize_aware expects a ResNeSt classifier with one input and one output."
+        )
     for previous, layer in zip(layers, layers[1:]):
         nodes = layer._inbound_nodes
         inbound = nodes[0].parent_nodes if len(nodes) == 1 else None
         if inbound is None or len(inbound) != 1 or inbound[0].operation is not previous:
             raise ValueError(
                 f"quantize_aware expects a plain ResNeSt classifier (a chain of layers); layer "
-                f"{layer.name!r} does not simply follow {previous.name!r}.")
+                f"{layer.name!r} does not simply follow {previous.name!r}."
+            )
     return layers
 
 
@@ -82,8 +91,9 @@ def _preprocessing_conv(layer, momentum):
     mean = np.asarray(layer.mean, np.float32).reshape(-1)
     std = np.sqrt(np.asarray(layer.variance, np.float32).reshape(-1))
     channels = mean.size
-    conv = QatConv(channels, 1, use_bias=True, batch_norm=False, momentum=momentum, fixed=True,
-                   name=layer.name)
+    conv = QatConv(
+        channels, 1, use_bias=True, batch_norm=False, momentum=momentum, fixed=True, name=layer.name
+    )
     conv.build((None, None, None, channels))
     conv.group_kernels[0].assign(np.diag(1.0 / std).reshape(1, 1, channels, channels))
     conv.bias.assign(-mean / std)
@@ -107,17 +117,22 @@ def quantize_aware(model, momentum=DEFAULT_MOMENTUM):
         raise ValueError(f"model {model.name!r} is already quantization-aware.")
     mixed = [l.name for l in model.layers if l.dtype_policy.compute_dtype != "float32"]
     if mixed:
-        raise ValueError(f"quantize_aware needs a float32 model; layer {mixed[0]!r} computes in "
-                         f"{model.get_layer(mixed[0]).dtype_policy.compute_dtype}.")
+        raise ValueError(
+            f"quantize_aware needs a float32 model; layer {mixed[0]!r} computes in "
+            f"{model.get_layer(mixed[0]).dtype_policy.compute_dtype}."
+        )
     layers = _chain(model)
     inputs = keras.Input(shape=model.inputs[0].shape[1:], name=layers[0].name)
     x = ActivationQuantizer(momentum, fixed_range=INPUT_RANGE, name="input_quantizer")(inputs)
     index = 1
     while index < len(layers):
         layer = layers[index]
-        following = layers[index + 1:index + 3]
-        if isinstance(layer, keras.layers.Conv2D) and following \
-                and isinstance(following[0], keras.layers.BatchNormalization):
+        following = layers[index + 1 : index + 3]
+        if (
+            isinstance(layer, keras.layers.Conv2D)
+            and following
+            and isinstance(following[0], keras.layers.BatchNormalization)
+        ):
             relu = len(following) > 1 and isinstance(following[1], keras.layers.ReLU)
             x, used = _conv_bn(layer, following[0], relu, momentum, x), 2 + relu
         elif isinstance(layer, ResNeStBottleneck):
@@ -144,8 +159,10 @@ def quantize_aware(model, momentum=DEFAULT_MOMENTUM):
         elif isinstance(layer, keras.layers.Activation) and index == len(layers) - 1:
             x, used = layer.__class__.from_config(layer.get_config())(x), 1
         else:
-            raise ValueError(f"quantize_aware does not support layer {layer.name!r} "
-                             f"({type(layer).__name__}) of model {model.name!r}.")
+            raise ValueError(
+                f"quantize_aware does not support layer {layer.name!r} "
+                f"({type(layer).__name__}) of model {model.name!r}."
+            )
         index += used
     return keras.Model(inputs, x, name=f"{model.name}_qat")
 

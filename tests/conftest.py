@@ -38,6 +38,9 @@ def pytest_sessionfinish(session):
 
     if hasattr(session.config, "workerinput"):
         return  # an xdist worker: the others may still need the files
-    pattern = os.path.join(tempfile.gettempdir(), f"keras_resnest_tests_*_{os.environ['PYTEST_XDIST_TESTRUNUID']}.keras*")
+    pattern = os.path.join(
+        tempfile.gettempdir(),
+        f"keras_resnest_tests_*_{os.environ['PYTEST_XDIST_TESTRUNUID']}.keras*",
+    )
     for path in glob.glob(pattern):
         os.remove(path)

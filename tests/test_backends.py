@@ -67,8 +67,14 @@ def worker(backend, directory):
 
     import keras_resnest
     from keras_resnest.weights import apply_weights
-    from tests.helpers.torch_reference import (build_randomized, logits, random_images,
-                                       relative_error, state_dict_numpy)
+
+    from tests.helpers.torch_reference import (
+        build_randomized,
+        logits,
+        random_images,
+        relative_error,
+        state_dict_numpy,
+    )
 
     assert keras.backend.backend() == backend, keras.backend.backend()
     results = {}

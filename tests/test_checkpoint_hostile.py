@@ -21,8 +21,12 @@ import numpy as np
 import pytest
 import torch
 
-from keras_resnest.weights import CheckpointError, UnsafeCheckpointError, read_state_dict
-from keras_resnest.weights import checkpoints
+from keras_resnest.weights import (
+    CheckpointError,
+    UnsafeCheckpointError,
+    checkpoints,
+    read_state_dict,
+)
 
 CHECKPOINTS = Path(checkpoints.__file__)
 MAX_SECONDS = 3.0

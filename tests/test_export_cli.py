@@ -16,6 +16,7 @@ import pytest
 import tensorflow as tf
 
 from keras_resnest import cli
+
 from tests.helpers import export_helpers as helpers
 
 
@@ -164,32 +165,73 @@ def make_folders(tmp_path):
     return good, empty, broken
 
 
-@pytest.mark.parametrize("extra, message", [
-    (["--format", "coreml"],
-     "unknown format 'coreml'; expected one of saved_model, serving, tflite, onnx"),
-    (["--format", "tflite", "--quantize", "int4"], "unknown quantize mode 'int4'; expected one of"),
-    (["--format", "serving", "--quantize", "fp16"], "--quantize applies to --format tflite and onnx"),
-    (["--format", "onnx", "--quantize", "fp16"], "ONNX export supports quantize modes none, int8; got 'fp16'"),
-    (["--format", "onnx", "--quantize", "int8"], "--format onnx --quantize int8 needs --calibration DIR"),
-    (["--format", "onnx", "--max-pixels", "1000"], "--max-pixels applies to .* not onnx"),
-    (["--format", "tflite", "--quantize", "int8"], "--format tflite --quantize int8 needs --calibration DIR"),
-    (["--format", "tflite", "--quantize", "int8", "--calibration", "{tmp}/missing"],
-     "missing does not exist"),
-    (["--format", "tflite", "--quantize", "int8", "--calibration", "{tmp}/empty"],
-     "contains no images"),
-    (["--format", "tflite", "--quantize", "int8", "--calibration", "{tmp}/broken"],
-     "cannot read image .*zz_broken.png"),
-    (["--format", "tflite", "--report-images", "{tmp}/empty"], "contains no images"),
-    (["--format", "serving", "--version", "latest"], "version must be a positive integer"),
-    (["--format", "serving", "--max-pixels", "0"], "max_pixels must be a positive whole number"),
-    (["--format", "tflite", "--max-pixels", "1000"], "--max-pixels applies to --format saved_model"),
-    (["--format", "tflite", "--model", "resnet50"], "unknown model 'resnet50'"),
-])
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (
+            ["--format", "coreml"],
+            "unknown format 'coreml'; expected one of saved_model, serving, tflite, onnx",
+        ),
+        (
+            ["--format", "tflite", "--quantize", "int4"],
+            "unknown quantize mode 'int4'; expected one of",
+        ),
+        (
+            ["--format", "serving", "--quantize", "fp16"],
+            "--quantize applies to --format tflite and onnx",
+        ),
+        (
+            ["--format", "onnx", "--quantize", "fp16"],
+            "ONNX export supports quantize modes none, int8; got 'fp16'",
+        ),
+        (
+            ["--format", "onnx", "--quantize", "int8"],
+            "--format onnx --quantize int8 needs --calibration DIR",
+        ),
+        (["--format", "onnx", "--max-pixels", "1000"], "--max-pixels applies to .* not onnx"),
+        (
+            ["--format", "tflite", "--quantize", "int8"],
+            "--format tflite --quantize int8 needs --calibration DIR",
+        ),
+        (
+            ["--format", "tflite", "--quantize", "int8", "--calibration", "{tmp}/missing"],
+            "missing does not exist",
+        ),
+        (
+            ["--format", "tflite", "--quantize", "int8", "--calibration", "{tmp}/empty"],
+            "contains no images",
+        ),
+        (
+            ["--format", "tflite", "--quantize", "int8", "--calibration", "{tmp}/broken"],
+            "cannot read image .*zz_broken.png",
+        ),
+        (["--format", "tflite", "--report-images", "{tmp}/empty"], "contains no images"),
+        (["--format", "serving", "--version", "latest"], "version must be a positive integer"),
+        (
+            ["--format", "serving", "--max-pixels", "0"],
+            "max_pixels must be a positive whole number",
+        ),
+        (
+            ["--format", "tflite", "--max-pixels", "1000"],
+            "--max-pixels applies to --format saved_model",
+        ),
+        (["--format", "tflite", "--model", "resnet50"], "unknown model 'resnet50'"),
+    ],
+)
 def test_bad_input_is_refused_and_nothing_written(tmp_path, capsys, extra, message):
     make_folders(tmp_path)
     output = tmp_path / "out"
-    argv = ["export", "--model", "resnest14d", "--weights", "none", "--image-size", "32",
-            "-o", output] + [a.replace("{tmp}", str(tmp_path)) for a in extra]
+    argv = [
+        "export",
+        "--model",
+        "resnest14d",
+        "--weights",
+        "none",
+        "--image-size",
+        "32",
+        "-o",
+        output,
+    ] + [a.replace("{tmp}", str(tmp_path)) for a in extra]
     code, _, err = run(argv, capsys)
     assert code == 2
     # The last line (a progress bar may come before it) is the one-line error.
@@ -202,20 +244,38 @@ def test_bad_input_is_refused_and_nothing_written(tmp_path, capsys, extra, messa
 def test_existing_tflite_file_is_refused(tmp_path, capsys):
     output = tmp_path / "m.tflite"
     output.write_bytes(b"keep me")
-    code, _, err = run(["export", "--model", "resnest14d", "--weights", "none", "--image-size",
-                        "32", "--format", "tflite", "-o", output], capsys)
+    code, _, err = run(
+        [
+            "export",
+            "--model",
+            "resnest14d",
+            "--weights",
+            "none",
+            "--image-size",
+            "32",
+            "--format",
+            "tflite",
+            "-o",
+            output,
+        ],
+        capsys,
+    )
     assert code == 2 and "already exists" in err
     assert output.read_bytes() == b"keep me"
 
 
-@pytest.mark.parametrize("fmt, model, taken", [
-    ("saved_model", "resnest14d", "."),
-    ("serving", "resnest14d", "resnest14d/1"),
-    ("serving", "resnest50d", "resnest50/1"),  # an alias: the model is named after resnest50
-    ("serving", "{keras}", "my_classifier/1"),  # a .keras model: the name saved in it
-])
-def test_existing_output_is_refused_before_the_model_is_built(tmp_path, monkeypatch, fmt,
-                                                               model, taken):
+@pytest.mark.parametrize(
+    "fmt, model, taken",
+    [
+        ("saved_model", "resnest14d", "."),
+        ("serving", "resnest14d", "resnest14d/1"),
+        ("serving", "resnest50d", "resnest50/1"),  # an alias: the model is named after resnest50
+        ("serving", "{keras}", "my_classifier/1"),  # a .keras model: the name saved in it
+    ],
+)
+def test_existing_output_is_refused_before_the_model_is_built(
+    tmp_path, monkeypatch, fmt, model, taken
+):
     from keras_resnest import model_source
 
     def no_build(*args, **kwargs):
@@ -244,8 +304,9 @@ def test_serve_request_without_a_server_fails_clearly(tmp_path, capsys):
         refusing.bind(("127.0.0.1", 0))
         port = refusing.getsockname()[1]
         for transport in (["--rest"], []):  # REST (urllib), then gRPC
-            code, _, err = run(["serve-request", *transport, "--host", "127.0.0.1", "--port",
-                                port, image], capsys)
+            code, _, err = run(
+                ["serve-request", *transport, "--host", "127.0.0.1", "--port", port, image], capsys
+            )
             assert code == 2 and "the TF-Serving request failed" in err, err
             assert re.search("connection refused|failed to connect", err, re.IGNORECASE), err
     code, _, err = run(["serve-request", tmp_path / "nope.jpg"], capsys)
@@ -279,8 +340,9 @@ def test_size_free_keras_file_is_built_for_the_export_size(tmp_path):
     fixed = load_model_for_export("ignored", str(tmp_path / "free.keras"), image_size=64)
     assert fixed.input_shape == (None, 64, 64, 3)
     images = np.stack([helpers.natural_image(64, 64, seed) for seed in range(2)]).astype("float32")
-    np.testing.assert_array_equal(fixed.predict(images, verbose=0),
-                                  model.predict(images, verbose=0))
+    np.testing.assert_array_equal(
+        fixed.predict(images, verbose=0), model.predict(images, verbose=0)
+    )
 
 
 def test_commands_are_registered_in_the_keras_resnest_command():
@@ -303,7 +365,8 @@ def test_labels_file_for_a_fine_tuned_model(digits_files, tmp_path):
     assert code == 0, err
     assert (tmp_path / "sm" / "assets" / "labels.txt").read_text().splitlines() == names
     served = tf.saved_model.load(str(tmp_path / "sm")).signatures["serving_default"](
-        image=tf.constant(helpers.digits_split()[2][:1]))
+        image=tf.constant(helpers.digits_split()[2][:1])
+    )
     assert served["labels"].numpy()[0, 0].decode() == names[served["classes"].numpy()[0, 0]]
 
     (tmp_path / "three.txt").write_text("a\nb\nc\n")

@@ -5,6 +5,7 @@ The official `scripts/torch/verify.py` transform (ECenterCrop) is written with P
 `int(round(...))`, resize with `Image.BICUBIC`). The TF-graph version (decoding here, then
 `keras_resnest.preprocessing.eval_transform`) must give the same pixels up to one grey level.
 """
+
 import io
 
 import numpy as np
@@ -14,8 +15,9 @@ from PIL import Image
 
 from keras_resnest import preprocessing
 from keras_resnest.export import image_transform
-from tests.helpers import export_helpers as helpers
 from keras_resnest.weights.reference import official_eval_crop
+
+from tests.helpers import export_helpers as helpers
 
 
 def official_eval_transform(data, size):
@@ -24,8 +26,12 @@ def official_eval_transform(data, size):
 
 
 CASES = [
-    ((97, 131), 64, "JPEG"), ((97, 131), 64, "PNG"), ((300, 400), 224, "JPEG"),
-    ((480, 333), 224, "PNG"), ((50, 60), 128, "JPEG"), ((64, 64), 64, "PNG"),
+    ((97, 131), 64, "JPEG"),
+    ((97, 131), 64, "PNG"),
+    ((300, 400), 224, "JPEG"),
+    ((480, 333), 224, "PNG"),
+    ((50, 60), 128, "JPEG"),
+    ((64, 64), 64, "PNG"),
     ((200, 120), 96, "PNG"),
 ]
 
@@ -33,7 +39,9 @@ CASES = [
 @pytest.mark.parametrize("shape, size, image_format", CASES)
 def test_graph_transform_matches_official_pil_transform(shape, size, image_format):
     image = helpers.natural_image(*shape, seed=sum(shape))
-    data = helpers.encode(image, image_format, **({"quality": 90} if image_format == "JPEG" else {}))
+    data = helpers.encode(
+        image, image_format, **({"quality": 90} if image_format == "JPEG" else {})
+    )
     expected = official_eval_transform(data, size)
     actual = image_transform.decode_and_transform(tf.constant(data), size).numpy()
     assert actual.shape == (size, size, 3) and actual.dtype == np.float32
@@ -71,10 +79,17 @@ def test_crop_box_rounds_like_python_and_pil():
                 assert list(static) == expected, (height, width, size)
 
 
-@pytest.mark.parametrize("fmt, options", [
-    ("JPEG", {}), ("PNG", {}), ("GIF", {}), ("BMP", {}),
-    ("WEBP", {"lossless": False}), ("WEBP", {"lossless": True}),
-])
+@pytest.mark.parametrize(
+    "fmt, options",
+    [
+        ("JPEG", {}),
+        ("PNG", {}),
+        ("GIF", {}),
+        ("BMP", {}),
+        ("WEBP", {"lossless": False}),
+        ("WEBP", {"lossless": True}),
+    ],
+)
 @pytest.mark.parametrize("channels", [3, 4])
 def test_header_dimensions_match_the_decoded_image(fmt, options, channels):
     if fmt in ("JPEG", "BMP") and channels == 4:
@@ -83,7 +98,9 @@ def test_header_dimensions_match_the_decoded_image(fmt, options, channels):
     for height, width in ((1, 1), (37, 53), (300, 1000)):
         pixels = rng.integers(0, 256, (height, width, channels), dtype=np.uint8)
         buffer = io.BytesIO()
-        Image.fromarray(pixels.squeeze(-1) if channels == 1 else pixels).save(buffer, fmt, **options)
+        Image.fromarray(pixels.squeeze(-1) if channels == 1 else pixels).save(
+            buffer, fmt, **options
+        )
         data = tf.constant(buffer.getvalue())
         assert image_transform.header_dimensions(data).numpy().tolist() == [height, width]
         if not (fmt == "WEBP" and channels == 4):  # TF's decoder refuses RGB from RGBA WebP
@@ -95,20 +112,27 @@ def test_header_dimensions_of_top_down_bmp_truncated_and_unknown_bytes():
     Image.fromarray(np.zeros((20, 30, 3), np.uint8)).save(buffer, "BMP")
     top_down = bytearray(buffer.getvalue())
     top_down[22:26] = (-20).to_bytes(4, "little", signed=True)  # rows stored top-down
-    assert image_transform.header_dimensions(tf.constant(bytes(top_down))).numpy().tolist() == [20, 30]
+    assert image_transform.header_dimensions(tf.constant(bytes(top_down))).numpy().tolist() == [
+        20,
+        30,
+    ]
     for data in (b"", b"not an image", b"\x89PNG", b"II*\x00 a TIFF"):
         assert image_transform.header_dimensions(tf.constant(data)).numpy().tolist() == [-1, -1]
 
 
 def test_pixel_limit_refuses_before_decoding_in_a_graph():
-    transform = tf.function(lambda files: image_transform.decode_and_transform_batch(
-        files, 32, max_pixels=tf.constant(1200, tf.int64)))
+    transform = tf.function(
+        lambda files: image_transform.decode_and_transform_batch(
+            files, 32, max_pixels=tf.constant(1200, tf.int64)
+        )
+    )
     small = helpers.encode(helpers.natural_image(30, 40, 0), "PNG")  # 1200 pixels: at the limit
     assert transform(tf.constant([small])).shape == (1, 32, 32, 3)
     for fmt in ("PNG", "JPEG", "GIF", "BMP", "WEBP"):
         big = helpers.encode(helpers.natural_image(31, 40, 0), fmt)
-        with pytest.raises(tf.errors.InvalidArgumentError,
-                           match="31 x 40 pixels is over the limit of 1200 pixels"):
+        with pytest.raises(
+            tf.errors.InvalidArgumentError, match="31 x 40 pixels is over the limit of 1200 pixels"
+        ):
             transform(tf.constant([small, big]))
 
 
@@ -118,7 +142,8 @@ def test_batch_transform_handles_mixed_sizes_and_formats():
     assert batch.shape == (len(files), 64, 64, 3)
     for data, image in zip(files, batch):
         np.testing.assert_array_equal(
-            image, image_transform.decode_and_transform(tf.constant(data), 64).numpy())
+            image, image_transform.decode_and_transform(tf.constant(data), 64).numpy()
+        )
 
 
 def test_undecodable_bytes_raise():

@@ -9,6 +9,7 @@ import pytest
 
 import keras_resnest
 from keras_resnest.export import onnx_export, report
+
 from tests.helpers import export_helpers as helpers
 from tests.helpers import torch_reference as ref
 
@@ -119,9 +120,12 @@ def test_export_keeps_an_existing_file_and_checks_its_arguments(tmp_path):
     assert taken.read_bytes() == b"keep me"
     with pytest.raises(ValueError, match="int8 quantization needs calibration images"):
         onnx_export.export_onnx(model, tmp_path / "q.onnx", quantize="int8")
-    with pytest.raises(ValueError, match=r"calibration images must be a non-empty \(N, 64, 64, 3\)"):
-        onnx_export.export_onnx(model, tmp_path / "q.onnx", quantize="int8",
-                                calibration_data=images(2, size=32))
+    with pytest.raises(
+        ValueError, match=r"calibration images must be a non-empty \(N, 64, 64, 3\)"
+    ):
+        onnx_export.export_onnx(
+            model, tmp_path / "q.onnx", quantize="int8", calibration_data=images(2, size=32)
+        )
     with pytest.raises(ValueError, match="supports quantize modes none, int8; got 'fp16'"):
         onnx_export.export_onnx(model, tmp_path / "q.onnx", quantize="fp16")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["taken.onnx"]
@@ -148,21 +152,32 @@ def test_a_missing_extra_is_one_line_naming_the_packages(monkeypatch):
     import importlib.util
 
     real_find_spec = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *a: None if name in ("onnx", "tf2onnx") else real_find_spec(name, *a))
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name in ("onnx", "tf2onnx") else real_find_spec(name, *a),
+    )
     with pytest.raises(ValueError) as error:
         onnx_export.convert_to_onnx(helpers.small_model())
-    assert str(error.value) == ('ONNX export needs onnx and tf2onnx, which are not installed: '
-                                'pip install "keras-resnest[onnx]"')
+    assert str(error.value) == (
+        "ONNX export needs onnx and tf2onnx, which are not installed: "
+        'pip install "keras-resnest[onnx]"'
+    )
 
 
 def test_int8_also_needs_sympy_which_onnxruntime_does_not_install(monkeypatch):
     import importlib.util
 
     real_find_spec = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *a: None if name == "sympy" else real_find_spec(name, *a))
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "sympy" else real_find_spec(name, *a),
+    )
     onnx_export.check_onnx_installed("none")  # float export does not need it
-    with pytest.raises(ValueError, match=r'needs sympy, which is not installed: pip install '
-                                         r'"keras-resnest\[onnx\]"'):
+    with pytest.raises(
+        ValueError,
+        match=r"needs sympy, which is not installed: pip install "
+        r'"keras-resnest\[onnx\]"',
+    ):
         onnx_export.convert_to_onnx(helpers.small_model(), "int8", calibration_data=images(2))

@@ -10,6 +10,7 @@ import tensorflow as tf
 import keras_resnest
 from keras_resnest.export import image_transform
 from keras_resnest.export.saved_model import export_saved_model
+
 from tests.helpers import export_helpers as helpers
 from tests.helpers import torch_reference as ref
 

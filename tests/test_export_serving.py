@@ -20,6 +20,7 @@ from tensorflow_serving.config import model_server_config_pb2
 
 from keras_resnest.export import client, image_transform, serving
 from keras_resnest.imagenet import imagenet_classes
+
 from tests.helpers import export_helpers as helpers
 
 pytestmark = pytest.mark.slow  # the whole file: see `make test-fast`

@@ -10,6 +10,7 @@ import pytest
 import tensorflow as tf
 
 from keras_resnest.export import calibration, report, tflite
+
 from tests.helpers import export_helpers as helpers
 
 

@@ -17,11 +17,21 @@ import pytest
 import torch
 
 import keras_resnest
-from keras_resnest.hub import (PRESETS, ResNeStBackbone, ResNeStImageClassifier,
-                               ResNeStImageConverter, preset_directory)
+from keras_resnest.hub import (
+    PRESETS,
+    ResNeStBackbone,
+    ResNeStImageClassifier,
+    ResNeStImageConverter,
+    preset_directory,
+)
+from keras_resnest.hub.tasks import (
+    SEGMENTATION_KEYS,
+    deeplab_v3_segmenter,
+    normalised,
+    retinanet_detector,
+)
 from keras_resnest.weights import pretrained
-from keras_resnest.hub.tasks import (SEGMENTATION_KEYS, deeplab_v3_segmenter, normalised,
-                                     retinanet_detector)
+
 from tests.helpers import torch_reference as ref
 from tests.test_weights import WeightsServer, publish, torch_bytes
 

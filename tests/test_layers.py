@@ -7,10 +7,16 @@ import torch
 from resnest.torch.splat import SplAtConv2d
 
 import keras_resnest
-from keras_resnest.layers import (DropBlock2D, GroupedConv2D, ResNeStBottleneck, SplitAttention,
-                                  StochasticDepth)
+from keras_resnest.layers import (
+    DropBlock2D,
+    GroupedConv2D,
+    ResNeStBottleneck,
+    SplitAttention,
+    StochasticDepth,
+)
 from keras_resnest.layers.split_attention import inter_channels
 from keras_resnest.porting import SPLIT_ATTENTION_CHILDREN
+
 from tests.helpers.torch_reference import randomize_batch_norm, relative_error
 
 # What the layers achieve against torch (`python -m benchmarks.parity_report --sections layers`

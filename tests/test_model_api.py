@@ -9,6 +9,7 @@ import tensorflow as tf
 
 import keras_resnest
 from keras_resnest.layers import ResNeStBottleneck
+
 from tests.helpers import torch_reference as ref
 
 

@@ -14,6 +14,7 @@ import pytest
 import keras_resnest
 from keras_resnest.porting import keras_layer_name
 from keras_resnest.weights import reference
+
 from tests.helpers import torch_reference as ref
 
 # The models that take longest (the deepest ones, and the 8-group fast variant, which is also

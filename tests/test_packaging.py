@@ -7,6 +7,7 @@ command from outside the repository on tiny settings. The TF-Serving request goe
 in-process stand-in for TF-Serving's Predict API (tests/helpers/export_helpers.py), as no
 TF-Serving binary exists here.
 """
+
 import json
 import os
 import re
@@ -26,8 +27,17 @@ pytestmark = pytest.mark.slow  # the whole file: see `make test-fast`
 REPO = Path(__file__).resolve().parent.parent
 README_INSTALL = "pip install keras-resnest"
 # What a wheel must not carry from a developer's checkout.
-NOT_PACKAGED = shutil.ignore_patterns(".git", ".venv", "build", "dist", "*.egg-info",
-                                      "__pycache__", ".pytest_cache", "runs", "demo_output")
+NOT_PACKAGED = shutil.ignore_patterns(
+    ".git",
+    ".venv",
+    "build",
+    "dist",
+    "*.egg-info",
+    "__pycache__",
+    ".pytest_cache",
+    "runs",
+    "demo_output",
+)
 COMMAND_TIMEOUT = 600
 
 
@@ -40,15 +50,23 @@ class UserEnvironment:
         self.work.mkdir()
         self.bin = root / "venv" / "bin"
         # A user's shell: none of the suite's settings, a private Keras cache.
-        self.env = {k: v for k, v in os.environ.items()
-                    if k not in ("PYTHONPATH", "TF_CPP_MIN_LOG_LEVEL", "VIRTUAL_ENV")}
+        self.env = {
+            k: v
+            for k, v in os.environ.items()
+            if k not in ("PYTHONPATH", "TF_CPP_MIN_LOG_LEVEL", "VIRTUAL_ENV")
+        }
         self.env["KERAS_HOME"] = str(root / "keras_home")
         self.env["PATH"] = f"{self.bin}{os.pathsep}{self.env.get('PATH', '')}"
 
     def run(self, *args, check=True):
-        result = subprocess.run([str(self.bin / "keras-resnest"), *map(str, args)],
-                                cwd=self.work, env=self.env, capture_output=True, text=True,
-                                timeout=COMMAND_TIMEOUT)
+        result = subprocess.run(
+            [str(self.bin / "keras-resnest"), *map(str, args)],
+            cwd=self.work,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=COMMAND_TIMEOUT,
+        )
         if check:
             assert result.returncode == 0, f"{args}: exit {result.returncode}\n{result.stderr}"
             # Quiet by default: nothing of TensorFlow's C++ start-up reaches the user.
@@ -60,9 +78,23 @@ class UserEnvironment:
 def _build_wheel(destination):
     source = destination / "source"
     shutil.copytree(REPO, source, ignore=NOT_PACKAGED)
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps",
-                    "--no-build-isolation", "-w", str(destination), str(source)],
-                   check=True, capture_output=True, text=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "-w",
+            str(destination),
+            str(source),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     (wheel,) = destination.glob("keras_resnest-*.whl")
     return wheel
 
@@ -70,14 +102,20 @@ def _build_wheel(destination):
 @pytest.fixture(scope="module")
 def user(tmp_path_factory):
     readme = (REPO / "README.md").read_text(encoding="utf-8")
-    assert re.search(rf"^{re.escape(README_INSTALL)}$", readme, re.MULTILINE), \
+    assert re.search(rf"^{re.escape(README_INSTALL)}$", readme, re.MULTILINE), (
         f"the README no longer documents `{README_INSTALL}`: update this test with it"
+    )
     root = tmp_path_factory.mktemp("user")
     wheel = _build_wheel(root)
     venv.create(root / "venv", with_pip=True)
     # The README's command, with the wheel standing in for the package index's copy.
-    subprocess.run([str(root / "venv" / "bin" / "pip"), "install", "-q", str(wheel)],
-                   check=True, capture_output=True, text=True, timeout=COMMAND_TIMEOUT)
+    subprocess.run(
+        [str(root / "venv" / "bin" / "pip"), "install", "-q", str(wheel)],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=COMMAND_TIMEOUT,
+    )
     return UserEnvironment(root)
 
 
@@ -98,8 +136,9 @@ def image_folder(user):
 
 
 def test_install_brings_no_test_only_package(user):
-    installed = subprocess.run([str(user.bin / "pip"), "list", "--format=json"], check=True,
-                               capture_output=True, text=True).stdout
+    installed = subprocess.run(
+        [str(user.bin / "pip"), "list", "--format=json"], check=True, capture_output=True, text=True
+    ).stdout
     names = {package["name"].lower() for package in json.loads(installed)}
     assert {"tensorflow", "keras", "tensorflow-serving-api", "ai-edge-litert"} <= names
     assert not names & {"torch", "resnest", "pytest"}
@@ -112,20 +151,42 @@ def test_convert_then_predict(user, tmp_path):
 
     checkpoint = user.work / "resnest14d.pth"
     torch.save(ref.build_randomized("resnest14d").state_dict(), checkpoint)
-    converted = user.run("convert", checkpoint, "--model", "resnest14d",
-                         "-o", "resnest14d.weights.h5")
+    converted = user.run(
+        "convert", checkpoint, "--model", "resnest14d", "-o", "resnest14d.weights.h5"
+    )
     assert "parameters" in converted.stdout and (user.work / "resnest14d.weights.h5").is_file()
     image = _write_image(user.work / "cat.png", seed=1, size=80)
-    predicted = user.run("predict", image, "--model", "resnest14d",
-                         "--weights", "resnest14d.weights.h5", "--top", "3")
+    predicted = user.run(
+        "predict",
+        image,
+        "--model",
+        "resnest14d",
+        "--weights",
+        "resnest14d.weights.h5",
+        "--top",
+        "3",
+    )
     assert len(re.findall(r"^  [123]\. \d\.\d{4}  ", predicted.stdout, re.MULTILINE)) == 3
 
 
 @pytest.fixture(scope="module")
 def digits_run(user):
-    user.run("train", "--model", "resnest14d", "--dataset", "digits", "--epochs", "1",
-             "--steps-per-epoch", "3", "--batch-size", "16", "--deterministic",
-             "-o", "runs/digits")
+    user.run(
+        "train",
+        "--model",
+        "resnest14d",
+        "--dataset",
+        "digits",
+        "--epochs",
+        "1",
+        "--steps-per-epoch",
+        "3",
+        "--batch-size",
+        "16",
+        "--deterministic",
+        "-o",
+        "runs/digits",
+    )
     return user.work / "runs" / "digits"
 
 
@@ -137,8 +198,21 @@ def test_train_on_the_digits_deterministically(digits_run):
 
 
 def test_train_on_an_image_folder(user, image_folder):
-    user.run("train", "--model", "resnest14d", "--data", image_folder, "--epochs", "1",
-             "--batch-size", "4", "--image-size", "32", "-o", "runs/photos")
+    user.run(
+        "train",
+        "--model",
+        "resnest14d",
+        "--data",
+        image_folder,
+        "--epochs",
+        "1",
+        "--batch-size",
+        "4",
+        "--image-size",
+        "32",
+        "-o",
+        "runs/photos",
+    )
     class_names = json.loads((user.work / "runs" / "photos" / "class_names.json").read_text())
     assert class_names == ["cats", "dogs"]
 
@@ -152,8 +226,15 @@ def test_predict_with_the_trained_model(user, digits_run):
 
 
 def test_export_saved_model(user, digits_run):
-    user.run("export", "--weights", digits_run / "model.keras", "--format", "saved_model",
-             "-o", "exported/saved_model")
+    user.run(
+        "export",
+        "--weights",
+        digits_run / "model.keras",
+        "--format",
+        "saved_model",
+        "-o",
+        "exported/saved_model",
+    )
     assert (user.work / "exported" / "saved_model" / "saved_model.pb").is_file()
 
 
@@ -161,23 +242,45 @@ def test_export_saved_model(user, digits_run):
 def test_export_tflite(user, digits_run, image_folder, quantize):
     output = user.work / "exported" / f"digits_{quantize}.tflite"
     calibration = ["--calibration", image_folder / "train" / "cats"] if quantize == "int8" else []
-    result = user.run("export", "--weights", digits_run / "model.keras", "--format", "tflite",
-                      "--quantize", quantize, *calibration, "-o", output)
+    result = user.run(
+        "export",
+        "--weights",
+        digits_run / "model.keras",
+        "--format",
+        "tflite",
+        "--quantize",
+        quantize,
+        *calibration,
+        "-o",
+        output,
+    )
     assert output.stat().st_size > 0
     assert "top-1 agreement" in result.stdout
 
 
 def test_export_serving_then_serve_request(user, digits_run):
-    user.run("export", "--weights", digits_run / "model.keras", "--format", "serving",
-             "--name", "digits", "--version", "1", "-o", "exported/serving")
+    user.run(
+        "export",
+        "--weights",
+        digits_run / "model.keras",
+        "--format",
+        "serving",
+        "--name",
+        "digits",
+        "--version",
+        "1",
+        "-o",
+        "exported/serving",
+    )
     version_dir = user.work / "exported" / "serving" / "digits" / "1"
     assert (version_dir / "saved_model.pb").is_file()
     assert (version_dir / "assets.extra" / "tf_serving_warmup_requests").is_file()
     image = _write_image(user.work / "request.png", seed=3, size=48)
     service = helpers.SavedModelPredictionService(version_dir)
     with helpers.grpc_stand_in(service, "digits") as port:
-        result = user.run("serve-request", "--model-name", "digits", "--host", "127.0.0.1",
-                          "--port", port, image)
+        result = user.run(
+            "serve-request", "--model-name", "digits", "--host", "127.0.0.1", "--port", port, image
+        )
     class_names = json.loads((digits_run / "class_names.json").read_text())
     assert str(image) in result.stdout
     assert any(name in result.stdout for name in class_names), result.stdout

@@ -32,20 +32,51 @@ def qat_run(tmp_path_factory):
     """A float epoch then two QAT epochs through `keras-resnest train` under MirroredStrategy
     (2 CPU replicas), killed at a checkpoint of the QAT phase (as a crash would) and restarted."""
     run_dir = str(tmp_path_factory.mktemp("qat") / "run")
-    args = ["--epochs", "1", "--qat-epochs", "2", "--steps-per-epoch", str(STEPS), "--batch-size", "8",
-            "--warmup-epochs", "0", "--checkpoint-every", "4", "--strategy", "mirrored",
-            "--cpu-devices", "2", "--seed", "0", "-o", run_dir]
-    killed = subprocess.run(train_killed_after(KILL_AT) + args, env=train_env(),
-                            capture_output=True, text=True, timeout=900)
+    args = [
+        "--epochs",
+        "1",
+        "--qat-epochs",
+        "2",
+        "--steps-per-epoch",
+        str(STEPS),
+        "--batch-size",
+        "8",
+        "--warmup-epochs",
+        "0",
+        "--checkpoint-every",
+        "4",
+        "--strategy",
+        "mirrored",
+        "--cpu-devices",
+        "2",
+        "--seed",
+        "0",
+        "-o",
+        run_dir,
+    ]
+    killed = subprocess.run(
+        train_killed_after(KILL_AT) + args,
+        env=train_env(),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert killed.returncode == -signal.SIGKILL, killed.stdout[-2000:] + killed.stderr[-2000:]
     assert "2 replica(s) x 8 = global batch 16" in killed.stdout
     assert os.path.exists(os.path.join(run_dir, "model.keras"))  # the float phase had finished
-    assert read_json(os.path.join(run_dir, "qat", "backup", "progress.json")) == {"epoch": 1, "step": 4}
+    assert read_json(os.path.join(run_dir, "qat", "backup", "progress.json")) == {
+        "epoch": 1,
+        "step": 4,
+    }
     assert not os.path.exists(os.path.join(run_dir, "qat", "model.keras"))
 
-    resumed = subprocess.run(TRAIN + args, env=train_env(), capture_output=True, text=True, timeout=900)
+    resumed = subprocess.run(
+        TRAIN + args, env=train_env(), capture_output=True, text=True, timeout=900
+    )
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
-    assert re.search(r"resumed from \S+qat\S+: epoch 1 step 4", resumed.stdout), resumed.stdout[-2000:]
+    assert re.search(r"resumed from \S+qat\S+: epoch 1 step 4", resumed.stdout), resumed.stdout[
+        -2000:
+    ]
     return run_dir
 
 
@@ -70,8 +101,22 @@ def test_int8_export_of_the_qat_model_needs_no_calibration_and_is_full_integer(q
 
     qat_file = os.path.join(qat_run, "qat", "model.keras")
     output = str(tmp_path / "qat_int8.tflite")
-    assert main(["export", "--weights", qat_file, "--format", "tflite", "--quantize", "int8",
-                 "-o", output]) == 0  # no --calibration
+    assert (
+        main(
+            [
+                "export",
+                "--weights",
+                qat_file,
+                "--format",
+                "tflite",
+                "--quantize",
+                "int8",
+                "-o",
+                output,
+            ]
+        )
+        == 0
+    )  # no --calibration
     flatbuffer = open(output, "rb").read()
     ops = check_builtin_ops(flatbuffer)
     assert "CONV_2D" in ops and "FULLY_CONNECTED" in ops and "DEQUANTIZE" not in ops
@@ -81,8 +126,10 @@ def test_int8_export_of_the_qat_model_needs_no_calibration_and_is_full_integer(q
 
     split = load_digits_dataset(32)
     images = split.val_images.astype(np.float32)
-    keras_classes = np.argmax(keras_resnest.load_model(qat_file, compile=False).predict(
-        images, batch_size=64, verbose=0), -1)
+    keras_classes = np.argmax(
+        keras_resnest.load_model(qat_file, compile=False).predict(images, batch_size=64, verbose=0),
+        -1,
+    )
     runner = TFLiteClassifier(flatbuffer)
     int8_classes = np.array([np.argmax(runner(image)["logits"]) for image in images])
     agreement = np.mean(int8_classes == keras_classes)
@@ -94,7 +141,9 @@ def test_qat_keras_file_reloads_and_predicts_the_same(tmp_path):
     import keras_resnest
     from keras_resnest.quantization import is_quantize_aware, quantize_aware
 
-    model = keras_resnest.create_model("resnest14d", weights=None, input_shape=(32, 32, 3), classes=10)
+    model = keras_resnest.create_model(
+        "resnest14d", weights=None, input_shape=(32, 32, 3), classes=10
+    )
     qat_model = quantize_aware(model)
     images = np.random.default_rng(0).uniform(0, 255, (8, 32, 32, 3)).astype(np.float32)
     qat_model(images, training=True)  # sets every activation range
@@ -105,21 +154,32 @@ def test_qat_keras_file_reloads_and_predicts_the_same(tmp_path):
     expected = qat_model.predict(images, verbose=0)
     np.testing.assert_array_equal(loaded.predict(images, verbose=0), expected)
     # the copy starts from the float model's function (int8 rounding apart)
-    assert np.mean(np.argmax(model.predict(images, verbose=0), -1) == np.argmax(expected, -1)) >= 0.75
+    assert (
+        np.mean(np.argmax(model.predict(images, verbose=0), -1) == np.argmax(expected, -1)) >= 0.75
+    )
 
 
-@pytest.mark.parametrize("extra, message", [
-    (["--epochs", "1", "--qat-epochs", "-1"], "qat_epochs=-1"),
-    (["--epochs", "0"], "epochs=0"),
-    (["--epochs", "0", "--qat-epochs", "1"], "weights=None"),
-    (["--epochs", "1", "--qat-epochs", "1", "--precision", "mixed_bfloat16"], "float32 with qat_epochs"),
-    (["--epochs", "1", "--qat-epochs", "1", "--qat-lr", "0"], "qat_learning_rate=0.0"),
-])
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--epochs", "1", "--qat-epochs", "-1"], "qat_epochs=-1"),
+        (["--epochs", "0"], "epochs=0"),
+        (["--epochs", "0", "--qat-epochs", "1"], "weights=None"),
+        (
+            ["--epochs", "1", "--qat-epochs", "1", "--precision", "mixed_bfloat16"],
+            "float32 with qat_epochs",
+        ),
+        (["--epochs", "1", "--qat-epochs", "1", "--qat-lr", "0"], "qat_learning_rate=0.0"),
+    ],
+)
 def test_bad_qat_arguments_fail_before_any_work(extra, message, tmp_path, capsys):
     from keras_resnest.cli import main
 
     run_dir = tmp_path / "run"
-    assert main(["train", "--model", "resnest14d", "--dataset", "digits", *extra, "-o", str(run_dir)]) == 2
+    assert (
+        main(["train", "--model", "resnest14d", "--dataset", "digits", *extra, "-o", str(run_dir)])
+        == 2
+    )
     assert message in capsys.readouterr().err
     assert not (run_dir / "backup").exists()
 
@@ -128,8 +188,8 @@ def test_quantize_aware_refuses_what_it_cannot_convert():
     import keras
 
     import keras_resnest
-    from keras_resnest.quantization import quantize_aware
     from keras_resnest.export.tflite import convert_to_tflite
+    from keras_resnest.quantization import quantize_aware
 
     with pytest.raises(ValueError, match="expects a keras.Model"):
         quantize_aware("resnest14d")
@@ -138,8 +198,9 @@ def test_quantize_aware_refuses_what_it_cannot_convert():
     other = keras.layers.Dense(2, name="b")(inputs)
     with pytest.raises(ValueError, match="chain of layers"):
         quantize_aware(keras.Model(inputs, keras.layers.Add()([branch, other])))
-    qat_model = quantize_aware(keras_resnest.create_model(
-        "resnest14d", weights=None, input_shape=(32, 32, 3), classes=10))
+    qat_model = quantize_aware(
+        keras_resnest.create_model("resnest14d", weights=None, input_shape=(32, 32, 3), classes=10)
+    )
     with pytest.raises(ValueError, match="already quantization-aware"):
         quantize_aware(qat_model)
     with pytest.raises(ValueError, match="never observed"):  # no training step yet
@@ -169,8 +230,11 @@ def test_grouped_split_attention_on_a_one_pixel_map_converts_to_full_integer(tmp
 
     archive = keras.export.ExportArchive()  # the SavedModel route of convert_to_tflite
     archive.track(model)
-    archive.add_endpoint("serving_default", lambda image: model(image, training=False),
-                         input_signature=[tf.TensorSpec([1, 1, 1, 64], tf.float32)])
+    archive.add_endpoint(
+        "serving_default",
+        lambda image: model(image, training=False),
+        input_signature=[tf.TensorSpec([1, 1, 1, 64], tf.float32)],
+    )
     archive.write_out(str(tmp_path / "saved_model"), verbose=False)
     converter = tf.lite.TFLiteConverter.from_saved_model(str(tmp_path / "saved_model"))
     configure_converter(converter, "int8", quantize_aware=True)
@@ -183,15 +247,29 @@ def test_grouped_split_attention_on_a_one_pixel_map_converts_to_full_integer(tmp
 def test_qat_report_compares_float_post_training_and_qat_int8(qat_run):
     """benchmarks.qat_report on the fixture's float and QAT models (no training here)."""
     result = subprocess.run(
-        [sys.executable, "-m", "benchmarks.qat_report",
-         "--float-model", os.path.join(qat_run, "model.keras"),
-         "--qat-model", os.path.join(qat_run, "qat", "model.keras")],
-        capture_output=True, text=True, timeout=600, cwd=ROOT)
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.qat_report",
+            "--float-model",
+            os.path.join(qat_run, "model.keras"),
+            "--qat-model",
+            os.path.join(qat_run, "qat", "model.keras"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     out = result.stdout
     rows = re.findall(r"^\| (.+?) \| ([\d.]+)% \| ([\d.]+)% \|$", out, re.MULTILINE)
     assert [name.split(" (")[0] for name, _, _ in rows] == [
-        "float32", "post-training int8", "post-training int8", "QAT int8"], out
+        "float32",
+        "post-training int8",
+        "post-training int8",
+        "QAT int8",
+    ], out
     assert "1 random-noise calibration image, per-channel" in rows[1][0], out
     assert float(rows[0][2]) == 100.0 and all(0 < float(acc) <= 100 for _, acc, _ in rows), out
     print(out)
@@ -200,21 +278,50 @@ def test_qat_report_compares_float_post_training_and_qat_int8(qat_run):
 
 def test_qat_report_refuses_bad_arguments_before_any_work(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "benchmarks.qat_report", "--qat-model",
-         str(tmp_path / "missing.keras")],
-        capture_output=True, text=True, timeout=120, cwd=ROOT)
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.qat_report",
+            "--qat-model",
+            str(tmp_path / "missing.keras"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
     assert result.returncode == 2 and "--qat-model must be an existing .keras file" in result.stderr
 
 
-@pytest.mark.parametrize("export_as", [["--format", "onnx"], ["--format", "saved_model"],
-                                       ["--format", "tflite", "--quantize", "fp16"]])
-def test_a_qat_model_is_refused_by_the_other_formats_before_any_work(qat_run, tmp_path, capsys,
-                                                                     export_as):
+@pytest.mark.parametrize(
+    "export_as",
+    [
+        ["--format", "onnx"],
+        ["--format", "saved_model"],
+        ["--format", "tflite", "--quantize", "fp16"],
+    ],
+)
+def test_a_qat_model_is_refused_by_the_other_formats_before_any_work(
+    qat_run, tmp_path, capsys, export_as
+):
     from keras_resnest.cli import main
 
     output = tmp_path / "out"
-    assert main(["export", "--weights", os.path.join(qat_run, "qat", "model.keras"), *export_as,
-                 "-o", str(output)]) == 2
-    assert "is a quantization-aware model (train --qat-epochs): it exports as --format tflite " \
+    assert (
+        main(
+            [
+                "export",
+                "--weights",
+                os.path.join(qat_run, "qat", "model.keras"),
+                *export_as,
+                "-o",
+                str(output),
+            ]
+        )
+        == 2
+    )
+    assert (
+        "is a quantization-aware model (train --qat-epochs): it exports as --format tflite "
         "--quantize int8 only" in capsys.readouterr().err
+    )
     assert not output.exists()

@@ -8,23 +8,48 @@ import os
 import h5py
 import numpy as np
 import pytest
-from tensorflow.python.framework.config import (disable_op_determinism, enable_op_determinism,
-                                                is_op_determinism_enabled)
+from tensorflow.python.framework.config import (
+    disable_op_determinism,
+    enable_op_determinism,
+    is_op_determinism_enabled,
+)
 
 from keras_resnest.cli import main
 
 pytestmark = pytest.mark.slow  # the whole file: see `make test-fast`
 
 # Every seeded op of the pipeline: crop, flip, RandAugment, MixUp, CutMix and the switch between them.
-ARGS = ["train", "--model", "resnest14d", "--dataset", "digits", "--epochs", "1", "--batch-size", "16",
-        "--steps-per-epoch", "2", "--warmup-epochs", "0", "--randaugment", "--mixup", "0.2", "--cutmix", "1.0",
-        "--deterministic"]
+ARGS = [
+    "train",
+    "--model",
+    "resnest14d",
+    "--dataset",
+    "digits",
+    "--epochs",
+    "1",
+    "--batch-size",
+    "16",
+    "--steps-per-epoch",
+    "2",
+    "--warmup-epochs",
+    "0",
+    "--randaugment",
+    "--mixup",
+    "0.2",
+    "--cutmix",
+    "1.0",
+    "--deterministic",
+]
 
 
 def _weights(run_dir):
     arrays = {}
     with h5py.File(os.path.join(run_dir, "model.weights.h5"), "r") as f:
-        f.visititems(lambda name, obj: arrays.__setitem__(name, obj[()]) if isinstance(obj, h5py.Dataset) else None)
+        f.visititems(
+            lambda name, obj: (
+                arrays.__setitem__(name, obj[()]) if isinstance(obj, h5py.Dataset) else None
+            )
+        )
     return arrays
 
 
@@ -36,7 +61,8 @@ def determinism_off():
 
 
 def test_deterministic_run_with_the_default_seed_repeats_exactly_and_restores_op_determinism(
-        tmp_path, capsys, determinism_off):
+    tmp_path, capsys, determinism_off
+):
     runs = []
     for name, already_on in (("a", False), ("b", True)):
         if already_on:

@@ -25,7 +25,9 @@ pytestmark = pytest.mark.slow  # the whole file: see `make test-fast`
 
 
 def _run(args, timeout, **env):
-    proc = subprocess.run(TRAIN + args, env=train_env(**env), capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(
+        TRAIN + args, env=train_env(**env), capture_output=True, text=True, timeout=timeout
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc.stdout
 
@@ -38,7 +40,11 @@ def _history(run_dir):
 def _h5_arrays(path):
     arrays = {}
     with h5py.File(path, "r") as f:
-        f.visititems(lambda name, obj: arrays.__setitem__(name, obj[()]) if isinstance(obj, h5py.Dataset) else None)
+        f.visititems(
+            lambda name, obj: (
+                arrays.__setitem__(name, obj[()]) if isinstance(obj, h5py.Dataset) else None
+            )
+        )
     return arrays
 
 
@@ -47,11 +53,30 @@ def test_digits_under_mirrored_strategy_on_two_cpu_devices_reaches_90_percent(tm
     # The timeout only guards against a hang: on a busy 2-core machine this run has taken 22
     # minutes (6 epochs). Measured on a busy machine: 4 epochs top-1 0.975 (8 minutes), 3 epochs
     # 0.947 (6 minutes).
-    out = _run(["--epochs", "3", "--batch-size", "32", "--strategy", "mirrored", "--cpu-devices", "2",
-                "--warmup-epochs", "1", "--seed", "0", "-o", run_dir], timeout=2400)
+    out = _run(
+        [
+            "--epochs",
+            "3",
+            "--batch-size",
+            "32",
+            "--strategy",
+            "mirrored",
+            "--cpu-devices",
+            "2",
+            "--warmup-epochs",
+            "1",
+            "--seed",
+            "0",
+            "-o",
+            run_dir,
+        ],
+        timeout=2400,
+    )
     assert "2 replica(s) x 32 = global batch 64" in out
     evaluation = read_json(os.path.join(run_dir, "evaluation.json"))
-    print(f"digits resnest14d mirrored x2: top1 {evaluation['top1']:.4f} top5 {evaluation['top5']:.4f}")
+    print(
+        f"digits resnest14d mirrored x2: top1 {evaluation['top1']:.4f} top5 {evaluation['top5']:.4f}"
+    )
     assert evaluation["top1"] >= 0.90
     assert evaluation["examples"] == 360
     matrix = np.array(evaluation["confusion_matrix"])
@@ -61,10 +86,16 @@ def test_digits_under_mirrored_strategy_on_two_cpu_devices_reaches_90_percent(tm
     assert [int(r["epoch"]) for r in _history(run_dir)] == list(range(3))
     assert read_json(os.path.join(run_dir, "class_names.json")) == [str(d) for d in range(10)]
     summary = read_json(os.path.join(run_dir, "run_summary.json"))
-    assert (summary["replicas"], summary["global_batch_size"], summary["optimizer_steps"]) == (2, 64, 3 * 22)
+    assert (summary["replicas"], summary["global_batch_size"], summary["optimizer_steps"]) == (
+        2,
+        64,
+        3 * 22,
+    )
     assert os.path.exists(os.path.join(run_dir, "best.keras"))
     events = [name for _, _, names in os.walk(os.path.join(run_dir, "logs")) for name in names]
-    assert any(name.startswith("events.out.tfevents") for name in events)  # keras.callbacks.TensorBoard
+    assert any(
+        name.startswith("events.out.tfevents") for name in events
+    )  # keras.callbacks.TensorBoard
 
     # The saved .keras model is the evaluated one: reload it and re-score the validation set.
     import keras
@@ -75,7 +106,9 @@ def test_digits_under_mirrored_strategy_on_two_cpu_devices_reaches_90_percent(tm
     model = keras.models.load_model(os.path.join(run_dir, "model.keras"))
     split = load_digits_dataset(32)
     predictions = model.predict(split.val_images.astype("float32"), batch_size=120, verbose=0)
-    assert np.mean(predictions.argmax(-1) == split.val_labels) == pytest.approx(evaluation["top1"], abs=1 / 360)
+    assert np.mean(predictions.argmax(-1) == split.val_labels) == pytest.approx(
+        evaluation["top1"], abs=1 / 360
+    )
 
 
 # What TensorFlow prints when a worker's gRPC server cannot bind its port (TF 2.21).
@@ -112,10 +145,21 @@ def _run_workers(args, log_dir, attempts=3, first_ports=None):
         procs, logs = [], []
         try:
             for index in range(len(workers)):
-                tf_config = json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}})
-                logs.append(open(os.path.join(log_dir, f"attempt{attempt}-worker{index}.log"), "w+"))
-                procs.append(subprocess.Popen(TRAIN + args + ["-o", run_dir], env=train_env(TF_CONFIG=tf_config),
-                                              stdout=logs[-1], stderr=subprocess.STDOUT, text=True))
+                tf_config = json.dumps(
+                    {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
+                )
+                logs.append(
+                    open(os.path.join(log_dir, f"attempt{attempt}-worker{index}.log"), "w+")
+                )
+                procs.append(
+                    subprocess.Popen(
+                        TRAIN + args + ["-o", run_dir],
+                        env=train_env(TF_CONFIG=tf_config),
+                        stdout=logs[-1],
+                        stderr=subprocess.STDOUT,
+                        text=True,
+                    )
+                )
             deadline = time.time() + 600
             # A worker that fails leaves the others waiting for it: stop them all at the first failure.
             while time.time() < deadline and any(p.poll() is None for p in procs):
@@ -147,8 +191,19 @@ def test_multiworker_two_processes_train_the_same_steps_to_identical_weights(tmp
     taken.listen()
     try:
         run_dir, attempts = _run_workers(
-            ["--epochs", "1", "--batch-size", "8", "--steps-per-epoch", str(steps), "--strategy", "multiworker"],
-            str(tmp_path), first_ports=[taken.getsockname()[1], _free_ports(1)[0]])
+            [
+                "--epochs",
+                "1",
+                "--batch-size",
+                "8",
+                "--steps-per-epoch",
+                str(steps),
+                "--strategy",
+                "multiworker",
+            ],
+            str(tmp_path),
+            first_ports=[taken.getsockname()[1], _free_ports(1)[0]],
+        )
     finally:
         taken.close()
     assert attempts == 2
@@ -156,24 +211,49 @@ def test_multiworker_two_processes_train_the_same_steps_to_identical_weights(tmp
     chief_dir, worker_dir = run_dir, os.path.join(run_dir, "workers", "1")
     for directory in (chief_dir, worker_dir):
         summary = read_json(os.path.join(directory, "run_summary.json"))
-        assert (summary["replicas"], summary["global_batch_size"], summary["optimizer_steps"]) == (2, 16, steps)
-    chief, worker = (_h5_arrays(os.path.join(d, "model.weights.h5")) for d in (chief_dir, worker_dir))
+        assert (summary["replicas"], summary["global_batch_size"], summary["optimizer_steps"]) == (
+            2,
+            16,
+            steps,
+        )
+    chief, worker = (
+        _h5_arrays(os.path.join(d, "model.weights.h5")) for d in (chief_dir, worker_dir)
+    )
     assert chief.keys() == worker.keys() and len(chief) > 100
     different = [name for name in chief if not np.array_equal(chief[name], worker[name])]
     assert different == []
     assert os.path.exists(os.path.join(chief_dir, "model.keras"))
-    assert not os.path.exists(os.path.join(worker_dir, "model.keras"))  # only the chief saves the model
+    assert not os.path.exists(
+        os.path.join(worker_dir, "model.keras")
+    )  # only the chief saves the model
 
 
 def test_a_killed_run_resumes_at_the_same_epoch_and_step(tmp_path):
     run_dir = str(tmp_path / "run")
     steps, epochs = 12, 2
-    args = ["--epochs", str(epochs), "--batch-size", "16", "--steps-per-epoch", str(steps),
-            "--checkpoint-every", "1", "--strategy", "none", "-o", run_dir]
+    args = [
+        "--epochs",
+        str(epochs),
+        "--batch-size",
+        "16",
+        "--steps-per-epoch",
+        str(steps),
+        "--checkpoint-every",
+        "1",
+        "--strategy",
+        "none",
+        "-o",
+        run_dir,
+    ]
     # The trainer SIGKILLs itself right after checkpoint 1 x 12 + 3 (KillAfterCheckpoint, a
     # callback): a real kill, no cleanup, no final save, at epoch 1 step 3 on any machine.
-    proc = subprocess.run(train_killed_after(steps + 3) + args, env=train_env(),
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        train_killed_after(steps + 3) + args,
+        env=train_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == -signal.SIGKILL, proc.stdout[-2000:] + proc.stderr[-2000:]
     killed_at = read_json(os.path.join(run_dir, "backup", "progress.json"))
     assert killed_at == {"epoch": 1, "step": 3}
@@ -199,18 +279,39 @@ def test_a_lost_worker_ends_the_survivor_with_one_line(tmp_path):
     for attempt in range(3):  # a port taken between _free_ports and the bind: a new launch
         run_dir = str(tmp_path / f"run{attempt}")
         workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
-        args = ["--epochs", "1", "--batch-size", "8", "--steps-per-epoch", str(steps),
-                "--checkpoint-every", "1", "--strategy", "multiworker", "-o", run_dir]
+        args = [
+            "--epochs",
+            "1",
+            "--batch-size",
+            "8",
+            "--steps-per-epoch",
+            str(steps),
+            "--checkpoint-every",
+            "1",
+            "--strategy",
+            "multiworker",
+            "-o",
+            run_dir,
+        ]
 
         def env(index):
-            return train_env(TF_CONFIG=json.dumps(
-                {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}))
+            return train_env(
+                TF_CONFIG=json.dumps(
+                    {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
+                )
+            )
 
-        chief = subprocess.Popen(TRAIN + args, env=env(0), stdout=subprocess.PIPE,
-                                 stderr=subprocess.PIPE, text=True)
+        chief = subprocess.Popen(
+            TRAIN + args, env=env(0), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
         try:
-            lost = subprocess.run(train_killed_after(kill_at) + args, env=env(1),
-                                  capture_output=True, text=True, timeout=600)
+            lost = subprocess.run(
+                train_killed_after(kill_at) + args,
+                env=env(1),
+                capture_output=True,
+                text=True,
+                timeout=600,
+            )
             out, err = chief.communicate(timeout=600)
         finally:
             if chief.poll() is None:
@@ -220,13 +321,20 @@ def test_a_lost_worker_ends_the_survivor_with_one_line(tmp_path):
             continue
         assert lost.returncode == -signal.SIGKILL, lost.stderr[-3000:]
         assert chief.returncode == 1, out[-2000:] + err[-3000:]
-        errors = [line for line in err.splitlines() if line.startswith("keras-resnest train: error:")]
+        errors = [
+            line for line in err.splitlines() if line.startswith("keras-resnest train: error:")
+        ]
         assert len(errors) == 1, err[-3000:]
         assert "worker 1 (" + workers[1] + ") was lost" in errors[0]
         assert "last saved step is epoch 0 step 2" in errors[0]
-        assert errors[0].endswith("restart every worker with the same command to resume from there.")
+        assert errors[0].endswith(
+            "restart every worker with the same command to resume from there."
+        )
         assert "Traceback" not in err
-        assert read_json(os.path.join(run_dir, "backup", "progress.json")) == {"epoch": 0, "step": kill_at}
+        assert read_json(os.path.join(run_dir, "backup", "progress.json")) == {
+            "epoch": 0,
+            "step": kill_at,
+        }
         return
     pytest.fail("no launch of 3 could bind its ports")
 
@@ -238,19 +346,31 @@ def test_mixed_bfloat16_training_runs_and_learns(tmp_path):
     from keras_resnest.training.data import digits_data
     from keras_resnest.training.loop import TrainConfig, train
 
-    config = TrainConfig(model_name="resnest14d", image_size=32, epochs=3, batch_size=32, steps_per_epoch=15,
-                         warmup_epochs=0.5, precision="mixed_bfloat16",
-                         augment=AugmentConfig(min_area=0.5, flip=False), checkpoint_every=100)
+    config = TrainConfig(
+        model_name="resnest14d",
+        image_size=32,
+        epochs=3,
+        batch_size=32,
+        steps_per_epoch=15,
+        warmup_epochs=0.5,
+        precision="mixed_bfloat16",
+        augment=AugmentConfig(min_area=0.5, flip=False),
+        checkpoint_every=100,
+    )
     result = train(config, digits_data(32), str(tmp_path / "run"), log=lambda *a, **k: None)
     model = result["model"]
-    conv = next(layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D))  # the stem's first
+    conv = next(
+        layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)
+    )  # the stem's first
     assert conv.compute_dtype == "bfloat16" and conv.kernel.dtype == "float32"
     assert model.get_layer("predictions").compute_dtype == "float32"
     assert keras.mixed_precision.dtype_policy().name == "float32"  # the global policy is restored
     losses = [row["loss"] for row in result["history"]]
     accuracies = [row["accuracy"] for row in result["history"]]
-    print(f"mixed_bfloat16 digits: loss {losses}, train accuracy {accuracies}, "
-          f"val top1 {result['evaluation']['top1']:.4f}")
+    print(
+        f"mixed_bfloat16 digits: loss {losses}, train accuracy {accuracies}, "
+        f"val top1 {result['evaluation']['top1']:.4f}"
+    )
     assert np.all(np.isfinite(losses)) and losses[-1] < losses[0]
     assert accuracies[-1] >= 0.5  # chance is 0.1
 
@@ -263,8 +383,17 @@ def test_frozen_backbone_then_unfreeze_with_ema_saves_the_average(tmp_path):
     from keras_resnest.training.loop import TrainConfig, train
 
     messages = []
-    config = TrainConfig(model_name="resnest14d", image_size=32, epochs=2, batch_size=16, steps_per_epoch=3,
-                         freeze_backbone=True, unfreeze_epoch=1, ema_momentum=0.5, warmup_epochs=0)
+    config = TrainConfig(
+        model_name="resnest14d",
+        image_size=32,
+        epochs=2,
+        batch_size=16,
+        steps_per_epoch=3,
+        freeze_backbone=True,
+        unfreeze_epoch=1,
+        ema_momentum=0.5,
+        warmup_epochs=0,
+    )
     run_dir = str(tmp_path / "run")
     result = train(config, digits_data(32), run_dir, log=messages.append)
     assert "epoch 1: backbone frozen" in messages and "epoch 2: backbone trainable" in messages
@@ -277,21 +406,45 @@ def test_frozen_backbone_then_unfreeze_with_ema_saves_the_average(tmp_path):
     assert not np.allclose(fc_saved, fc_raw)
     reloaded = keras.models.load_model(f"{run_dir}/model.keras")
     np.testing.assert_array_equal(reloaded.get_layer("fc").kernel.numpy(), fc_saved)
-    assert all(layer.trainable for layer in reloaded.layers)  # saved as a plain, unfrozen classifier
+    assert all(
+        layer.trainable for layer in reloaded.layers
+    )  # saved as a plain, unfrozen classifier
 
 
 def test_deterministic_mode_repeats_a_run_exactly(tmp_path):
     # Random init, shuffling, RandAugment, MixUp and two mirrored replicas: all seeded.
     def run(seed, name):
         run_dir = str(tmp_path / name)
-        _run(["--epochs", "1", "--batch-size", "16", "--steps-per-epoch", "3", "--strategy", "mirrored",
-              "--cpu-devices", "2", "--deterministic", "--seed", str(seed), "--mixup", "0.2",
-              "--randaugment", "-o", run_dir], timeout=600)
+        _run(
+            [
+                "--epochs",
+                "1",
+                "--batch-size",
+                "16",
+                "--steps-per-epoch",
+                "3",
+                "--strategy",
+                "mirrored",
+                "--cpu-devices",
+                "2",
+                "--deterministic",
+                "--seed",
+                str(seed),
+                "--mixup",
+                "0.2",
+                "--randaugment",
+                "-o",
+                run_dir,
+            ],
+            timeout=600,
+        )
         return _h5_arrays(os.path.join(run_dir, "model.weights.h5"))
 
     first, again, other_seed = run(3, "a"), run(3, "b"), run(4, "c")
     assert all(np.array_equal(first[name], again[name]) for name in first)
-    assert not all(np.array_equal(first[name], other_seed[name]) for name in first)  # the seed matters
+    assert not all(
+        np.array_equal(first[name], other_seed[name]) for name in first
+    )  # the seed matters
 
 
 _SYNC_BN_SCRIPT = """
@@ -320,8 +473,13 @@ def test_synchronized_batchnorm_uses_the_global_batch_statistics():
     # global batch's is 0.25. Moving variance after one step (momentum 0.9, from 1.0):
     # synchronized 0.9 + 0.1 * 0.25 = 0.925; per-replica statistics would give 0.9.
     def moving_variance(mode):
-        proc = subprocess.run([sys.executable, "-c", _SYNC_BN_SCRIPT, mode], env=train_env(),
-                              capture_output=True, text=True, timeout=300)
+        proc = subprocess.run(
+            [sys.executable, "-c", _SYNC_BN_SCRIPT, mode],
+            env=train_env(),
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert proc.returncode == 0, proc.stderr[-3000:]
         return float(re.search(r"moving_variance (\S+)", proc.stdout).group(1))
 

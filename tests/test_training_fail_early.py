@@ -64,10 +64,14 @@ def _tfrecord(path, count):
             encoded = io.BytesIO()
             Image.fromarray(np.full((8, 8, 3), i, np.uint8)).save(encoded, format="PNG")
             feature = {
-                "image/encoded": tf.train.Feature(bytes_list=tf.train.BytesList(value=[encoded.getvalue()])),
+                "image/encoded": tf.train.Feature(
+                    bytes_list=tf.train.BytesList(value=[encoded.getvalue()])
+                ),
                 "image/class/label": tf.train.Feature(int64_list=tf.train.Int64List(value=[i % 2])),
             }
-            writer.write(tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString())
+            writer.write(
+                tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+            )
     return str(path)
 
 
@@ -80,15 +84,24 @@ def test_output_that_is_an_existing_file(tmp_path, capsys, no_model):
 
 def test_output_that_cannot_be_created(tmp_path, capsys, no_model):
     (tmp_path / "file").write_text("x")
-    _fails_early(capsys, ["--dataset", "digits"], tmp_path / "file" / "run", "is not writable (Not a directory)")
+    _fails_early(
+        capsys,
+        ["--dataset", "digits"],
+        tmp_path / "file" / "run",
+        "is not writable (Not a directory)",
+    )
 
 
-@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root writes through permission bits")
+@pytest.mark.skipif(
+    os.name != "posix" or os.geteuid() == 0, reason="root writes through permission bits"
+)
 def test_output_without_write_permission(tmp_path, capsys, no_model):
     locked = tmp_path / "locked"
     locked.mkdir(mode=0o500)
     try:
-        _fails_early(capsys, ["--dataset", "digits"], locked / "run", "is not writable (Permission denied)")
+        _fails_early(
+            capsys, ["--dataset", "digits"], locked / "run", "is not writable (Permission denied)"
+        )
     finally:
         locked.chmod(0o700)
 
@@ -103,50 +116,81 @@ def test_unusable_seed(tmp_path, capsys, no_model, seed):
 def test_validation_fraction_that_holds_out_nothing(tmp_path, capsys, no_model):
     # 4 images per class: round(4 x 0.1) = 0 for both classes.
     data = _folder(tmp_path / "data", per_class=4)
-    _fails_early(capsys, ["--data", data, "--val-fraction", "0.1", "--batch-size", "2"], tmp_path / "run",
-                 "--val-fraction 0.1 holds out no image")
+    _fails_early(
+        capsys,
+        ["--data", data, "--val-fraction", "0.1", "--batch-size", "2"],
+        tmp_path / "run",
+        "--val-fraction 0.1 holds out no image",
+    )
 
 
 def test_validation_folder_without_images(tmp_path, capsys, no_model):
     data = _folder(tmp_path / "data", per_class=8, val_per_class=0)
-    _fails_early(capsys, ["--data", data, "--batch-size", "2"], tmp_path / "run",
-                 "val: no images in its class folders (cat, dog): add validation images or remove val/")
+    _fails_early(
+        capsys,
+        ["--data", data, "--batch-size", "2"],
+        tmp_path / "run",
+        "val: no images in its class folders (cat, dog): add validation images or remove val/",
+    )
 
 
 def test_fewer_training_images_than_one_global_batch(tmp_path, capsys, no_model):
     data = _folder(tmp_path / "data", per_class=4, val_per_class=2)
     # --steps-per-epoch does not hide it: the input pipeline would have no whole batch to give.
-    _fails_early(capsys, ["--data", data, "--batch-size", "16", "--steps-per-epoch", "3"], tmp_path / "run",
-                 "8 training images are fewer than one global batch of 16")
+    _fails_early(
+        capsys,
+        ["--data", data, "--batch-size", "16", "--steps-per-epoch", "3"],
+        tmp_path / "run",
+        "8 training images are fewer than one global batch of 16",
+    )
 
 
 def test_no_class_folders(tmp_path, capsys, no_model):
     (tmp_path / "data" / "train").mkdir(parents=True)
-    _fails_early(capsys, ["--data", str(tmp_path / "data")], tmp_path / "run", "train: no class folders")
+    _fails_early(
+        capsys, ["--data", str(tmp_path / "data")], tmp_path / "run", "train: no class folders"
+    )
 
 
 def test_a_single_class(tmp_path, capsys, no_model):
     data = _folder(tmp_path / "data", per_class=8, classes=("cat",), val_per_class=2)
-    _fails_early(capsys, ["--data", data, "--batch-size", "2"], tmp_path / "run", "a classifier needs at least 2")
+    _fails_early(
+        capsys,
+        ["--data", data, "--batch-size", "2"],
+        tmp_path / "run",
+        "a classifier needs at least 2",
+    )
 
 
 def test_tfrecord_without_records(tmp_path, capsys, no_model):
     empty = _tfrecord(tmp_path / "train-0.tfrecord", 0)
     _fails_early(capsys, ["--tfrecord", empty], tmp_path / "run", "the shards hold no records")
     train = _tfrecord(tmp_path / "full-0.tfrecord", 8)
-    _fails_early(capsys, ["--tfrecord", train, "--val-tfrecord", empty, "--batch-size", "2"], tmp_path / "run",
-                 f"--val-tfrecord {empty!r}: the shards hold no records")
+    _fails_early(
+        capsys,
+        ["--tfrecord", train, "--val-tfrecord", empty, "--batch-size", "2"],
+        tmp_path / "run",
+        f"--val-tfrecord {empty!r}: the shards hold no records",
+    )
 
 
 def test_tfrecord_hold_out_of_nothing(tmp_path, capsys, no_model):
     train = _tfrecord(tmp_path / "train-0.tfrecord", 6)
-    _fails_early(capsys, ["--tfrecord", train, "--val-fraction", "0.01", "--batch-size", "2"], tmp_path / "run",
-                 "--val-fraction 0.01 holds out none of the 6 records")
+    _fails_early(
+        capsys,
+        ["--tfrecord", train, "--val-fraction", "0.01", "--batch-size", "2"],
+        tmp_path / "run",
+        "--val-fraction 0.01 holds out none of the 6 records",
+    )
 
 
 def test_missing_weights_file(tmp_path, capsys, no_model):
-    _fails_early(capsys, ["--dataset", "digits", "--weights", str(tmp_path / "none.h5")], tmp_path / "run",
-                 "none.h5 does not exist")
+    _fails_early(
+        capsys,
+        ["--dataset", "digits", "--weights", str(tmp_path / "none.h5")],
+        tmp_path / "run",
+        "none.h5 does not exist",
+    )
 
 
 def test_train_checks_the_data_it_is_given_before_building_the_model(tmp_path, no_model):
@@ -159,8 +203,14 @@ def test_train_checks_the_data_it_is_given_before_building_the_model(tmp_path, n
     digits = digits_data(32)
     config = TrainConfig(model_name="resnest14d", image_size=32, epochs=1, batch_size=16)
     cases = [
-        (dataclasses.replace(digits, val_source=digits.val_source.take(0), val_size=0), "validation split is empty"),
-        (dataclasses.replace(digits, train_size=15), "15 training images are fewer than one global batch of 16"),
+        (
+            dataclasses.replace(digits, val_source=digits.val_source.take(0), val_size=0),
+            "validation split is empty",
+        ),
+        (
+            dataclasses.replace(digits, train_size=15),
+            "15 training images are fewer than one global batch of 16",
+        ),
         (dataclasses.replace(digits, class_names=["0"]), "a classifier needs at least 2"),
     ]
     for data, expected in cases:
@@ -170,20 +220,33 @@ def test_train_checks_the_data_it_is_given_before_building_the_model(tmp_path, n
 
 
 @pytest.mark.slow
-def test_training_goes_on_without_tensorboard_and_says_so_once_before_the_first_step(tmp_path, monkeypatch):
+def test_training_goes_on_without_tensorboard_and_says_so_once_before_the_first_step(
+    tmp_path, monkeypatch
+):
     from keras_resnest.training.data import digits_data
     from keras_resnest.training.loop import TrainConfig, train
 
     # As if TensorBoard were not installed: tf.summary.scalar imports it at each call.
-    for name in [n for n in sys.modules if n == "tensorboard" or n.startswith("tensorboard.")] + ["tensorboard"]:
+    for name in [n for n in sys.modules if n == "tensorboard" or n.startswith("tensorboard.")] + [
+        "tensorboard"
+    ]:
         monkeypatch.setitem(sys.modules, name, None)
-    with pytest.raises(Exception, match="TensorBoard is not installed"):  # what ended runs after epoch 1
+    with pytest.raises(
+        Exception, match="TensorBoard is not installed"
+    ):  # what ended runs after epoch 1
         tf.summary.scalar("probe", 1.0, step=0)
 
     messages = []
     run_dir = tmp_path / "run"
-    config = TrainConfig(model_name="resnest14d", image_size=32, epochs=2, batch_size=16, steps_per_epoch=1,
-                         warmup_epochs=0, checkpoint_every=100)
+    config = TrainConfig(
+        model_name="resnest14d",
+        image_size=32,
+        epochs=2,
+        batch_size=16,
+        steps_per_epoch=1,
+        warmup_epochs=0,
+        checkpoint_every=100,
+    )
     result = train(config, digits_data(32), str(run_dir), log=messages.append)
     warnings = [i for i, m in enumerate(messages) if "TensorBoard" in m]
     assert len(warnings) == 1, messages

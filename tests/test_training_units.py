@@ -17,7 +17,6 @@ from keras_resnest.training import augment, data, evaluate, finetune, recipe
 from keras_resnest.training import strategy as strategy_lib
 from keras_resnest.training.digits import load_digits_dataset
 
-
 # ---------------------------------------------------------------- digits
 
 
@@ -103,12 +102,17 @@ def test_tfrecord_reader_with_class_text_and_seeded_holdout(tmp_path):
         for i in range(40):
             label = i % 3
             feature = {
-                "image/encoded": tf.train.Feature(bytes_list=tf.train.BytesList(value=[_png_bytes(i)])),
+                "image/encoded": tf.train.Feature(
+                    bytes_list=tf.train.BytesList(value=[_png_bytes(i)])
+                ),
                 "image/class/label": tf.train.Feature(int64_list=tf.train.Int64List(value=[label])),
                 "image/class/text": tf.train.Feature(
-                    bytes_list=tf.train.BytesList(value=[f"class{label}".encode()])),
+                    bytes_list=tf.train.BytesList(value=[f"class{label}".encode()])
+                ),
             }
-            writer.write(tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString())
+            writer.write(
+                tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+            )
     loaded = data.tfrecord_data(str(tmp_path / "train-*"), val_fraction=0.25, seed=1)
     assert loaded.class_names == ["class0", "class1", "class2"]
     assert loaded.train_size + loaded.val_size == 40 and loaded.val_size > 0
@@ -124,8 +128,16 @@ def test_epoch_order_is_seeded_and_skip_resumes_mid_epoch():
     config = augment.AugmentConfig(flip=False)
 
     def labels(epoch, skip=0, seed=0):
-        batches = data.training_batches(loaded, epoch=epoch, batch_size=16, image_size=32, steps=5,
-                                        augment=config, seed=seed, skip=skip)
+        batches = data.training_batches(
+            loaded,
+            epoch=epoch,
+            batch_size=16,
+            image_size=32,
+            steps=5,
+            augment=config,
+            seed=seed,
+            skip=skip,
+        )
         return [y.numpy().argmax(-1).tolist() for _, y in batches]
 
     full = labels(epoch=1)
@@ -192,7 +204,8 @@ def test_no_weight_decay_set_is_exactly_batchnorm_and_biases(tiny_resnest):
     excluded = {v.path for v in recipe.no_weight_decay_variables(tiny_resnest)}
     # Independent definition, from the variable paths.
     expected = {
-        v.path for v in tiny_resnest.trainable_variables
+        v.path
+        for v in tiny_resnest.trainable_variables
         if v.path.rsplit("/", 1)[-1] in ("gamma", "beta", "bias")
     }
     assert excluded == expected
@@ -220,13 +233,21 @@ def _torch_sgd_steps(start, gradients, learning_rates, momentum, weight_decay, n
 
     kernel, bias = (torch.tensor(value, dtype=torch.float64, requires_grad=True) for value in start)
     reference = torch.optim.SGD(
-        [{"params": [kernel], "weight_decay": weight_decay}, {"params": [bias], "weight_decay": 0.0}],
-        lr=learning_rates[0], momentum=momentum, nesterov=nesterov,
+        [
+            {"params": [kernel], "weight_decay": weight_decay},
+            {"params": [bias], "weight_decay": 0.0},
+        ],
+        lr=learning_rates[0],
+        momentum=momentum,
+        nesterov=nesterov,
     )
     for lr, (kernel_grad, bias_grad) in zip(learning_rates, gradients):
         for group in reference.param_groups:
             group["lr"] = lr
-        kernel.grad, bias.grad = torch.tensor(kernel_grad, dtype=torch.float64), torch.tensor(bias_grad, dtype=torch.float64)
+        kernel.grad, bias.grad = (
+            torch.tensor(kernel_grad, dtype=torch.float64),
+            torch.tensor(bias_grad, dtype=torch.float64),
+        )
         reference.step()
     return [kernel.detach().numpy(), bias.detach().numpy()]
 
@@ -242,15 +263,20 @@ def test_sgd_matches_torch_sgd_with_momentum_coupled_decay_and_a_changing_learni
     assert len(set(learning_rates)) == steps  # 0, 0.2, 0.4, then decaying: it changes every step
     rng = np.random.default_rng(0)
     start = [rng.normal(size=(3, 4)).astype("float32"), rng.normal(size=4).astype("float32")]
-    gradients = [[rng.normal(size=(3, 4)).astype("float32"), rng.normal(size=4).astype("float32")]
-                 for _ in range(steps)]
+    gradients = [
+        [rng.normal(size=(3, 4)).astype("float32"), rng.normal(size=4).astype("float32")]
+        for _ in range(steps)
+    ]
     expected = _torch_sgd_steps(start, gradients, learning_rates, momentum, weight_decay, nesterov)
 
     def recipe_sgd(model):
         if not nesterov:  # the recipe's own optimizer
-            return recipe.build_optimizer(model, learning_rate=schedule, weight_decay=weight_decay, momentum=momentum)
-        optimizer = recipe.CoupledWeightDecaySGD(learning_rate=schedule, momentum=momentum,
-                                                 weight_decay=weight_decay, nesterov=True)
+            return recipe.build_optimizer(
+                model, learning_rate=schedule, weight_decay=weight_decay, momentum=momentum
+            )
+        optimizer = recipe.CoupledWeightDecaySGD(
+            learning_rate=schedule, momentum=momentum, weight_decay=weight_decay, nesterov=True
+        )
         optimizer.exclude_from_weight_decay(var_list=recipe.no_weight_decay_variables(model))
         return optimizer
 
@@ -260,8 +286,9 @@ def test_sgd_matches_torch_sgd_with_momentum_coupled_decay_and_a_changing_learni
     # The comparison can tell: Keras's own SGD (decoupled decay, lr folded into the velocity)
     # with the same exclusions ends far from torch.
     def keras_sgd(model):
-        optimizer = keras.optimizers.SGD(learning_rate=schedule, momentum=momentum, weight_decay=weight_decay,
-                                         nesterov=nesterov)
+        optimizer = keras.optimizers.SGD(
+            learning_rate=schedule, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov
+        )
         optimizer.exclude_from_weight_decay(var_list=recipe.no_weight_decay_variables(model))
         return optimizer
 
@@ -274,8 +301,9 @@ def test_ema_weights_go_in_for_a_while_and_the_raw_weights_come_back():
     # test hooks (evaluation) and while the outputs are saved (callbacks.ema_weights).
     from keras_resnest.training.callbacks import ema_weights
 
-    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4, name="hidden"),
-                              keras.layers.Dense(2, name="fc")])
+    model = keras.Sequential(
+        [keras.Input((3,)), keras.layers.Dense(4, name="hidden"), keras.layers.Dense(2, name="fc")]
+    )
     momentum = 0.5
     optimizer = recipe.build_optimizer(model, learning_rate=0.1, ema_momentum=momentum)
     variables = list(model.trainable_variables)  # what the optimizer was built on
@@ -286,16 +314,24 @@ def test_ema_weights_go_in_for_a_while_and_the_raw_weights_come_back():
     rng = np.random.default_rng(0)
     average = None
     for _ in range(3):
-        optimizer.apply([tf.constant(rng.normal(size=v.shape).astype("float32")) for v in variables], variables)
+        optimizer.apply(
+            [tf.constant(rng.normal(size=v.shape).astype("float32")) for v in variables], variables
+        )
         values = [v.numpy() for v in variables]
         # Keras's EMA: the first step copies the weights, later ones average with `momentum`.
-        average = values if average is None else [momentum * a + (1 - momentum) * w for a, w in zip(average, values)]
+        average = (
+            values
+            if average is None
+            else [momentum * a + (1 - momentum) * w for a, w in zip(average, values)]
+        )
     raw = [v.numpy() for v in variables]
     assert not np.allclose(raw[0], average[0])
     optimizer_state = [v.numpy() for v in optimizer.variables]
     saving = ema_weights(swap)
-    for enter, leave in ((callbacks.on_test_begin, callbacks.on_test_end),
-                         (saving.__enter__, lambda: saving.__exit__(None, None, None))):
+    for enter, leave in (
+        (callbacks.on_test_begin, callbacks.on_test_end),
+        (saving.__enter__, lambda: saving.__exit__(None, None, None)),
+    ):
         enter()
         for variable, expected in zip(variables, average):
             np.testing.assert_allclose(variable.numpy(), expected, rtol=1e-6, atol=1e-7)
@@ -330,7 +366,9 @@ def test_last_gamma_zero_init_and_sync_batchnorm_switch():
     assert all(np.all(b.bn3.gamma.numpy() == 0) for b in bottlenecks)
     assert np.all(model.get_layer("bn1").gamma.numpy() == 1)
     count = recipe.synchronize_batch_norm(model)
-    norms = [l for l in recipe._walk_layers(model) if isinstance(l, keras.layers.BatchNormalization)]
+    norms = [
+        l for l in recipe._walk_layers(model) if isinstance(l, keras.layers.BatchNormalization)
+    ]
     assert count == len(norms) > 10 and all(l.synchronized for l in norms)
     # The switch changes what runs: a synchronized BN still trains outside a strategy.
     x = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
@@ -360,8 +398,10 @@ def test_a_resumed_history_keeps_the_finished_epochs_and_csvlogger_appends_after
     with open(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=old_order)
         writer.writeheader()
-        writer.writerows({name: epoch + 0.5 if name != "epoch" else epoch for name in old_order}
-                         for epoch in range(3))
+        writer.writerows(
+            {name: epoch + 0.5 if name != "epoch" else epoch for name in old_order}
+            for epoch in range(3)
+        )
     run = types.SimpleNamespace(chief=True, out_dir=str(tmp_path))
     rows = resumed_history(run, start_epoch=2)
     assert [int(row["epoch"]) for row in rows] == [0, 1]
@@ -374,7 +414,11 @@ def test_a_resumed_history_keeps_the_finished_epochs_and_csvlogger_appends_after
     assert lines[0] == "epoch,accuracy,learning_rate,loss,seconds,val_top1,val_top5"
     with open(path, newline="", encoding="utf-8") as handle:
         again = list(csv.DictReader(handle))
-    assert [(row["epoch"], row["loss"]) for row in again] == [("0", "0.5"), ("1", "1.5"), ("2", "9.0")]
+    assert [(row["epoch"], row["loss"]) for row in again] == [
+        ("0", "0.5"),
+        ("1", "1.5"),
+        ("2", "9.0"),
+    ]
     assert resumed_history(types.SimpleNamespace(chief=False, out_dir=str(tmp_path)), 1) == []
 
 
@@ -389,10 +433,12 @@ def test_topk_and_confusion_matrix_match_scikit_learn():
     labels = rng.integers(0, 7, 200)
     for k in (1, 3, 5):
         assert evaluate.top_k_accuracy(scores, labels, k) == pytest.approx(
-            top_k_accuracy_score(labels, scores, k=k, labels=range(7)))
+            top_k_accuracy_score(labels, scores, k=k, labels=range(7))
+        )
     report = evaluate.classification_report(scores, labels, [str(i) for i in range(7)])
-    np.testing.assert_array_equal(report["confusion_matrix"],
-                                  confusion_matrix(labels, scores.argmax(1), labels=range(7)))
+    np.testing.assert_array_equal(
+        report["confusion_matrix"], confusion_matrix(labels, scores.argmax(1), labels=range(7))
+    )
     text = evaluate.format_report(report)
     assert "top1" in text and "confusion matrix" in text
     with pytest.raises(ValueError, match="expected"):
@@ -410,8 +456,15 @@ def test_strategy_names_and_tf_config(monkeypatch):
         strategy_lib.make_strategy("multiworker")
     with pytest.raises(ValueError, match="expected one of"):
         strategy_lib.make_strategy("tpu")
-    monkeypatch.setenv("TF_CONFIG", json.dumps(
-        {"cluster": {"worker": ["127.0.0.1:1", "127.0.0.1:2"]}, "task": {"type": "worker", "index": 1}}))
+    monkeypatch.setenv(
+        "TF_CONFIG",
+        json.dumps(
+            {
+                "cluster": {"worker": ["127.0.0.1:1", "127.0.0.1:2"]},
+                "task": {"type": "worker", "index": 1},
+            }
+        ),
+    )
     assert strategy_lib.tf_config_workers() == 2
     monkeypatch.setenv("TF_CONFIG", "{not json")
     with pytest.raises(ValueError, match="TF_CONFIG"):
@@ -423,9 +476,37 @@ def test_cli_reports_bad_input_clearly(tmp_path, capsys):
 
     assert main(["train", "--model", "resnet50", "--dataset", "digits", "-o", str(tmp_path)]) == 2
     assert "expected one of" in capsys.readouterr().err
-    assert main(["train", "--model", "resnest14d", "--data", str(tmp_path / "none"), "-o", str(tmp_path)]) == 2
+    assert (
+        main(
+            [
+                "train",
+                "--model",
+                "resnest14d",
+                "--data",
+                str(tmp_path / "none"),
+                "-o",
+                str(tmp_path),
+            ]
+        )
+        == 2
+    )
     assert "train/" in capsys.readouterr().err
-    assert main(["train", "--model", "resnest14d", "--dataset", "digits", "--epochs", "0", "-o", str(tmp_path)]) == 2
+    assert (
+        main(
+            [
+                "train",
+                "--model",
+                "resnest14d",
+                "--dataset",
+                "digits",
+                "--epochs",
+                "0",
+                "-o",
+                str(tmp_path),
+            ]
+        )
+        == 2
+    )
     assert "epochs" in capsys.readouterr().err
 
 
@@ -435,17 +516,24 @@ def test_cli_reports_bad_input_clearly(tmp_path, capsys):
 @pytest.mark.slow
 def test_readme_fit_on_resnest50_without_top_plus_a_new_head():
     # The README's fine-tuning example, with weights=None and a small input to stay offline/fast.
-    base = keras_resnest.ResNeSt50(weights=None, include_top=False, pooling="avg", input_shape=(32, 32, 3))
+    base = keras_resnest.ResNeSt50(
+        weights=None, include_top=False, pooling="avg", input_shape=(32, 32, 3)
+    )
     base.trainable = False  # phase 1: frozen backbone, its BatchNorm in inference mode
     inputs = keras.Input((32, 32, 3))
     x = base(inputs, training=False)
     outputs = keras.layers.Dense(3, activation="softmax", name="head")(x)
     model = keras.Model(inputs, outputs)
-    model.compile(optimizer=keras.optimizers.SGD(1e-3, momentum=0.9),
-                  loss=keras.losses.CategoricalCrossentropy(label_smoothing=0.1), metrics=["accuracy"])
+    model.compile(
+        optimizer=keras.optimizers.SGD(1e-3, momentum=0.9),
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=0.1),
+        metrics=["accuracy"],
+    )
     rng = np.random.default_rng(0)
     classes = np.arange(12) % 3
-    images = (rng.uniform(0, 40, (12, 32, 32, 3)) + 100.0 * classes[:, None, None, None]).astype("float32")
+    images = (rng.uniform(0, 40, (12, 32, 32, 3)) + 100.0 * classes[:, None, None, None]).astype(
+        "float32"
+    )
     labels = keras.utils.to_categorical(classes, 3)
     frozen_before = [w.copy() for w in base.get_weights()]
     head_before = model.get_layer("head").get_weights()[0].copy()
@@ -455,8 +543,11 @@ def test_readme_fit_on_resnest50_without_top_plus_a_new_head():
     assert all(np.array_equal(a, b) for a, b in zip(base.get_weights(), frozen_before))
 
     base.trainable = True  # phase 2: fine-tune everything with a small learning rate
-    model.compile(optimizer=keras.optimizers.SGD(1e-2, momentum=0.9),
-                  loss=keras.losses.CategoricalCrossentropy(label_smoothing=0.1), metrics=["accuracy"])
+    model.compile(
+        optimizer=keras.optimizers.SGD(1e-2, momentum=0.9),
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=0.1),
+        metrics=["accuracy"],
+    )
     history = model.fit(images, labels, batch_size=6, epochs=1, verbose=0)
     # (A random backbone gives no useful features, so learning itself is shown by the digits
     # runs; here the point is that the README's two phases run and touch the right weights.)

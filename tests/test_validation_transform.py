@@ -7,6 +7,7 @@ writes `evaluation.json`; the same saved model, fed the official PIL transform
 same top-1 and the same confusion matrix. (Measured once: the transform validation used before,
 a bilinear resize without antialiasing, predicted other classes for most of these images.)
 """
+
 import subprocess
 import sys
 
@@ -15,6 +16,7 @@ from PIL import Image
 
 import keras_resnest
 from keras_resnest.weights.reference import official_eval_crop
+
 from tests.helpers.training_runs import read_json, train_env
 
 SIZE = 32
@@ -24,8 +26,11 @@ TEXTURES = ("checkerboard", "horizontal", "vertical")  # class folders, in train
 
 def textured_image(texture, rng):
     rows, columns = np.mgrid[0:HEIGHT, 0:WIDTH]
-    pattern = {"horizontal": rows % 2, "vertical": columns % 2,
-               "checkerboard": (rows + columns) % 2}[texture]
+    pattern = {
+        "horizontal": rows % 2,
+        "vertical": columns % 2,
+        "checkerboard": (rows + columns) % 2,
+    }[texture]
     contrast = rng.uniform(60, 120)
     image = 128 + contrast * (pattern - 0.5)[..., None] + rng.normal(0, 20, (HEIGHT, WIDTH, 3))
     return Image.fromarray(np.clip(image, 0, 255).astype(np.uint8))
@@ -49,10 +54,32 @@ def test_evaluation_json_matches_the_official_pil_transform(tmp_path):
     validation = write_folder(tmp_path / "data" / "val", rng, per_class=4)
     run = tmp_path / "run"
     result = subprocess.run(
-        [sys.executable, "-m", "keras_resnest.training", "--model", "resnest14d",
-         "--data", str(tmp_path / "data"), "--epochs", "1", "--batch-size", "4",
-         "--image-size", str(SIZE), "--strategy", "none", "--seed", "0", "-o", str(run)],
-        capture_output=True, text=True, env=train_env(), timeout=600)
+        [
+            sys.executable,
+            "-m",
+            "keras_resnest.training",
+            "--model",
+            "resnest14d",
+            "--data",
+            str(tmp_path / "data"),
+            "--epochs",
+            "1",
+            "--batch-size",
+            "4",
+            "--image-size",
+            str(SIZE),
+            "--strategy",
+            "none",
+            "--seed",
+            "0",
+            "-o",
+            str(run),
+        ],
+        capture_output=True,
+        text=True,
+        env=train_env(),
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     report = read_json(run / "evaluation.json")
     assert report["class_names"] == list(TEXTURES)

@@ -26,10 +26,15 @@ import torch
 import keras_resnest
 from keras_resnest import cli
 from keras_resnest.predict import load_images
-from keras_resnest.weights import (CheckpointError, UnsafeCheckpointError, pretrained,
-                                   read_state_dict)
+from keras_resnest.weights import (
+    CheckpointError,
+    UnsafeCheckpointError,
+    pretrained,
+    read_state_dict,
+)
 from keras_resnest.weights.checkpoints import LazyTensor
 from keras_resnest.weights.reference import official_eval_crop
+
 from tests.helpers import torch_reference as ref
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -96,7 +96,9 @@ def make_image_augmenter(config, size, seed=None):
     import keras
 
     rand_augment = (
-        keras.layers.RandAugment(value_range=(0, 255), num_ops=2, factor=0.5, seed=op_seed(seed, "randaugment"))
+        keras.layers.RandAugment(
+            value_range=(0, 255), num_ops=2, factor=0.5, seed=op_seed(seed, "randaugment")
+        )
         if config.randaugment
         else None
     )
@@ -119,9 +121,15 @@ def make_batch_mixer(config, seed=None):
     """
     import keras
 
-    mixup = keras.layers.MixUp(alpha=config.mixup_alpha, seed=op_seed(seed, "mixup")) if config.mixup_alpha else None
+    mixup = (
+        keras.layers.MixUp(alpha=config.mixup_alpha, seed=op_seed(seed, "mixup"))
+        if config.mixup_alpha
+        else None
+    )
     cutmix = (
-        keras.layers.CutMix(factor=config.cutmix_alpha, seed=op_seed(seed, "cutmix")) if config.cutmix_alpha else None
+        keras.layers.CutMix(factor=config.cutmix_alpha, seed=op_seed(seed, "cutmix"))
+        if config.cutmix_alpha
+        else None
     )
     if mixup is None and cutmix is None:
         return None

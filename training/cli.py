@@ -9,6 +9,7 @@ Examples:
 
 A killed run restarted with the same command resumes where it stopped (see RUN_DIR/backup).
 """
+
 import argparse
 import sys
 
@@ -34,53 +35,122 @@ def register(subparsers):
 
 def add_arguments(parser):
     parser.add_argument("--model", required=True, help="model name, e.g. resnest14d, resnest50")
-    parser.add_argument("--weights", default=None, help="backbone weights: imagenet or a file (default: random init)")
+    parser.add_argument(
+        "--weights",
+        default=None,
+        help="backbone weights: imagenet or a file (default: random init)",
+    )
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--data", metavar="DIR", help="DIR/train/<class>/*, optional DIR/val/<class>/*")
-    source.add_argument("--tfrecord", metavar="GLOB", help="TFRecord shards (image/encoded, image/class/label)")
+    source.add_argument(
+        "--data", metavar="DIR", help="DIR/train/<class>/*, optional DIR/val/<class>/*"
+    )
+    source.add_argument(
+        "--tfrecord", metavar="GLOB", help="TFRecord shards (image/encoded, image/class/label)"
+    )
     source.add_argument("--dataset", choices=("digits",), help="embedded dataset (no download)")
     parser.add_argument("--val-tfrecord", metavar="GLOB", help="validation shards for --tfrecord")
-    parser.add_argument("--val-fraction", type=float, default=0.1, help="seeded hold-out when there is no val/ (0.1)")
+    parser.add_argument(
+        "--val-fraction",
+        type=float,
+        default=0.1,
+        help="seeded hold-out when there is no val/ (0.1)",
+    )
     parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--batch-size", type=int, default=32, help="per replica; global = this x replicas (32)")
-    parser.add_argument("--image-size", type=int, default=None, help="training/eval size in px (224; digits: 32)")
-    parser.add_argument("--strategy", choices=STRATEGIES, default="auto",
-                        help="auto: multiworker with TF_CONFIG, else mirrored over GPUs, else none")
-    parser.add_argument("--cpu-devices", type=int, default=None, metavar="N",
-                        help="split the CPU into N logical devices (mirrored training without GPUs)")
+    parser.add_argument(
+        "--batch-size", type=int, default=32, help="per replica; global = this x replicas (32)"
+    )
+    parser.add_argument(
+        "--image-size", type=int, default=None, help="training/eval size in px (224; digits: 32)"
+    )
+    parser.add_argument(
+        "--strategy",
+        choices=STRATEGIES,
+        default="auto",
+        help="auto: multiworker with TF_CONFIG, else mirrored over GPUs, else none",
+    )
+    parser.add_argument(
+        "--cpu-devices",
+        type=int,
+        default=None,
+        metavar="N",
+        help="split the CPU into N logical devices (mirrored training without GPUs)",
+    )
     parser.add_argument("--precision", choices=PRECISIONS, default="float32")
-    parser.add_argument("--freeze-backbone", action="store_true", help="train only the new head at first")
-    parser.add_argument("--unfreeze-epoch", type=int, default=None, help="epoch that unfreezes the backbone (epochs/2)")
+    parser.add_argument(
+        "--freeze-backbone", action="store_true", help="train only the new head at first"
+    )
+    parser.add_argument(
+        "--unfreeze-epoch",
+        type=int,
+        default=None,
+        help="epoch that unfreezes the backbone (epochs/2)",
+    )
     recipe_group = parser.add_argument_group("recipe")
     recipe_group.add_argument("--optimizer", choices=("sgd", "adamw"), default="sgd")
-    recipe_group.add_argument("--lr", type=float, default=None, help="peak learning rate (0.1 x global batch / 256)")
+    recipe_group.add_argument(
+        "--lr", type=float, default=None, help="peak learning rate (0.1 x global batch / 256)"
+    )
     recipe_group.add_argument("--warmup-epochs", type=float, default=5.0)
-    recipe_group.add_argument("--weight-decay", type=float, default=None, help="1e-4 (sgd), 0.05 (adamw)")
+    recipe_group.add_argument(
+        "--weight-decay", type=float, default=None, help="1e-4 (sgd), 0.05 (adamw)"
+    )
     recipe_group.add_argument("--momentum", type=float, default=0.9)
     recipe_group.add_argument("--label-smoothing", type=float, default=0.1)
-    recipe_group.add_argument("--ema", type=float, default=None, metavar="MOMENTUM", help="EMA of weights, e.g. 0.9999")
-    recipe_group.add_argument("--last-gamma", action=argparse.BooleanOptionalAction, default=None,
-                              help="zero-init each block's last BN gamma (default: on without --weights)")
-    recipe_group.add_argument("--drop-rate", type=float, default=0.0, help="dropout before the head")
+    recipe_group.add_argument(
+        "--ema", type=float, default=None, metavar="MOMENTUM", help="EMA of weights, e.g. 0.9999"
+    )
+    recipe_group.add_argument(
+        "--last-gamma",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="zero-init each block's last BN gamma (default: on without --weights)",
+    )
+    recipe_group.add_argument(
+        "--drop-rate", type=float, default=0.0, help="dropout before the head"
+    )
     recipe_group.add_argument("--drop-path-rate", type=float, default=0.0)
     recipe_group.add_argument("--dropblock-rate", type=float, default=0.0)
     aug = parser.add_argument_group("augmentation")
-    aug.add_argument("--min-crop-area", type=float, default=None, help="random resized crop area floor (0.1)")
-    aug.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None, help="random horizontal flip")
-    aug.add_argument("--randaugment", action="store_true", help="Keras RandAugment (AutoAugment's substitute)")
+    aug.add_argument(
+        "--min-crop-area", type=float, default=None, help="random resized crop area floor (0.1)"
+    )
+    aug.add_argument(
+        "--flip", action=argparse.BooleanOptionalAction, default=None, help="random horizontal flip"
+    )
+    aug.add_argument(
+        "--randaugment", action="store_true", help="Keras RandAugment (AutoAugment's substitute)"
+    )
     aug.add_argument("--mixup", type=float, default=0.0, metavar="ALPHA")
     aug.add_argument("--cutmix", type=float, default=0.0, metavar="ALPHA")
     run_group = parser.add_argument_group("run")
     run_group.add_argument("--seed", type=int, default=0)
-    run_group.add_argument("--deterministic", action="store_true", help="seeded, deterministic ops and input order")
-    run_group.add_argument("--steps-per-epoch", type=int, default=None, help="default: one pass over the images")
-    run_group.add_argument("--checkpoint-every", type=int, default=50, help="steps between backups (50)")
+    run_group.add_argument(
+        "--deterministic", action="store_true", help="seeded, deterministic ops and input order"
+    )
+    run_group.add_argument(
+        "--steps-per-epoch", type=int, default=None, help="default: one pass over the images"
+    )
+    run_group.add_argument(
+        "--checkpoint-every", type=int, default=50, help="steps between backups (50)"
+    )
     qat_group = parser.add_argument_group("quantization-aware training (int8 TFLite)")
-    qat_group.add_argument("--qat-epochs", type=int, default=0, metavar="N",
-                           help="QAT epochs after the float ones, written to RUN_DIR/qat/ (with --epochs 0: "
-                           "from --weights FILE.keras); its int8 export needs no calibration")
-    qat_group.add_argument("--qat-lr", type=float, default=None, help="QAT peak learning rate (a tenth of --lr's default)")
-    parser.add_argument("-o", "--output", required=True, metavar="RUN_DIR", help="checkpoints, logs and the model")
+    qat_group.add_argument(
+        "--qat-epochs",
+        type=int,
+        default=0,
+        metavar="N",
+        help="QAT epochs after the float ones, written to RUN_DIR/qat/ (with --epochs 0: "
+        "from --weights FILE.keras); its int8 export needs no calibration",
+    )
+    qat_group.add_argument(
+        "--qat-lr",
+        type=float,
+        default=None,
+        help="QAT peak learning rate (a tenth of --lr's default)",
+    )
+    parser.add_argument(
+        "-o", "--output", required=True, metavar="RUN_DIR", help="checkpoints, logs and the model"
+    )
 
 
 def config_from_args(args):
@@ -89,7 +159,9 @@ def config_from_args(args):
     from keras_resnest.training.loop import TrainConfig
 
     digits = args.dataset == "digits"
-    defaults = DIGITS_DEFAULTS if digits else {"image_size": 224, "min_crop_area": MIN_AREA, "flip": True}
+    defaults = (
+        DIGITS_DEFAULTS if digits else {"image_size": 224, "min_crop_area": MIN_AREA, "flip": True}
+    )
 
     def pick(name):
         value = getattr(args, name)
@@ -138,7 +210,9 @@ def load_data(args, image_size):
         return data.digits_data(image_size)
     if args.data:
         return data.folder_data(args.data, val_fraction=args.val_fraction, seed=args.seed)
-    return data.tfrecord_data(args.tfrecord, args.val_tfrecord, val_fraction=args.val_fraction, seed=args.seed)
+    return data.tfrecord_data(
+        args.tfrecord, args.val_tfrecord, val_fraction=args.val_fraction, seed=args.seed
+    )
 
 
 def run(args, callbacks=()):

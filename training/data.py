@@ -23,6 +23,7 @@ Example:
     >>> [tuple(x.shape) for x, y in batches]
     [(64, 32, 32, 3), (64, 32, 32, 3)]
 """
+
 import glob
 import os
 import sys
@@ -90,10 +91,14 @@ def _list_class_folder(root, class_names=None):
     """Returns (paths, labels, class_names, skipped) for `root/<class>/<file>`."""
     if class_names is None:
         class_names = sorted(
-            d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)) and not d.startswith(".")
+            d
+            for d in os.listdir(root)
+            if os.path.isdir(os.path.join(root, d)) and not d.startswith(".")
         )
         if not class_names:
-            raise ValueError(f"{root}: no class folders: put each class's images in {root}/<class name>/.")
+            raise ValueError(
+                f"{root}: no class folders: put each class's images in {root}/<class name>/."
+            )
     paths, labels, skipped = [], [], []
     for label, name in enumerate(class_names):
         folder = os.path.join(root, name)
@@ -204,7 +209,9 @@ def _scan_records(files):
     for record in tf.data.TFRecordDataset(files).map(lambda s: tf.io.parse_single_example(s, spec)):
         label = int(record["image/class/label"])
         if label < 0:
-            raise ValueError(f"{files[0]}...: negative image/class/label {label}; expected 0-based labels.")
+            raise ValueError(
+                f"{files[0]}...: negative image/class/label {label}; expected 0-based labels."
+            )
         names.setdefault(label, record["image/class/text"].numpy().decode("utf-8") or str(label))
         count += 1
     return count, names
@@ -228,7 +235,11 @@ def tfrecord_data(pattern, val_pattern=None, val_fraction=0.1, seed=0):
             raise ValueError(f"--val-tfrecord {val_pattern!r}: the shards hold no records.")
         for label, name in val_names.items():
             names.setdefault(label, name)
-        train, val, train_size = records, tf.data.TFRecordDataset(val_files).map(_parse_record), count
+        train, val, train_size = (
+            records,
+            tf.data.TFRecordDataset(val_files).map(_parse_record),
+            count,
+        )
     else:
         # Hold out records by a seeded hash of their position: stable across runs and workers.
         if not 0.0 < val_fraction < 1.0:
@@ -290,7 +301,9 @@ def training_batches(
     the epoch always has `steps` batches.
     """
     augment = augment or augment_lib.AugmentConfig()
-    augment_image = augment_lib.make_image_augmenter(augment, image_size, seed=seed if deterministic else None)
+    augment_image = augment_lib.make_image_augmenter(
+        augment, image_size, seed=seed if deterministic else None
+    )
     mix = augment_lib.make_batch_mixer(augment, seed=seed if deterministic else None)
     num_classes = data.num_classes
 

@@ -43,7 +43,10 @@ def load_digits_dataset(image_size=32):
     grey = (digits.images * (255.0 / 16.0)).round().astype(np.uint8)  # 0..16 -> 0..255
     # Bilinear upsampling keeps the strokes smooth instead of blocky 8x8 squares.
     upsampled = np.stack(
-        [np.asarray(Image.fromarray(g).resize((image_size, image_size), Image.BILINEAR)) for g in grey]
+        [
+            np.asarray(Image.fromarray(g).resize((image_size, image_size), Image.BILINEAR))
+            for g in grey
+        ]
     )
     images = np.repeat(upsampled[..., None], 3, axis=-1)
     labels = digits.target.astype(np.int32)

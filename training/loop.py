@@ -39,6 +39,7 @@ Example (a tiny run on the embedded digits; `keras-resnest train` wraps this):
     >>> sorted(result["evaluation"])[:2]  # doctest: +SKIP
     ['class_names', 'confusion_matrix']
 """
+
 import csv
 import json
 import os
@@ -99,13 +100,31 @@ class TrainConfig:
 
     def validate(self):
         checks = [
-            (self.epochs >= 1 or (self.epochs == 0 and self.qat_epochs >= 1), "epochs",
-             "an integer >= 1 (0 only with qat_epochs >= 1)"),
-            (isinstance(self.qat_epochs, int) and self.qat_epochs >= 0, "qat_epochs", "an integer >= 0"),
-            (self.qat_epochs == 0 or self.precision == "float32", "precision", "float32 with qat_epochs (int8 QAT runs in float32)"),
-            (self.qat_learning_rate is None or self.qat_learning_rate > 0, "qat_learning_rate", "a value > 0"),
-            (self.epochs >= 1 or str(self.weights).endswith(".keras"), "weights",
-             "a trained classifier .keras file when epochs is 0 (QAT starts from it)"),
+            (
+                self.epochs >= 1 or (self.epochs == 0 and self.qat_epochs >= 1),
+                "epochs",
+                "an integer >= 1 (0 only with qat_epochs >= 1)",
+            ),
+            (
+                isinstance(self.qat_epochs, int) and self.qat_epochs >= 0,
+                "qat_epochs",
+                "an integer >= 0",
+            ),
+            (
+                self.qat_epochs == 0 or self.precision == "float32",
+                "precision",
+                "float32 with qat_epochs (int8 QAT runs in float32)",
+            ),
+            (
+                self.qat_learning_rate is None or self.qat_learning_rate > 0,
+                "qat_learning_rate",
+                "a value > 0",
+            ),
+            (
+                self.epochs >= 1 or str(self.weights).endswith(".keras"),
+                "weights",
+                "a trained classifier .keras file when epochs is 0 (QAT starts from it)",
+            ),
             (self.batch_size >= 1, "batch_size", "an integer >= 1"),
             (self.image_size >= 32, "image_size", "an integer >= 32"),
             (self.precision in PRECISIONS, "precision", f"one of {PRECISIONS}"),
@@ -114,7 +133,11 @@ class TrainConfig:
             (self.checkpoint_every >= 1, "checkpoint_every", "an integer >= 1"),
             (self.steps_per_epoch is None or self.steps_per_epoch >= 1, "steps_per_epoch", ">= 1"),
             (self.learning_rate is None or self.learning_rate > 0, "learning_rate", "a value > 0"),
-            (isinstance(self.seed, int) and 0 <= self.seed <= MAX_SEED, "seed", f"an integer in [0, {MAX_SEED}]"),
+            (
+                isinstance(self.seed, int) and 0 <= self.seed <= MAX_SEED,
+                "seed",
+                f"an integer in [0, {MAX_SEED}]",
+            ),
         ]
         for ok, name, expected in checks:
             if not ok:
@@ -164,7 +187,9 @@ def _write_history(path, rows):
 def check_output_dir(path):
     """Raises one clear error unless `path` is, or can become, a directory this process can write."""
     if os.path.exists(path) and not os.path.isdir(path):
-        raise FileExistsError(f"output {path} is an existing file: give a directory for the run (-o RUN_DIR).")
+        raise FileExistsError(
+            f"output {path} is an existing file: give a directory for the run (-o RUN_DIR)."
+        )
     try:
         os.makedirs(path, exist_ok=True)
         # Writing a file is the only sure test: permission bits say nothing for root, and
@@ -191,7 +216,9 @@ def _predict(model, dataset, infer=None):
 
 def evaluate_model(model, data, config, infer=None):
     """Top-1/top-5/confusion matrix of `model` on `data`'s validation images."""
-    batches = data_lib.validation_batches(data, batch_size=config.val_batch_size, image_size=config.image_size)
+    batches = data_lib.validation_batches(
+        data, batch_size=config.val_batch_size, image_size=config.image_size
+    )
     scores, labels = _predict(model, batches, infer)
     return evaluate_lib.classification_report(scores, labels, data.class_names, top_k=5)
 
@@ -222,7 +249,11 @@ def train(config, data, run_dir, strategy=None, log=print, callbacks=()):
 
     strategy = strategy or tf.distribute.get_strategy()
     chief = strategy_lib.is_chief(strategy)
-    out_dir = run_dir if chief else os.path.join(run_dir, "workers", str(strategy_lib.worker_index(strategy)))
+    out_dir = (
+        run_dir
+        if chief
+        else os.path.join(run_dir, "workers", str(strategy_lib.worker_index(strategy)))
+    )
     log = log if chief else (lambda *a, **k: None)
     run_lib.preflight(config, data, out_dir, strategy)
 
@@ -235,11 +266,17 @@ def train(config, data, run_dir, strategy=None, log=print, callbacks=()):
     keras.mixed_precision.set_dtype_policy(config.precision)
     callbacks = list(callbacks)
     try:
-        result = _train(config, data, out_dir, strategy, chief, log, callbacks) if config.epochs else None
+        result = (
+            _train(config, data, out_dir, strategy, chief, log, callbacks)
+            if config.epochs
+            else None
+        )
         if config.qat_epochs:  # imported here: the QAT layers are needed only for this phase
             from keras_resnest.training import qat_phase
 
-            result = qat_phase.train_qat(config, data, out_dir, strategy, chief, log, callbacks, _train)
+            result = qat_phase.train_qat(
+                config, data, out_dir, strategy, chief, log, callbacks, _train
+            )
         return result
     finally:
         keras.mixed_precision.set_dtype_policy(previous_policy)
@@ -252,5 +289,6 @@ def _train(config, data, out_dir, strategy, chief, log, callbacks, build_model=N
     replaces the classifier built from `config` (the QAT phase passes its quantization-aware copy)."""
     from keras_resnest.training import run as run_lib
 
-    return run_lib.run_training(run_lib.Run(config, data, out_dir, strategy, chief, log,
-                                            callbacks, build_model))
+    return run_lib.run_training(
+        run_lib.Run(config, data, out_dir, strategy, chief, log, callbacks, build_model)
+    )

@@ -16,6 +16,7 @@ Outputs in `RUN_DIR/qat/`: `model.keras` (QAT, loads with `keras_resnest.load_mo
 history.csv, evaluation.json; `keras-resnest export --weights RUN_DIR/qat/model.keras --format
 tflite --quantize int8` then needs no calibration images.
 """
+
 import dataclasses
 import os
 
@@ -28,11 +29,19 @@ def qat_config(config, global_batch):
     from keras_resnest.training import recipe
 
     learning_rate = config.qat_learning_rate or QAT_LR_FACTOR * recipe.scaled_learning_rate(
-        config.optimizer, global_batch)
+        config.optimizer, global_batch
+    )
     return dataclasses.replace(
-        config, epochs=config.qat_epochs, qat_epochs=0, learning_rate=learning_rate,
-        warmup_epochs=0.0, ema_momentum=None, freeze_backbone=False, unfreeze_epoch=None,
-        weights=None)
+        config,
+        epochs=config.qat_epochs,
+        qat_epochs=0,
+        learning_rate=learning_rate,
+        warmup_epochs=0.0,
+        ema_momentum=None,
+        freeze_backbone=False,
+        unfreeze_epoch=None,
+        weights=None,
+    )
 
 
 def float_model(config, data, run_dir):
@@ -43,20 +52,28 @@ def float_model(config, data, run_dir):
 
     if config.epochs:
         # Every worker writes its final (EMA-applied) weights; only the chief writes model.keras.
-        model = finetune.build_classifier(config.model_name, num_classes=data.num_classes,
-                                          image_size=config.image_size, weights=None,
-                                          last_gamma=False)
+        model = finetune.build_classifier(
+            config.model_name,
+            num_classes=data.num_classes,
+            image_size=config.image_size,
+            weights=None,
+            last_gamma=False,
+        )
         model.load_weights(os.path.join(run_dir, "model.weights.h5"))
         return model
     model = keras_resnest.load_model(config.weights, compile=False)
     classes = classifier.num_classes(model)
     if classes != data.num_classes:
-        raise ValueError(f"{config.weights} classifies {classes} classes, the data has "
-                         f"{data.num_classes}: QAT fine-tunes a classifier of these classes.")
+        raise ValueError(
+            f"{config.weights} classifies {classes} classes, the data has "
+            f"{data.num_classes}: QAT fine-tunes a classifier of these classes."
+        )
     size = classifier.fixed_image_size(model)
     if size not in (None, config.image_size):
-        raise ValueError(f"{config.weights} was built for {size} px, the run uses "
-                         f"--image-size {config.image_size}.")
+        raise ValueError(
+            f"{config.weights} was built for {size} px, the run uses "
+            f"--image-size {config.image_size}."
+        )
     return model
 
 
@@ -68,6 +85,16 @@ def train_qat(config, data, run_dir, strategy, chief, log, callbacks, train_fn):
     source = float_model(config, data, run_dir)
     out_dir = os.path.join(run_dir, QAT_DIR)
     os.makedirs(out_dir, exist_ok=True)
-    log(f"quantization-aware training: {phase.epochs} epoch(s) at peak lr {phase.learning_rate:g} -> {out_dir}")
-    return train_fn(phase, data, out_dir, strategy, chief, log, callbacks,
-                    build_model=lambda: quantize_aware(source))
+    log(
+        f"quantization-aware training: {phase.epochs} epoch(s) at peak lr {phase.learning_rate:g} -> {out_dir}"
+    )
+    return train_fn(
+        phase,
+        data,
+        out_dir,
+        strategy,
+        chief,
+        log,
+        callbacks,
+        build_model=lambda: quantize_aware(source),
+    )

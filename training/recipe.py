@@ -26,6 +26,7 @@ Example:
     >>> recipe.scaled_learning_rate("sgd", global_batch_size=512)
     0.2
 """
+
 import keras
 from keras import ops
 
@@ -100,7 +101,9 @@ class CoupledWeightDecaySGD(keras.optimizers.SGD):
         learning_rate = ops.cast(learning_rate, variable.dtype)
         gradient = ops.cast(gradient, variable.dtype)
         if self.weight_decay and self._use_weight_decay(variable):
-            gradient = ops.add(gradient, ops.multiply(ops.cast(self.weight_decay, variable.dtype), variable))
+            gradient = ops.add(
+                gradient, ops.multiply(ops.cast(self.weight_decay, variable.dtype), variable)
+            )
         if not self.momentum:
             self.assign_sub(variable, ops.multiply(learning_rate, gradient))
             return

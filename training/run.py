@@ -19,8 +19,14 @@ from keras_resnest.training import callbacks as callbacks_lib
 from keras_resnest.training import data as data_lib
 from keras_resnest.training import evaluate as evaluate_lib
 from keras_resnest.training import finetune, recipe
-from keras_resnest.training.loop import (_atomic_write, _read_history, _write_history,
-                                         _write_json, check_output_dir, evaluate_model)
+from keras_resnest.training.loop import (
+    _atomic_write,
+    _read_history,
+    _write_history,
+    _write_json,
+    check_output_dir,
+    evaluate_model,
+)
 
 # What a survivor's collective ops raise when a peer worker is gone (TF 2.21): the health check
 # aborts pending collectives (Unavailable, Cancelled, Aborted) or a collective times out.

@@ -18,9 +18,11 @@ except ImportError as error:  # keras-hub is an optional extra
         'pip install "keras-resnest[hub]"') from error
 
 from keras_resnest.hub.backbone import ResNeStBackbone
-from keras_resnest.hub.classifier import (ResNeStImageClassifier,
-                                          ResNeStImageClassifierPreprocessor,
-                                          ResNeStImageConverter)
+from keras_resnest.hub.classifier import (
+    ResNeStImageClassifier,
+    ResNeStImageClassifierPreprocessor,
+    ResNeStImageConverter,
+)
 from keras_resnest.hub.presets import PRESETS, preset_directory
 
 __all__ = ["PRESETS", "ResNeStBackbone", "ResNeStImageClassifier",

@@ -22,8 +22,11 @@ from keras_hub.models import FeaturePyramidBackbone
 
 from keras_resnest.hub.preset_names import PresetNames
 from keras_resnest.models.configs import MODEL_CONFIGS, ResNeStConfig, resolve_model_name
-from keras_resnest.models.resnest import (STAGE_STRIDES_DILATIONS, _validate_input_shape,
-                                          resnest_features)
+from keras_resnest.models.resnest import (
+    STAGE_STRIDES_DILATIONS,
+    _validate_input_shape,
+    resnest_features,
+)
 
 STEM_STRIDE = 4  # the stride-2 conv and the stride-2 max pool
 

@@ -64,9 +64,11 @@ def preset_directory(preset):
 def build_imagenet_classifier(model_name):
     """A `ResNeStImageClassifier` holding the official ImageNet weights of `model_name`."""
     from keras_resnest.hub.backbone import ResNeStBackbone
-    from keras_resnest.hub.classifier import (ResNeStImageClassifier,
-                                              ResNeStImageClassifierPreprocessor,
-                                              ResNeStImageConverter)
+    from keras_resnest.hub.classifier import (
+        ResNeStImageClassifier,
+        ResNeStImageClassifierPreprocessor,
+        ResNeStImageConverter,
+    )
     from keras_resnest.models import create_model
 
     source = create_model(model_name, weights="imagenet", classifier_activation=None)

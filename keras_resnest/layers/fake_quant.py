@@ -19,6 +19,7 @@ training"), hence these.
 * `QatDense`: the classifier layer, per-tensor weights (see the class); still a `keras.layers.Dense`, so
   everything that looks for the Dense "fc" layer (training loss, export) finds it.
 """
+
 import keras
 from keras import ops
 
@@ -35,8 +36,13 @@ def fake_quant_weights(kernel, per_channel=True):
     reduce_axes = tuple(range(len(kernel.shape) - 1)) if per_channel else None
     bound = ops.maximum(ops.max(ops.abs(kernel), axis=reduce_axes), 1e-8)
     return keras.quantizers.fake_quant_with_min_max_vars(
-        kernel, -bound, bound, num_bits=NUM_BITS, narrow_range=True,
-        axis=-1 if per_channel else None)
+        kernel,
+        -bound,
+        bound,
+        num_bits=NUM_BITS,
+        narrow_range=True,
+        axis=-1 if per_channel else None,
+    )
 
 
 @keras.saving.register_keras_serializable(package="keras_resnest")
@@ -65,10 +71,17 @@ class ActivationQuantizer(keras.layers.Layer):
     def build(self, input_shape):
         low, high = self.fixed_range or (0.0, 0.0)
         common = dict(shape=(), trainable=False, aggregation="mean", autocast=False)
-        self.range_min = self.add_weight(name="range_min", initializer=keras.initializers.Constant(low), **common)
-        self.range_max = self.add_weight(name="range_max", initializer=keras.initializers.Constant(high), **common)
+        self.range_min = self.add_weight(
+            name="range_min", initializer=keras.initializers.Constant(low), **common
+        )
+        self.range_max = self.add_weight(
+            name="range_max", initializer=keras.initializers.Constant(high), **common
+        )
         self.observed = self.add_weight(
-            name="observed", initializer=keras.initializers.Constant(1.0 if self.fixed_range else 0.0), **common)
+            name="observed",
+            initializer=keras.initializers.Constant(1.0 if self.fixed_range else 0.0),
+            **common,
+        )
 
     def call(self, inputs, training=False):
         if training and self.fixed_range is None:
@@ -87,15 +100,18 @@ class ActivationQuantizer(keras.layers.Layer):
 
     def fake_quantize(self, inputs):
         return keras.quantizers.fake_quant_with_min_max_vars(
-            inputs, self.range_min, self.range_max, num_bits=NUM_BITS)
+            inputs, self.range_min, self.range_max, num_bits=NUM_BITS
+        )
 
     def compute_output_shape(self, input_shape):
         return input_shape
 
     def get_config(self):
         config = super().get_config()
-        config.update(momentum=self.momentum,
-                      fixed_range=None if self.fixed_range is None else list(self.fixed_range))
+        config.update(
+            momentum=self.momentum,
+            fixed_range=None if self.fixed_range is None else list(self.fixed_range),
+        )
         return config
 
 
@@ -118,9 +134,23 @@ class QatConv(keras.layers.Layer):
     the one shared output range, so the concatenation needs no requantization.
     """
 
-    def __init__(self, filters, kernel_size, strides=1, padding="valid", dilation_rate=1, groups=1,
-                 use_bias=False, batch_norm=True, relu=False, quantize_output=True,
-                 epsilon=TORCH_BN_EPSILON, momentum=DEFAULT_MOMENTUM, fixed=False, **kwargs):
+    def __init__(
+        self,
+        filters,
+        kernel_size,
+        strides=1,
+        padding="valid",
+        dilation_rate=1,
+        groups=1,
+        use_bias=False,
+        batch_norm=True,
+        relu=False,
+        quantize_output=True,
+        epsilon=TORCH_BN_EPSILON,
+        momentum=DEFAULT_MOMENTUM,
+        fixed=False,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.fixed = fixed
         if filters % groups:
@@ -129,32 +159,46 @@ class QatConv(keras.layers.Layer):
         self.padding, self.dilation_rate, self.groups = padding, dilation_rate, groups
         self.use_bias, self.batch_norm, self.relu = use_bias, batch_norm, relu
         self.quantize_output, self.epsilon, self.momentum = quantize_output, epsilon, momentum
-        self.output_quantizer = (ActivationQuantizer(momentum, name="output_quantizer")
-                                 if quantize_output else None)
+        self.output_quantizer = (
+            ActivationQuantizer(momentum, name="output_quantizer") if quantize_output else None
+        )
 
     def build(self, input_shape):
         in_channels = input_shape[-1]
         if in_channels is None or in_channels % self.groups:
-            raise ValueError(f"{self.name}: input channels ({in_channels}) must be known and "
-                             f"divisible by groups={self.groups}.")
-        shape = (self.kernel_size, self.kernel_size, in_channels // self.groups,
-                 self.filters // self.groups)
+            raise ValueError(
+                f"{self.name}: input channels ({in_channels}) must be known and "
+                f"divisible by groups={self.groups}."
+            )
+        shape = (
+            self.kernel_size,
+            self.kernel_size,
+            in_channels // self.groups,
+            self.filters // self.groups,
+        )
         self.group_kernels = [
-            self.add_weight(name="kernel" if self.groups == 1 else f"kernel_group{g}", shape=shape,
-                            initializer="he_normal", trainable=not self.fixed)
+            self.add_weight(
+                name="kernel" if self.groups == 1 else f"kernel_group{g}",
+                shape=shape,
+                initializer="he_normal",
+                trainable=not self.fixed,
+            )
             for g in range(self.groups)
         ]
         channel = (self.filters,)
         if self.use_bias:
-            self.bias = self.add_weight(name="bias", shape=channel, initializer="zeros",
-                                        trainable=not self.fixed)
+            self.bias = self.add_weight(
+                name="bias", shape=channel, initializer="zeros", trainable=not self.fixed
+            )
         if self.batch_norm:
             self.gamma = self.add_weight(name="gamma", shape=channel, initializer="ones")
             self.beta = self.add_weight(name="beta", shape=channel, initializer="zeros")
-            self.moving_mean = self.add_weight(name="moving_mean", shape=channel,
-                                               initializer="zeros", trainable=False)
-            self.moving_variance = self.add_weight(name="moving_variance", shape=channel,
-                                                   initializer="ones", trainable=False)
+            self.moving_mean = self.add_weight(
+                name="moving_mean", shape=channel, initializer="zeros", trainable=False
+            )
+            self.moving_variance = self.add_weight(
+                name="moving_variance", shape=channel, initializer="ones", trainable=False
+            )
         if self.output_quantizer is not None:
             self.output_quantizer.build(None)
 
@@ -170,8 +214,9 @@ class QatConv(keras.layers.Layer):
     def _padded(self, inputs):
         if isinstance(self.padding, str):  # Keras "same"/"valid" (from a keras Conv2D)
             return inputs, self.padding
-        return pytorch_style_padding(inputs, self.padding, self.kernel_size, self.strides,
-                                     self.dilation_rate)
+        return pytorch_style_padding(
+            inputs, self.padding, self.kernel_size, self.strides, self.dilation_rate
+        )
 
     def call(self, inputs, training=False):
         scale, bias = self.folded_scale_and_bias()
@@ -183,15 +228,21 @@ class QatConv(keras.layers.Layer):
             channels = slice(g * width, (g + 1) * width)
             if scale is not None:
                 kernel = kernel * scale[channels]
-            y = ops.conv(x, fake_quant_weights(kernel), strides=self.strides, padding=conv_padding,
-                         dilation_rate=self.dilation_rate)
+            y = ops.conv(
+                x,
+                fake_quant_weights(kernel),
+                strides=self.strides,
+                padding=conv_padding,
+                dilation_rate=self.dilation_rate,
+            )
             if bias is not None:
                 y = y + bias[channels]
             outputs.append(ops.relu(y) if self.relu else y)
         if self.output_quantizer is not None:
             if training:  # one range for all groups: observed on the whole output
                 self.output_quantizer.observe(
-                    ops.concatenate(outputs, axis=-1) if self.groups > 1 else outputs[0])
+                    ops.concatenate(outputs, axis=-1) if self.groups > 1 else outputs[0]
+                )
             outputs = [self.output_quantizer.fake_quantize(y) for y in outputs]
         return ops.concatenate(outputs, axis=-1) if self.groups > 1 else outputs[0]
 
@@ -209,11 +260,21 @@ class QatConv(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(filters=self.filters, kernel_size=self.kernel_size, strides=self.strides,
-                      padding=self.padding, dilation_rate=self.dilation_rate, groups=self.groups,
-                      use_bias=self.use_bias, batch_norm=self.batch_norm, relu=self.relu,
-                      quantize_output=self.quantize_output, epsilon=self.epsilon,
-                      momentum=self.momentum, fixed=self.fixed)
+        config.update(
+            filters=self.filters,
+            kernel_size=self.kernel_size,
+            strides=self.strides,
+            padding=self.padding,
+            dilation_rate=self.dilation_rate,
+            groups=self.groups,
+            use_bias=self.use_bias,
+            batch_norm=self.batch_norm,
+            relu=self.relu,
+            quantize_output=self.quantize_output,
+            epsilon=self.epsilon,
+            momentum=self.momentum,
+            fixed=self.fixed,
+        )
         return config
 
     @classmethod
@@ -225,12 +286,20 @@ class QatConv(keras.layers.Layer):
         def scalar(value):  # Conv2D keeps (h, w) tuples; the convolutions here are square
             return value[0] if isinstance(value, (tuple, list)) else value
 
-        return cls(config["filters"], scalar(config["kernel_size"]),
-                   strides=scalar(config["strides"]), padding=config["padding"],
-                   dilation_rate=scalar(config["dilation_rate"]), groups=config.get("groups", 1),
-                   use_bias=config["use_bias"], batch_norm=norm is not None, relu=relu,
-                   epsilon=norm.epsilon if norm is not None else TORCH_BN_EPSILON,
-                   momentum=momentum, name=conv.name)
+        return cls(
+            config["filters"],
+            scalar(config["kernel_size"]),
+            strides=scalar(config["strides"]),
+            padding=config["padding"],
+            dilation_rate=scalar(config["dilation_rate"]),
+            groups=config.get("groups", 1),
+            use_bias=config["use_bias"],
+            batch_norm=norm is not None,
+            relu=relu,
+            epsilon=norm.epsilon if norm is not None else TORCH_BN_EPSILON,
+            momentum=momentum,
+            name=conv.name,
+        )
 
     def load_float(self, conv, norm=None):
         """Copies the weights of a float conv (`Conv2D` or `GroupedConv2D`) and its BN."""

@@ -17,9 +17,13 @@ Example:
 """
 import os
 
-from keras_resnest.weights.checkpoints import (CheckpointError, UnsafeCheckpointError,
-                                               is_torch_free_checkpoint, read_checkpoint,
-                                               read_state_dict)
+from keras_resnest.weights.checkpoints import (
+    CheckpointError,
+    UnsafeCheckpointError,
+    is_torch_free_checkpoint,
+    read_checkpoint,
+    read_state_dict,
+)
 
 KERAS_SUFFIXES = (".weights.h5", ".keras", ".h5")
 

@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image
 
 import keras_resnest
+
 from tests.helpers import torch_reference as ref
 
 SMALL_SIZE = 64

@@ -64,7 +64,9 @@ def parse_saved_model_cli(version_dir, packages):
     signatures = {}
     for block in re.split(r"\nsignature_def\['", text)[1:]:
         name = block.split("'", 1)[0]
-        inputs_part, _, outputs_part = block.partition("The given SavedModel SignatureDef contains the following output(s):")
+        inputs_part, _, outputs_part = block.partition(
+            "The given SavedModel SignatureDef contains the following output(s):"
+        )
         method = re.search(r"Method name is: (\S+)", block)
 
         def tensors(part):
@@ -90,20 +92,26 @@ def replay_warmup(model, version_dir):
         log = prediction_log_pb2.PredictionLog.FromString(record)
         request = log.predict_log.request
         signature = model.signatures[request.model_spec.signature_name]
-        arguments = {name: tf.constant(tf.make_ndarray(proto)) for name, proto in request.inputs.items()}
+        arguments = {
+            name: tf.constant(tf.make_ndarray(proto)) for name, proto in request.inputs.items()
+        }
         result = signature(**arguments)
-        replays.append({
-            "model_name": request.model_spec.name,
-            "signature": request.model_spec.signature_name,
-            "inputs": sorted(arguments),
-            "outputs": {name: list(value.shape) for name, value in result.items()},
-            "finite": bool(np.all(np.isfinite(result["probabilities"].numpy()))),
-        })
+        replays.append(
+            {
+                "model_name": request.model_spec.name,
+                "signature": request.model_spec.signature_name,
+                "inputs": sorted(arguments),
+                "outputs": {name: list(value.shape) for name, value in result.items()},
+                "finite": bool(np.all(np.isfinite(result["probabilities"].numpy()))),
+            }
+        )
     return replays
 
 
 def scan_graph(version_dir):
-    proto = saved_model_pb2.SavedModel.FromString((Path(version_dir) / "saved_model.pb").read_bytes())
+    proto = saved_model_pb2.SavedModel.FromString(
+        (Path(version_dir) / "saved_model.pb").read_bytes()
+    )
     ops, xla_functions, unknown = set(), [], set()
     for meta_graph in proto.meta_graphs:
         library = meta_graph.graph_def.library
@@ -121,20 +129,30 @@ def scan_graph(version_dir):
                     xla_functions.append(node.name)
                 if node.op not in function_names and op_def_registry.get(node.op) is None:
                     unknown.add(node.op)
-    return {"ops": sorted(ops), "xla_must_compile": xla_functions, "unregistered_ops": sorted(unknown)}
+    return {
+        "ops": sorted(ops),
+        "xla_must_compile": xla_functions,
+        "unregistered_ops": sorted(unknown),
+    }
 
 
 def png_bomb(side):
     """A valid 8-bit grey PNG of side x side black pixels: a few hundred kilobytes of zlib."""
+
     def chunk(kind, data):
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(
-            ">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+        return (
+            struct.pack(">I", len(data))
+            + kind
+            + data
+            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+        )
 
     compressor, row = zlib.compressobj(9), bytes(side + 1)  # filter byte 0, then the pixels
     data = b"".join(compressor.compress(row) for _ in range(side)) + compressor.flush()
     header = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", data)
-            + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", data) + chunk(b"IEND", b"")
+    )
 
 
 def peak_memory_mb():
@@ -152,9 +170,13 @@ def refuse_bomb(model, inputs):
     growth = peak_memory_mb() - before
     normal = inputs["image_bytes_0"].tobytes()
     after = model.signatures["serving_bytes"](image_bytes=tf.constant([normal]))
-    return {"bomb_bytes": len(bomb), "refusal": refusal, "peak_memory_growth_mb": growth,
-            "serves_after": bool(np.all(np.isfinite(after["probabilities"].numpy()))),
-            "max_pixels": int(model.max_pixels[0].numpy())}
+    return {
+        "bomb_bytes": len(bomb),
+        "refusal": refusal,
+        "peak_memory_growth_mb": growth,
+        "serves_after": bool(np.all(np.isfinite(after["probabilities"].numpy()))),
+        "max_pixels": int(model.max_pixels[0].numpy()),
+    }
 
 
 def keras_importable():
@@ -177,8 +199,9 @@ def main(packages, version_dir, inputs_path, result_dir):
         "graph": scan_graph(version_dir),
         "bomb": refuse_bomb(model, inputs),
         "labels_asset": (Path(version_dir) / "assets" / "labels.txt").read_text().splitlines(),
-        "imported_keras": sorted(m for m in sys.modules if m.split(".")[0] in
-                                 ("keras", "keras_resnest", "tf_keras")),
+        "imported_keras": sorted(
+            m for m in sys.modules if m.split(".")[0] in ("keras", "keras_resnest", "tf_keras")
+        ),
         "keras_importable": keras_importable(),
     }
     (result_dir / "report.json").write_text(json.dumps(report))

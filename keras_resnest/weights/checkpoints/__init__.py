@@ -32,16 +32,21 @@ Example:
     (32, 3, 3, 3)
 """
 # Absolute imports: the hostile-file tests load this file under another module name.
-from keras_resnest.weights.checkpoints.api import (NPZ_SUFFIX, SAFETENSORS_SUFFIX,
-                                                   TORCH_SUFFIXES, is_torch_free_checkpoint,
-                                                   normalize_state_dict, read_checkpoint,
-                                                   read_state_dict)
+from keras_resnest.weights.checkpoints.api import (
+                                                   NPZ_SUFFIX,
+                                                   SAFETENSORS_SUFFIX,
+                                                   TORCH_SUFFIXES,
+                                                   is_torch_free_checkpoint,
+                                                   normalize_state_dict,
+                                                   read_checkpoint,
+                                                   read_state_dict,
+)
 from keras_resnest.weights.checkpoints.errors import CheckpointError, UnsafeCheckpointError
 from keras_resnest.weights.checkpoints.extents import LazyTensor
+
 # The allow-list and the legacy header values, which the hostile-file tests check.
 from keras_resnest.weights.checkpoints.pickle_guard import _ALLOWED_GLOBALS  # noqa: F401
-from keras_resnest.weights.checkpoints.torch_files import (  # noqa: F401
-    _LEGACY_MAGIC, _LEGACY_PROTOCOL)
+from keras_resnest.weights.checkpoints.torch_files import _LEGACY_MAGIC, _LEGACY_PROTOCOL  # noqa: F401
 
 __all__ = [
     "CheckpointError",

@@ -22,8 +22,12 @@ import types
 
 import numpy as np
 
-from keras_resnest.weights.checkpoints.errors import (CheckpointError, UnsafeCheckpointError,
-                                                      _Malformed, _Refused)
+from keras_resnest.weights.checkpoints.errors import (
+    CheckpointError,
+    UnsafeCheckpointError,
+    _Malformed,
+    _Refused,
+)
 from keras_resnest.weights.checkpoints.extents import _MAX_NDIM, _is_index
 
 _MAX_NESTING = 100  # containers in containers (a state dict nests 2 to 5 deep)

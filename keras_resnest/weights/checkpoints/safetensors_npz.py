@@ -15,7 +15,7 @@ import zipfile
 import numpy as np
 
 from keras_resnest.weights.checkpoints.errors import CheckpointError
-from keras_resnest.weights.checkpoints.extents import _MAX_NDIM, _Region, _is_index, _tensor
+from keras_resnest.weights.checkpoints.extents import _MAX_NDIM, _is_index, _Region, _tensor
 from keras_resnest.weights.checkpoints.pickle_guard import _BF16, _DType
 
 _MAX_SAFETENSORS_HEADER = 100 * 2**20  # the safetensors format's own limit

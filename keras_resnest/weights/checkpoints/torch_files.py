@@ -17,8 +17,12 @@ import zlib
 
 from keras_resnest.weights.checkpoints.errors import CheckpointError
 from keras_resnest.weights.checkpoints.extents import _Region, _tensor
-from keras_resnest.weights.checkpoints.pickle_guard import (_read_pickle, _scan_pickle,
-                                                            _unpickle, _walk)
+from keras_resnest.weights.checkpoints.pickle_guard import (
+    _read_pickle,
+    _scan_pickle,
+    _unpickle,
+    _walk,
+)
 
 _LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 _LEGACY_PROTOCOL = 1001
