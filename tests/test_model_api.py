@@ -156,6 +156,7 @@ def test_keras_file_round_trip_is_exact(tmp_path, resnest14d_state):
     assert restored.get_layer("layer3_0").get_config() == model.get_layer("layer3_0").get_config()
 
 
+@pytest.mark.slow
 def test_a_fresh_process_loads_a_keras_file_with_only_import_keras_resnest(tmp_path):
     """A user's script: `import keras_resnest; keras_resnest.load_model(...)`, no model built
     first (the layer classes must be registered by load_model itself)."""
@@ -231,6 +232,7 @@ def test_no_lambda_layers():
     assert sum(isinstance(layer, ResNeStBottleneck) for layer in _all_layers(model)) == 16
 
 
+@pytest.mark.slow
 def test_saved_model_has_no_forced_xla_and_tflite_uses_builtin_ops(tmp_path):
     # cardinality 2 x radix 4: the most grouped convolutions of any model. Seeded: with some
     # random initialisations a probability differs by ~2e-6 between TFLite and TF.
