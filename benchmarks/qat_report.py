@@ -30,8 +30,7 @@ on 2 cores shared with a test run for about 7 of those minutes):
 | QAT int8 (1 QAT epoch at lr 0.0001, per-channel weights, no calibration images) | 99.4% | 100.0% |
 
 QAT recovers 100% of the accuracy (1.1 / 1.4 points) and of the top-1 agreement (1.4 / 1.7
-points) post-training int8 loses, per-channel / per-tensor: the goal of issue 12, part 4. The
-same two models with `--calibration-source train` (one training digit): post-training int8 99.4%
+points) post-training int8 loses, per-channel / per-tensor. The same two models with `--calibration-source train` (one training digit): post-training int8 99.4%
 / 100.0%, per-channel and per-tensor; nothing lost, nothing to recover.
 
 Every setting tried (360 held-out images; "agr." = top-1 agreement with float; PTQ = post-training

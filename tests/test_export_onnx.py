@@ -13,7 +13,7 @@ from keras_resnest.export import onnx_export, report
 from tests.helpers import export_helpers as helpers
 from tests.helpers import torch_reference as ref
 
-MAX_RELATIVE_LOGIT_DIFFERENCE = 1e-5  # the bar for onnxruntime against Keras
+MAX_RELATIVE_LOGIT_DIFFERENCE = 1e-5  # the bar for onnxruntime against Keras
 
 
 def randomized_model(name, size=helpers.SMALL_SIZE):

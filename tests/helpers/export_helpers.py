@@ -1,6 +1,6 @@
 """Shared, cached artifacts of the export tests (built once per test session, on demand).
 
-Module-level caches rather than fixtures, so the test modules of the export issue share them.
+Module-level caches rather than fixtures, so that all the export test modules share them.
 """
 import atexit
 import contextlib
