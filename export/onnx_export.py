@@ -7,7 +7,7 @@ inside), a dynamic batch, and outputs `logits` and `probabilities` `[batch, clas
 How the graph is built, chosen by measurement (resnest50, 224 px, onnxruntime 1.32 CPU provider,
 2 threads, against the official model exported by `torch.onnx.export`, in one run):
 
-* Keras' own `model.export(format="onnx")` (tf2onnx on the served TF graph) ran at about half the
+* Keras' own `model.export(format="onnx")` (tf2onnx on the served TF graph) ran well below the
   official file's speed: the TensorFlow fast paths (`layers/backend_paths.py`) split each grouped
   convolution into one convolution per group (103 Conv nodes for the official 87, 97 Transposes),
   and the in-graph normalisation constants became extra graph inputs.
