@@ -77,9 +77,10 @@ setup(
         "openvino": [OPENVINO],
         # The suite: pytest (and pytest-xdist: `make test` runs two workers), the reference with
         # torch pinned to the CPU wheel it is measured on, jax for the backend tests and
-        # keras-hub for keras_resnest.hub, the ONNX exporter and OpenVINO.
+        # keras-hub for keras_resnest.hub, the ONNX exporter and OpenVINO; ruff for
+        # tests/test_lint.py.
         "test": ["pytest", "pytest-xdist>=3.8", "torch==2.13.0", "resnest==0.0.5",
-                 "jax[cpu]>=0.10.2,<0.11", KERAS_HUB, *ONNX, OPENVINO],
+                 "jax[cpu]>=0.10.2,<0.11", KERAS_HUB, *ONNX, OPENVINO, "ruff>=0.17,<1"],
     },
     # Outside the package, so that `keras-resnest --help` does not import Keras.
     py_modules=["keras_resnest_cli"],

@@ -8,8 +8,8 @@ keras_resnest, their ratio, and max|x64| (how large the activations are there). 
 outputs: torch forward hooks, `model.get_layer(...).output` on the Keras side.
 
 BatchNorm statistics (`--stats`):
-  issue       gamma and running variance uniform in [0.5, 1.5], beta and running mean
-              normal(0, 0.1), as in issue 10's measurement: unrelated to the activations, so
+  independent gamma and running variance uniform in [0.5, 1.5], beta and running mean
+              normal(0, 0.1): unrelated to the activations, so
               the random network amplifies its activations, and their rounding, with depth;
   tests       keras_resnest.weights.reference.randomize_batch_norm (uniform, small bn3
               gamma), as tests/helpers/torch_reference.py and the parity tests;
@@ -21,18 +21,18 @@ alone: both are fed the float64 run's block input rounded to float32, so the err
 from earlier blocks is left out and only the block's own arithmetic is compared.
 
     python -m benchmarks.float64_report [--model resnest101] [--size 256] [--batch 1]
-        [--stats issue|tests|consistent] [--seed 0] [--local]
+        [--stats independent|tests|consistent] [--seed 0] [--local]
 """
 import argparse
 import os
 
 from benchmarks.common import port, random_images
 
-STATS = ("issue", "tests", "consistent")
+STATS = ("independent", "tests", "consistent")
 
 
-def randomize_like_issue(model, seed=0):
-    """Issue 10's statistics, unrelated to the activations; eval mode."""
+def randomize_independently(model, seed=0):
+    """BatchNorm statistics unrelated to the activations (`--stats independent`); eval mode."""
     import torch
 
     generator = torch.Generator().manual_seed(seed + 1)
@@ -98,7 +98,7 @@ def official_model(name, stats, images, seed=0):
     if stats == "tests":
         return ref.build_randomized(name, seed=seed)
     torch.manual_seed(seed)
-    return randomize_like_issue(ref.build_reference(name), seed)
+    return randomize_independently(ref.build_reference(name), seed)
 
 
 def stage_points(torch_model):
@@ -188,7 +188,7 @@ def main():
     parser.add_argument("--model", default="resnest101")
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--batch", type=int, default=1)
-    parser.add_argument("--stats", choices=STATS, default="issue")
+    parser.add_argument("--stats", choices=STATS, default="independent")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--local", action="store_true", help="also each block's own error")
     args = parser.parse_args()

@@ -239,7 +239,8 @@ def main():
             f"{100 * keras_speed / ceiling:>15.0f}% {ceiling / torch_speed:>13.2f}x"
         )
         if args.jit:
-            line += f" {images_per_second(lambda: xla_call(tf_images).numpy(), batch, args.seconds):>10.2f}"
+            jit_rate = images_per_second(lambda: xla_call(tf_images).numpy(), batch, args.seconds)
+            line += f" {jit_rate:>10.2f}"
         print(line, flush=True)
     other_backend_rows(args)
     if args.runtimes:

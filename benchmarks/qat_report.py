@@ -30,8 +30,7 @@ on 2 cores shared with a test run for about 7 of those minutes):
 | QAT int8 (1 QAT epoch at lr 0.0001, per-channel weights, no calibration images) | 99.4% | 100.0% |
 
 QAT recovers 100% of the accuracy (1.1 / 1.4 points) and of the top-1 agreement (1.4 / 1.7
-points) post-training int8 loses, per-channel / per-tensor: the goal of issue 12, part 4. The
-same two models with `--calibration-source train` (one training digit): post-training int8 99.4%
+points) post-training int8 loses, per-channel / per-tensor. The same two models with `--calibration-source train` (one training digit): post-training int8 99.4%
 / 100.0%, per-channel and per-tensor; nothing lost, nothing to recover.
 
 Every setting tried (360 held-out images; "agr." = top-1 agreement with float; PTQ = post-training
@@ -63,9 +62,9 @@ calibration: QAT recovers 75-80% of the agreement and all of the accuracy post-t
 loses, and agrees 99.7% (radix 4, cardinality 2).
 
 With representative calibration, post-training int8 of a converged model loses at most two images
-here (0.6% agreement), even with one calibration image, per-tensor weights, radix 4 or 16 blocks, so there
-is nothing measurable for QAT to recover; the loss appears with an unrepresentative calibration
-(noise), which QAT, needing no calibration images, avoids entirely.
+here (0.6% agreement), even with one calibration image, per-tensor weights, radix 4 or 16 blocks,
+so there is nothing measurable for QAT to recover; the loss appears with an unrepresentative
+calibration (noise), which QAT, needing no calibration images, avoids entirely.
 """
 
 import argparse
@@ -249,9 +248,10 @@ def main(argv=None):
         qat_model = keras_resnest.load_model(args.qat_model, compile=False)
     qat = tflite_classes(convert_to_tflite(qat_model, "int8"), images) if qat_model else None
 
-    calibrated = f"{args.calibration_images} calibration image{'s' * (args.calibration_images > 1)}"
+    plural = "s" * (args.calibration_images > 1)
+    calibrated = f"{args.calibration_images} calibration image{plural}"
     if args.calibration_source == "noise":
-        calibrated = f"{args.calibration_images} random-noise calibration image{'s' * (args.calibration_images > 1)}"
+        calibrated = f"{args.calibration_images} random-noise calibration image{plural}"
     elif args.calibration_start:
         calibrated += f" from training image {args.calibration_start}"
     qat_training = (
@@ -275,9 +275,8 @@ def main(argv=None):
     print("| model | accuracy | top-1 agreement with float |")
     print("|---|---|---|")
     for name, classes in rows:
-        print(
-            f"| {name} | {np.mean(classes == labels):.1%} | {np.mean(classes == float_classes):.1%} |"
-        )
+        accuracy, agreement = np.mean(classes == labels), np.mean(classes == float_classes)
+        print(f"| {name} | {accuracy:.1%} | {agreement:.1%} |")
     for per_channel, classes in ptq.items():
         if qat is None:
             break

@@ -4,9 +4,10 @@ Used by `python -m benchmarks.inference --runtimes ...`. The parent writes the f
 runtimes load, once, from the same weights (the official model with its random init and random
 BatchNorm statistics, ported into keras_resnest): a `.keras` file, our SavedModel, ONNX and
 TFLite files, and the official model's `torch.onnx.export` file. Then one worker process per
-runtime loads its artifact, checks its logits on two fixed images, and waits; the parent asks the workers in
-turn for images/s at each batch size, the order reversed every round, so a machine whose speed
-drifts affects every runtime alike. The median over the rounds is reported with its range.
+runtime loads its artifact, checks its logits on two fixed images, and waits; the parent asks the
+workers in turn for images/s at each batch size, the order reversed every round, so a machine
+whose speed drifts affects every runtime alike. The median over the rounds is reported with its
+range.
 
 Workers talk over stdin/stdout: "time BATCH SECONDS" -> "RESULT {images_per_second}", "quit".
 """

@@ -1,4 +1,4 @@
-"""Candidate graphs for TensorFlow Serving, timed side by side (issue 11, part 2).
+"""Candidate graphs for TensorFlow Serving, timed side by side.
 
 The graph a SavedModel serves is `serving_default`: a `tf.function` of the classifier, variables
 read at every call. Candidates measured against it in the same process, alternating rounds:

@@ -4,7 +4,7 @@ Converts the model (default ResNeSt-50, 224x224, batch 1) to TFLite float32 and 
 modes (default full-integer int8), then runs them in the LiteRT interpreter with the XNNPACK
 delegate at 2 threads. Rounds alternate between the models so that load from other processes
 hits all of them alike. Prints the median latency of each and its ratio to float32
-(the issue's target: int8 <= 0.5 x float32).
+(the target: int8 <= 0.5 x float32).
 
     python -m benchmarks.tflite_latency [--model resnest50] [--size 224] [--threads 2]
         [--modes int8 fp16 dynamic] [--calibration DIR] [--weights none]

@@ -1,4 +1,4 @@
-"""Training throughput: one training step of keras_resnest vs the official PyTorch ResNeSt, same run.
+"""Training throughput: a training step of keras_resnest vs the official PyTorch ResNeSt, same run.
 
 Both sides do a full step (forward in training mode, label-smoothed cross-entropy, backward,
 SGD with momentum 0.9 and weight decay 1e-4) on the same random 224x224 batch of 16, with the

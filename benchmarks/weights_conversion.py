@@ -11,7 +11,7 @@ Measured per format, over `--runs` fresh processes (median):
 * peak extra memory: the process's peak resident set during the call minus its resident set
   just before (Linux: peak reset through /proc/self/clear_refs), divided by the file size.
 
-Targets (issue 3): <= 5 s and <= 2x the file size.
+Targets: <= 5 s and <= 2x the file size.
 
     python -m benchmarks.weights_conversion [--model resnest50] [--runs 3]
 """

@@ -57,7 +57,10 @@ def decode_predict_response(response):
 
 
 def grpc_predict(target, model_name, images, timeout=30.0):
-    """Call `PredictionService/Predict` at `target` ("host:port"); returns `decode_predict_response`."""
+    """Calls `PredictionService/Predict` at `target` ("host:port").
+
+    Returns `decode_predict_response` of the reply.
+    """
     import grpc
     from tensorflow_serving.apis import prediction_service_pb2_grpc
 

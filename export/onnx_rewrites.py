@@ -3,8 +3,8 @@
 Why our own: onnxruntime's load-time optimizer folds BatchNorm into a convolution only when it
 follows the convolution directly and never merges a zero Pad into MaxPool (not exact in
 general), and tf2onnx leaves three patterns of our graph in place. Profiled in onnxruntime
-(ResNeSt-50, 224 px, 1 thread), they cost about 2.5 of 151 ms per image against the official
-file, whose convolutions take the same time as ours:
+(ResNeSt-50, 224 px, 1 thread), they are time per image the official file does not spend, and
+its convolutions take the same time as ours:
 
 * the ImageNet normalisation's multiply by 1/std on the image, before the first convolution:
   folded into that convolution's kernel (exact: zero padding stays zero when scaled);

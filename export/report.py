@@ -84,7 +84,10 @@ def keras_logits(model, images, batch_size=16):
 
 
 class OnnxClassifier:
-    """Batch-1 onnxruntime runner (CPU provider) of an exported classifier, TFLiteClassifier's API."""
+    """Batch-1 onnxruntime runner (CPU provider) of an exported classifier.
+
+    It has the API of `TFLiteClassifier`.
+    """
 
     def __init__(self, onnx_bytes, num_threads=DEFAULT_THREADS):
         import onnxruntime

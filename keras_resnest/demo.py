@@ -5,7 +5,7 @@ Trains resnest14d on scikit-learn's handwritten digits (1,797 real 8x8 scans, up
 32 px RGB; no download) under MirroredStrategy over the local devices (all GPUs, or the CPU
 split into two logical devices), evaluates it, saves it, and prints a short results table.
 It starts from random weights, because the demo must run offline; the same command with
-`--weights imagenet` fine-tunes pretrained weights. About 3 minutes on 2 CPU cores.
+`--weights imagenet` fine-tunes pretrained weights.
 
 Then it exports the trained model as a TF-Serving package and as a full-integer (int8)
 TFLite file calibrated on training images, and reports int8 vs Keras on the validation images.

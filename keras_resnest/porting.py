@@ -4,8 +4,9 @@ The Keras layers carry the PyTorch module names with "_" for "." ("layer2_0" for
 module "layer2.0", "conv1_0" for "conv1.0", "fc"): Keras' PyTorch backend registers every
 variable as a torch parameter named by its path, and torch refuses dots in those names. The
 rule is reversible (`keras_layer_name` / `torch_module_name`) because no official module name
-has "_" before a digit. Inside a block the few sub-layers whose names differ are mapped below. Layouts: conv weights
-(out, in/groups, kh, kw) -> Keras (kh, kw, in/groups, out); Linear (out, in) -> Dense (in, out);
+has "_" before a digit. Inside a block the few sub-layers whose names differ are mapped below.
+Layouts: conv weights (out, in/groups, kh, kw) -> Keras (kh, kw, in/groups, out); Linear
+(out, in) -> Dense (in, out);
 BatchNorm weight/bias/running_mean/running_var -> gamma/beta/moving_mean/moving_variance.
 """
 

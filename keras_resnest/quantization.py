@@ -15,7 +15,8 @@ training-only, is dropped.
 
 Example:
     >>> import keras_resnest
-    >>> model = keras_resnest.create_model("resnest14d", weights=None, input_shape=(32, 32, 3), classes=10)
+    >>> model = keras_resnest.create_model("resnest14d", weights=None, input_shape=(32, 32, 3),
+    ...                                    classes=10)
     >>> qat_model = quantize_aware(model)
     >>> qat_model.get_layer("fc").__class__.__name__, is_quantize_aware(qat_model)
     ('QatDense', True)
@@ -115,7 +116,7 @@ def quantize_aware(model, momentum=DEFAULT_MOMENTUM):
         raise ValueError(f"quantize_aware expects a keras.Model, got {type(model).__name__}.")
     if is_quantize_aware(model):
         raise ValueError(f"model {model.name!r} is already quantization-aware.")
-    mixed = [l.name for l in model.layers if l.dtype_policy.compute_dtype != "float32"]
+    mixed = [layer.name for layer in model.layers if layer.dtype_policy.compute_dtype != "float32"]
     if mixed:
         raise ValueError(
             f"quantize_aware needs a float32 model; layer {mixed[0]!r} computes in "

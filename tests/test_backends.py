@@ -1,5 +1,5 @@
 """Every Keras 3 backend (TensorFlow, JAX, PyTorch): build, parity with the official model,
-`model.fit`, `.keras` save/load, and `.keras` files moving between backends (issue 10).
+`model.fit`, `.keras` save/load, and `.keras` files moving between backends.
 
 Each backend runs in its own subprocess (`KERAS_BACKEND` is read once, at `import keras`) on a
 representative subset at 64 px: resnest14d (radix 2, cardinality 1, the small deep-stem model)

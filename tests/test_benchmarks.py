@@ -138,5 +138,6 @@ def test_serving_graph_candidates_compute_the_served_function():
     for _, _, speed, ratio, parity in rows:
         assert float(speed) > 0 and float(ratio) > 0 and float(parity) <= 1e-5, result.stdout
     # resnest14d: stem 3 + 4 blocks x (conv1, split-attention groups 2, conv3) + 4 downsamples.
-    folded = int(re.search(r"\((\d+) convolution \+ BatchNorm pairs folded\)", result.stdout).group(1))
+    folded_pattern = r"\((\d+) convolution \+ BatchNorm pairs folded\)"
+    folded = int(re.search(folded_pattern, result.stdout).group(1))
     assert folded == 3 + 4 * 4 + 4, result.stdout

@@ -1,6 +1,6 @@
 """`keras-resnest export`: end to end, and its refusals of bad input (clear error, nothing written).
 
-Includes the issue's int8 accuracy test: a ResNeSt-14d trained on real images (the digits),
+Includes the int8 accuracy test: a ResNeSt-14d trained on real images (the digits),
 saved as a fine-tuned `.keras` model, exported with `--quantize int8` calibrated on one image
 folder and reported on a held-out one.
 """
@@ -60,7 +60,7 @@ def test_int8_export_of_a_fine_tuned_model_on_real_images(digits_files, int8_exp
     root, test_labels = digits_files
     out = int8_export
     result = json.loads((root / "report.json").read_text())
-    print(result)  # the measured figures, for the issue's closing note (pytest -s)
+    print(result)  # the measured figures, shown with pytest -s
     assert result["num_images"] == len(test_labels)
     assert result["top1_agreement"] >= 0.98
     assert result["input_dtype"] == "uint8"

@@ -1,8 +1,9 @@
 """The in-graph decode + official evaluation transform against the official PIL pipeline.
 
 The official `scripts/torch/verify.py` transform (ECenterCrop) is written with PIL
-(`keras_resnest.weights.reference.official_eval_crop`, line for line: crop `size/(size+32)` of the short side at
-`int(round(...))`, resize with `Image.BICUBIC`). The TF-graph version (decoding here, then
+(`keras_resnest.weights.reference.official_eval_crop`, line for line: crop `size/(size+32)` of
+the short side at `int(round(...))`, resize with `Image.BICUBIC`). The TF-graph version
+(decoding here, then
 `keras_resnest.preprocessing.eval_transform`) must give the same pixels up to one grey level.
 """
 

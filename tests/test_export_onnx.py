@@ -13,7 +13,7 @@ from keras_resnest.export import onnx_export, report
 from tests.helpers import export_helpers as helpers
 from tests.helpers import torch_reference as ref
 
-MAX_RELATIVE_LOGIT_DIFFERENCE = 1e-5  # the bar for onnxruntime against Keras
+MAX_RELATIVE_LOGIT_DIFFERENCE = 1e-5  # the bar for onnxruntime against Keras
 
 
 def randomized_model(name, size=helpers.SMALL_SIZE):
@@ -108,7 +108,8 @@ def test_the_file_runs_without_tensorflow_or_keras(tmp_path):
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                             timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert relative_difference(np.load(tmp_path / "y.npy"), expected) <= MAX_RELATIVE_LOGIT_DIFFERENCE
+    difference = relative_difference(np.load(tmp_path / "y.npy"), expected)
+    assert difference <= MAX_RELATIVE_LOGIT_DIFFERENCE
 
 
 def test_export_keeps_an_existing_file_and_checks_its_arguments(tmp_path):

@@ -26,7 +26,7 @@ from tests.helpers import export_helpers as helpers
 pytestmark = pytest.mark.slow  # the whole file: see `make test-fast`
 
 PROBE = Path(__file__).parent / "helpers" / "serving_contract_probe.py"
-TOLERANCE = 1e-5  # relative, the target for the float signature
+TOLERANCE = 1e-5  # relative, the target for the float signature
 
 
 def relative_error(actual, expected):

@@ -29,7 +29,7 @@ def float32_flatbuffer():
 def test_float32_matches_keras(float32_flatbuffer, images):
     result = report.tflite_report(float32_flatbuffer, helpers.small_model(), images,
                                   latency_runs=3)
-    # The target (measured 1.1e-06); also catches the all-NaN output of the
+    # The float32 target (measured 1.1e-06); also catches the all-NaN output of the
     # concrete-function route.
     assert result["max_rel_logit_diff"] <= 1e-5
     assert result["top1_agreement"] == 1.0

@@ -1,4 +1,4 @@
-"""keras-hub integration (issue 10): `ResNeStBackbone` as a `FeaturePyramidBackbone`, the
+"""keras-hub integration: `ResNeStBackbone` as a `FeaturePyramidBackbone`, the
 classifier with its preprocessing and presets, and keras-hub's DeepLabV3 and RetinaNet task
 models trained on the digit canvases (through `python -m benchmarks.hub_tasks`, small
 settings; the task models themselves come from keras_resnest.hub.tasks).

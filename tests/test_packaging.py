@@ -1,4 +1,4 @@
-"""A user's install runs every command: the wheel in a fresh virtual environment, as the README says.
+"""A user's install runs every command: the wheel in a fresh virtual environment, as in the README.
 
 Our own .venv holds the test extra (torch, the official resnest) and would hide a missing
 dependency, so this module builds the wheel, installs it with the README's plain install command

@@ -18,7 +18,8 @@ from keras_resnest.cli import main
 
 pytestmark = pytest.mark.slow  # the whole file: see `make test-fast`
 
-# Every seeded op of the pipeline: crop, flip, RandAugment, MixUp, CutMix and the switch between them.
+# Every seeded op of the pipeline: crop, flip, RandAugment, MixUp, CutMix and the switch between
+# them.
 ARGS = [
     "train",
     "--model",

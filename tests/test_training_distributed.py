@@ -75,7 +75,8 @@ def test_digits_under_mirrored_strategy_on_two_cpu_devices_reaches_90_percent(tm
     assert "2 replica(s) x 32 = global batch 64" in out
     evaluation = read_json(os.path.join(run_dir, "evaluation.json"))
     print(
-        f"digits resnest14d mirrored x2: top1 {evaluation['top1']:.4f} top5 {evaluation['top5']:.4f}"
+        f"digits resnest14d mirrored x2: top1 {evaluation['top1']:.4f} "
+        f"top5 {evaluation['top5']:.4f}"
     )
     assert evaluation["top1"] >= 0.90
     assert evaluation["examples"] == 360
@@ -161,7 +162,8 @@ def _run_workers(args, log_dir, attempts=3, first_ports=None):
                     )
                 )
             deadline = time.time() + 600
-            # A worker that fails leaves the others waiting for it: stop them all at the first failure.
+            # A worker that fails leaves the others waiting for it: stop them all at the first
+            # failure.
             while time.time() < deadline and any(p.poll() is None for p in procs):
                 if any(p.poll() not in (None, 0) for p in procs):
                     break
@@ -461,7 +463,8 @@ with strategy.scope():
 if sys.argv[1] == "sync":
     recipe.synchronize_batch_norm(model)
 images = np.concatenate([np.zeros((2, 4, 4, 1)), np.ones((2, 4, 4, 1))]).astype("float32")
-batches = iter(strategy.experimental_distribute_dataset(tf.data.Dataset.from_tensor_slices(images).batch(4)))
+dataset = tf.data.Dataset.from_tensor_slices(images).batch(4)
+batches = iter(strategy.experimental_distribute_dataset(dataset))
 step = tf.function(lambda x: strategy.run(lambda b: model(b, training=True), args=(x,)))
 step(next(batches))
 print("moving_variance", float(model.get_layer("bn").moving_variance.numpy()[0]))

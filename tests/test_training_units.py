@@ -217,7 +217,7 @@ def test_no_weight_decay_set_is_exactly_batchnorm_and_biases(tiny_resnest):
 
 
 def _sgd_steps(make_optimizer, start, gradients):
-    """Weights of a Dense layer (kernel decayed, bias excluded) after one `apply` per gradient pair."""
+    """Dense weights (kernel decayed, bias excluded) after one `apply` per gradient pair."""
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4, name="fc")])
     for variable, value in zip(model.trainable_variables, start):
         variable.assign(value)
@@ -361,15 +361,17 @@ def test_learning_rate_scales_with_batch_and_warms_up_then_cosine_decays():
 
 def test_last_gamma_zero_init_and_sync_batchnorm_switch():
     model = finetune.build_classifier("resnest14d", num_classes=4, image_size=32, weights=None)
-    bottlenecks = [l for l in model.layers if l.name.startswith("layer")]
+    bottlenecks = [layer for layer in model.layers if layer.name.startswith("layer")]
     assert len(bottlenecks) == 4  # resnest14d: one block per stage
     assert all(np.all(b.bn3.gamma.numpy() == 0) for b in bottlenecks)
     assert np.all(model.get_layer("bn1").gamma.numpy() == 1)
     count = recipe.synchronize_batch_norm(model)
     norms = [
-        l for l in recipe._walk_layers(model) if isinstance(l, keras.layers.BatchNormalization)
+        layer
+        for layer in recipe._walk_layers(model)
+        if isinstance(layer, keras.layers.BatchNormalization)
     ]
-    assert count == len(norms) > 10 and all(l.synchronized for l in norms)
+    assert count == len(norms) > 10 and all(norm.synchronized for norm in norms)
     # The switch changes what runs: a synchronized BN still trains outside a strategy.
     x = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
     assert model(x, training=True).shape == (2, 4)

@@ -3,9 +3,10 @@
 A short `keras-resnest train` run on large, finely textured images (600x500 stripes and
 checkerboards of one-pixel period, which any other resize or crop turns into other pixels)
 writes `evaluation.json`; the same saved model, fed the official PIL transform
-(`keras_resnest.weights.reference.official_eval_crop`) of the same validation images, must make the same predictions: the
-same top-1 and the same confusion matrix. (Measured once: the transform validation used before,
-a bilinear resize without antialiasing, predicted other classes for most of these images.)
+(`keras_resnest.weights.reference.official_eval_crop`) of the same validation images, must make
+the same predictions: the same top-1 and the same confusion matrix. (Measured once: the
+transform validation used before, a bilinear resize without antialiasing, predicted other
+classes for most of these images.)
 """
 
 import subprocess

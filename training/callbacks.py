@@ -110,8 +110,8 @@ class PlainModelSaver:
         model = self.model
         norms = [layer for layer in recipe._walk_layers(model)
                  if isinstance(layer, keras.layers.BatchNormalization)]
-        synced = [l.synchronized for l in norms]
-        trainable = [l.trainable for l in model.layers]
+        synced = [norm.synchronized for norm in norms]
+        trainable = [layer.trainable for layer in model.layers]
         optimizer = getattr(model, "optimizer", None)
         try:
             recipe.synchronize_batch_norm(model, False)

@@ -1,11 +1,14 @@
 """`keras-resnest train`: fine-tune or train a ResNeSt on a folder, TFRecords or the digits.
 
 Examples:
-    keras-resnest train --model resnest14d --dataset digits --epochs 8 --batch-size 32 -o runs/digits
+    keras-resnest train --model resnest14d --dataset digits --epochs 8 --batch-size 32 \\
+        -o runs/digits
     keras-resnest train --model resnest50 --weights imagenet --data photos/ --epochs 10 \\
         --batch-size 32 --freeze-backbone -o runs/photos
-    TF_CONFIG='{"cluster": {"worker": ["host1:2222", "host2:2222"]}, "task": {"type": "worker", "index": 0}}' \\
-        keras-resnest train --model resnest50 --tfrecord 'shards/train-*' --strategy multiworker ... -o runs/x
+    TF_CONFIG='{"cluster": {"worker": ["host1:2222", "host2:2222"]},
+               "task": {"type": "worker", "index": 0}}' \\
+        keras-resnest train --model resnest50 --tfrecord 'shards/train-*' \\
+        --strategy multiworker ... -o runs/x
 
 A killed run restarted with the same command resumes where it stopped (see RUN_DIR/backup).
 """

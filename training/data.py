@@ -1,4 +1,4 @@
-"""Training data: readers (class folders, TFRecord shards, the embedded digits) and tf.data pipelines.
+"""Training data: readers (class folders, TFRecord shards, embedded digits) and tf.data pipelines.
 
 A reader returns a `TrainingData`: class names plus two *sources* (un-shuffled, un-decoded
 tf.data datasets of `(item, label)`). The pipeline functions turn a source into batches:
@@ -142,7 +142,8 @@ def folder_data(directory, val_fraction=0.1, seed=0):
     train_dir, val_dir = os.path.join(directory, "train"), os.path.join(directory, "val")
     if not os.path.isdir(train_dir):
         raise FileNotFoundError(
-            f"{directory}: expected a train/ folder with one sub-folder per class (and optionally val/)."
+            f"{directory}: expected a train/ folder with one sub-folder per class "
+            "(and optionally val/)."
         )
     paths, labels, class_names, skipped = _list_class_folder(train_dir)
     if os.path.isdir(val_dir):
@@ -161,8 +162,9 @@ def folder_data(directory, val_fraction=0.1, seed=0):
         if paths and not len(val_idx):
             largest = max(np.bincount(labels))
             raise ValueError(
-                f"--val-fraction {val_fraction:g} holds out no image of {train_dir} ({len(paths)} images, "
-                f"at most {largest} per class): raise --val-fraction or add a val/ folder."
+                f"--val-fraction {val_fraction:g} holds out no image of {train_dir} "
+                f"({len(paths)} images, at most {largest} per class): "
+                "raise --val-fraction or add a val/ folder."
             )
         val_paths, val_labels = [paths[i] for i in val_idx], [labels[i] for i in val_idx]
         paths, labels = [paths[i] for i in train_idx], [labels[i] for i in train_idx]
@@ -252,8 +254,8 @@ def tfrecord_data(pattern, val_pattern=None, val_fraction=0.1, seed=0):
         train_size, val_count = int((~is_val).sum()), int(is_val.sum())
         if val_count == 0:
             raise ValueError(
-                f"--val-fraction {val_fraction:g} holds out none of the {count} records of {pattern!r}: "
-                "raise --val-fraction or give --val-tfrecord."
+                f"--val-fraction {val_fraction:g} holds out none of the {count} records of "
+                f"{pattern!r}: raise --val-fraction or give --val-tfrecord."
             )
     num_classes = max(names) + 1
     return TrainingData(
@@ -295,8 +297,9 @@ def training_batches(
 ):
     """Batches `(images, one_hot_labels)` for one epoch: exactly `steps - skip` batches.
 
-    `batch_size` is the batch of this pipeline (per replica under `distribute_datasets_from_function`);
-    the example order depends only on (seed, epoch), so skipping `skip` batches resumes an
+    `batch_size` is the batch of this pipeline (per replica under
+    `distribute_datasets_from_function`); the example order depends only on (seed, epoch), so
+    skipping `skip` batches resumes an
     interrupted epoch where it stopped. Corrupt images are skipped and the source repeats, so
     the epoch always has `steps` batches.
     """

@@ -35,7 +35,8 @@ Example (a tiny run on the embedded digits; `keras-resnest train` wraps this):
     >>> from keras_resnest.training.data import digits_data
     >>> from keras_resnest.training.loop import TrainConfig, train
     >>> result = train(TrainConfig(model_name="resnest14d", image_size=32, epochs=1, batch_size=32,
-    ...                            steps_per_epoch=2), digits_data(32), "/tmp/doctest_run")  # doctest: +SKIP
+    ...                            steps_per_epoch=2),
+    ...                digits_data(32), "/tmp/doctest_run")  # doctest: +SKIP
     >>> sorted(result["evaluation"])[:2]  # doctest: +SKIP
     ['class_names', 'confusion_matrix']
 """
@@ -185,7 +186,7 @@ def _write_history(path, rows):
 
 
 def check_output_dir(path):
-    """Raises one clear error unless `path` is, or can become, a directory this process can write."""
+    """Raises one clear error unless `path` is, or can become, a directory we can write."""
     if os.path.exists(path) and not os.path.isdir(path):
         raise FileExistsError(
             f"output {path} is an existing file: give a directory for the run (-o RUN_DIR)."
@@ -198,7 +199,8 @@ def check_output_dir(path):
             pass
     except OSError as error:
         raise ValueError(
-            f"output directory {path} is not writable ({error.strerror or error}): choose another -o RUN_DIR."
+            f"output directory {path} is not writable ({error.strerror or error}): "
+            "choose another -o RUN_DIR."
         ) from None
 
 
@@ -285,8 +287,11 @@ def train(config, data, run_dir, strategy=None, log=print, callbacks=()):
 
 
 def _train(config, data, out_dir, strategy, chief, log, callbacks, build_model=None):
-    """One phase of training (training/run.py); `build_model()` (called in the strategy's scope)
-    replaces the classifier built from `config` (the QAT phase passes its quantization-aware copy)."""
+    """One phase of training (training/run.py).
+
+    `build_model()` (called in the strategy's scope) replaces the classifier built from `config`
+    (the QAT phase passes its quantization-aware copy).
+    """
     from keras_resnest.training import run as run_lib
 
     return run_lib.run_training(

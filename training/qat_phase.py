@@ -1,4 +1,4 @@
-"""The quantization-aware training (QAT) phase of `train` (`TrainConfig.qat_epochs`, `--qat-epochs`).
+"""The quantization-aware training (QAT) phase of `train` (`TrainConfig.qat_epochs`, --qat-epochs).
 
 Why a second run of the same loop: QAT fine-tunes a *trained* float model through int8 fake
 quantization (`keras_resnest.export.quantize_aware`), so it starts where the float phase ended,
@@ -86,7 +86,8 @@ def train_qat(config, data, run_dir, strategy, chief, log, callbacks, train_fn):
     out_dir = os.path.join(run_dir, QAT_DIR)
     os.makedirs(out_dir, exist_ok=True)
     log(
-        f"quantization-aware training: {phase.epochs} epoch(s) at peak lr {phase.learning_rate:g} -> {out_dir}"
+        f"quantization-aware training: {phase.epochs} epoch(s) at peak lr "
+        f"{phase.learning_rate:g} -> {out_dir}"
     )
     return train_fn(
         phase,

@@ -19,7 +19,8 @@ Example:
     >>> from keras_resnest.training import recipe
     >>> model = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(4, 3, name="conv"),
     ...                           keras.layers.BatchNormalization(name="bn"),
-    ...                           keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(2, name="fc")],
+    ...                           keras.layers.GlobalAveragePooling2D(),
+    ...                           keras.layers.Dense(2, name="fc")],
     ...                          name="net")
     >>> sorted(v.path for v in recipe.no_weight_decay_variables(model))
     ['net/bn/beta', 'net/bn/gamma', 'net/conv/bias', 'net/fc/bias']
@@ -86,8 +87,8 @@ class CoupledWeightDecaySGD(keras.optimizers.SGD):
 
     Keras's SGD and torch.optim.SGD differ in two ways: Keras' weight decay is decoupled
     (`w -= lr*wd*w`), and its velocity holds the learning rate (`v = m*v - lr*g; w += v`),
-    which equals torch's `buf = m*buf + g; w -= lr*buf` only while the learning rate is constant; under the
-    recipe's warmup and cosine decay it is not. Variables excluded with
+    which equals torch's `buf = m*buf + g; w -= lr*buf` only while the learning rate is
+    constant; under the recipe's warmup and cosine decay it is not. Variables excluded with
     `exclude_from_weight_decay` are not decayed, exactly as in Keras.
     """
 
@@ -97,7 +98,8 @@ class CoupledWeightDecaySGD(keras.optimizers.SGD):
 
     def update_step(self, gradient, variable, learning_rate):
         # torch.optim.SGD with dampening 0: g += wd*w; buf = m*buf + g (buf starts at 0, so the
-        # first step gives buf = g, as torch's clone does); w -= lr*buf, or lr*(g + m*buf) for Nesterov.
+        # first step gives buf = g, as torch's clone does); w -= lr*buf, or lr*(g + m*buf) for
+        # Nesterov.
         learning_rate = ops.cast(learning_rate, variable.dtype)
         gradient = ops.cast(gradient, variable.dtype)
         if self.weight_decay and self._use_weight_decay(variable):
@@ -171,7 +173,9 @@ def synchronize_batch_norm(model, enabled=True):
     Keras reads `layer.synchronized` at call time, so this works on a built model; call it
     before the first traced training step. Returns the number of layers changed.
     """
-    layers = [l for l in _walk_layers(model) if isinstance(l, keras.layers.BatchNormalization)]
+    layers = [
+        layer for layer in _walk_layers(model) if isinstance(layer, keras.layers.BatchNormalization)
+    ]
     for layer in layers:
         layer.synchronized = enabled
     return len(layers)

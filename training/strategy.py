@@ -67,7 +67,8 @@ def make_strategy(name="auto"):
         if tf_config_workers() == 0:
             raise ValueError(
                 "strategy='multiworker' needs TF_CONFIG, e.g. "
-                '{"cluster": {"worker": ["host1:port", "host2:port"]}, "task": {"type": "worker", "index": 0}}'
+                '{"cluster": {"worker": ["host1:port", "host2:port"]}, '
+                '"task": {"type": "worker", "index": 0}}'
             )
         return tf.distribute.MultiWorkerMirroredStrategy()
     if name == "mirrored":

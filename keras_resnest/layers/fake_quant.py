@@ -16,8 +16,9 @@ training"), hence these.
   statistics and the converter folds moving statistics anyway); the folded kernel is
   fake-quantized per output channel, symmetric, narrow range (-127..127), as TFLite int8
   convolutions require.
-* `QatDense`: the classifier layer, per-tensor weights (see the class); still a `keras.layers.Dense`, so
-  everything that looks for the Dense "fc" layer (training loss, export) finds it.
+* `QatDense`: the classifier layer, per-tensor weights (see the class); still a
+  `keras.layers.Dense`, so everything that looks for the Dense "fc" layer (training loss,
+  export) finds it.
 """
 
 import keras

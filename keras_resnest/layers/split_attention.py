@@ -24,11 +24,11 @@ def inter_channels(in_channels, radix, reduction_factor=4):
 
 
 # The split-attention pooling is one mean over height and width. Summing the H*W values of a
-# channel in one chain rounds more than torch's adaptive_avg_pool2d (against float64, ReLU'd
-# 64x64x64: 2.1e-07 vs 5.1e-08), and a mean over the width then the height would match torch
-# (5.2e-08). It is not used: in a full-integer TFLite export the intermediate mean is requantized
-# to int8 in every block, and resnest14d's int8 logits moved from 2.1e-02 to 4.6e-02 of the
-# float ones (tests/test_export_tflite.py), for about one float32 ulp at the logits.
+# channel in one chain rounds more than torch's adaptive_avg_pool2d (against float64), and a
+# mean over the width then the height would match torch. It is not used: in a full-integer
+# TFLite export the intermediate mean is requantized to int8 in every block, which about doubled
+# resnest14d's int8 logit error against the float logits (tests/test_export_tflite.py), for
+# about one float32 ulp at the logits.
 # benchmarks/float64_report.py has the per-op figures.
 
 

@@ -6,7 +6,8 @@ timm's names of the same models to them. Every command and `create_model` resolv
 `keras_resnest.weights.pretrained`).
 
 Every model: deep stem, avg-down shortcut, avd. Sources: resnest/torch/{resnest,ablation}.py
-and timm/models/resnest.py (see the spec, section 1.4).
+of github.com/zhanghang1989/ResNeSt and timm/models/resnest.py of
+github.com/huggingface/pytorch-image-models.
 
 Example:
     >>> resolve_model_name("resnest50d"), resolve_model_name("resnest101e.in1k")
@@ -47,7 +48,7 @@ MODEL_CONFIGS = {
                                             bottleneck_width=24, avd_first=True),
 }
 
-# timm model names -> canonical names. Same architecture and state-dict keys (spec, section 4).
+# timm model names -> canonical names: same architecture and state-dict keys (timm's resnest.py).
 ALIASES = {
     "resnest50d": "resnest50",
     "resnest101e": "resnest101",

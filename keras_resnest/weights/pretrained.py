@@ -32,7 +32,7 @@ CONVERTED_SUFFIX = ".weights.h5"
 IMAGENET_CLASSES = 1000
 
 OFFICIAL_URL = "https://github.com/zhanghang1989/ResNeSt/releases/download/weights_step1/"
-# GluonCV's resnest14/26, ported to PyTorch by timm (the spec, section 4).
+# GluonCV's resnest14/26, ported to PyTorch by timm (its gluon_resnest14d/26d release files).
 TIMM_GLUON_URL = "https://github.com/rwightman/pytorch-image-models/releases/download/v0.1-weights/"
 
 

@@ -1,6 +1,6 @@
 """Shared, cached artifacts of the export tests (built once per test session, on demand).
 
-Module-level caches rather than fixtures, so the test modules of the export issue share them.
+Module-level caches rather than fixtures, so that all the export test modules share them.
 """
 import atexit
 import contextlib
@@ -173,7 +173,9 @@ def grpc_stand_in(service, model_name):
     class Servicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         def Predict(self, request, context):
             if request.model_spec.name != model_name:
-                context.abort(grpc.StatusCode.NOT_FOUND, f"Servable not found: {request.model_spec.name}")
+                context.abort(
+                    grpc.StatusCode.NOT_FOUND, f"Servable not found: {request.model_spec.name}"
+                )
             inputs = {k: tf.constant(tf.make_ndarray(v)) for k, v in request.inputs.items()}
             response = predict_pb2.PredictResponse()
             for name, value in service.predict(request.model_spec.signature_name, inputs).items():

@@ -84,7 +84,7 @@ def randomize_batch_norm(model, seed=0):
     tests): the activations stay O(1) (max |x| 3 to 8 at every stage of resnest101 at 256x256
     and of resnest200 at 45x67) and the float32 error stays a few ulps at every depth (3e-07 to
     7e-07 from layer1 to the logits), so the parity bars measure the port. Without the small
-    bn3 gamma (issue 10's measurement, `--stats issue`) the activations reach ~1e3 and two
+    bn3 gamma (`--stats independent`) the activations reach ~1e3 and two
     correct float32 runs differ up to 10x either way in their error (the official model with
     and without oneDNN convolutions: 8e-04 and 8e-03 at the logits). Statistics measured on the
     activations (`--stats consistent`: each BN's running mean and mean square taken from its
