@@ -11,7 +11,8 @@ tf.data datasets of `(item, label)`). The pipeline functions turn a source into 
 Folder layout: `DIR/train/<class>/*.jpg|png|...` and optionally `DIR/val/<class>/...`; without
 `val/`, a seeded, per-class split holds out `val_fraction` of the training images. Files that are
 not images (by their header bytes) are reported and skipped up front; images that are corrupt
-inside are skipped by the pipeline (`ignore_errors`) and the epoch continues.
+inside are skipped by the pipeline and the epoch continues, each failed read named on stderr
+(`warning: PATH: cannot decode the image; skipped`; `keras-resnest train` shows it once per file).
 
 TFRecord: `tf.train.Example`s with `image/encoded` (JPEG/PNG/GIF/BMP bytes) and
 `image/class/label` (int64, 0-based), optionally `image/class/text`; the ImageNet/TF-Slim layout.
@@ -268,6 +269,47 @@ def _options():
     return options
 
 
+UNDECODABLE = ": cannot decode the image; skipped"
+
+
+def _decoded(source, data, transform):
+    """`(transform(data.decode(item)), label)` for each `(item, label)` of `source`, in parallel
+    and in order, without the elements whose decode failed.
+
+    A class folder's failed files are named, one `warning: PATH: cannot decode the image;
+    skipped` line on stderr per failed read. `ignore_errors` alone drops an element without
+    saying which (its warning has no file name and is hidden at TF_CPP_MIN_LOG_LEVEL 2), and a
+    graph has no try/except: so each path is decoded in a one-element dataset whose failure
+    `ignore_errors` turns into a placeholder flagged as failed, printed and filtered out here.
+    TFRecord items are encoded bytes, not names: they keep the plain `ignore_errors`.
+    """
+    # Why not check the files up front: a header check passes truncated files, and an
+    # end-of-image check refuses valid photos with bytes after the image; decoding every file
+    # twice would slow every run. Only the decode runs per file in its own dataset (cheap next
+    # to the decode itself); the augmentation stays one parallel map.
+    if data.decode is not _decode_image_file:
+        return source.map(lambda item, label: (transform(data.decode(item)), label),
+                          num_parallel_calls=tf.data.AUTOTUNE).ignore_errors(log_warning=True)
+    placeholder = tf.zeros((1, 1, 3), tf.float32)
+
+    def one(path, label):
+        decoded = tf.data.Dataset.from_tensors(path).map(_decode_image_file).ignore_errors()
+        return decoded.map(lambda image: (image, label, path, True)).concatenate(
+            tf.data.Dataset.from_tensors((placeholder, label, path, False))).take(1)
+
+    def report(image, label, path, ok):
+        if not ok:
+            # PrintV2 writes the string as it is (tf.print would quote the path).
+            tf.raw_ops.PrintV2(input=tf.strings.join(["warning: ", path, UNDECODABLE]),
+                               output_stream="stderr")
+        return ok
+
+    ds = source.interleave(one, cycle_length=tf.data.AUTOTUNE, num_parallel_calls=tf.data.AUTOTUNE,
+                           deterministic=True)
+    return ds.filter(report).map(lambda image, label, path, ok: (transform(image), label),
+                                 num_parallel_calls=tf.data.AUTOTUNE)
+
+
 def training_batches(
     data,
     *,
@@ -294,9 +336,6 @@ def training_batches(
     mix = augment_lib.make_batch_mixer(augment, seed=seed if deterministic else None)
     num_classes = data.num_classes
 
-    def load(item, label):
-        return augment_image(data.decode(item)), label
-
     def to_one_hot(images, labels):
         return images, tf.one_hot(labels, num_classes, dtype=tf.float32)
 
@@ -304,8 +343,7 @@ def training_batches(
         min(data.train_size, 20_000), seed=seed * 100_003 + epoch, reshuffle_each_iteration=False
     )
     ds = ds.shard(num_shards, shard_index)
-    ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE)
-    ds = ds.ignore_errors(log_warning=True)  # a corrupt image is logged and dropped, never fatal
+    ds = _decoded(ds, data, augment_image)  # corrupt images dropped, never fatal
     ds = ds.repeat().batch(batch_size, drop_remainder=True).map(to_one_hot)
     if mix is not None:
         ds = ds.map(mix, num_parallel_calls=tf.data.AUTOTUNE)
@@ -316,12 +354,10 @@ def training_batches(
 def validation_batches(data, *, batch_size, image_size):
     """Batches `(images, int_labels)` of the validation set, in order, evaluation transform."""
 
-    def load(item, label):
-        image = data.decode(item)
+    def transform(image):
         if not data.already_sized:
             image = eval_transform(image, image_size)
-        return tf.reshape(image, (image_size, image_size, 3)), label
+        return tf.reshape(image, (image_size, image_size, 3))
 
-    ds = data.val_source.map(load, num_parallel_calls=tf.data.AUTOTUNE)
-    ds = ds.ignore_errors(log_warning=True).batch(batch_size)
+    ds = _decoded(data.val_source, data, transform).batch(batch_size)
     return ds.prefetch(tf.data.AUTOTUNE).with_options(_options())
