@@ -270,6 +270,7 @@ def _options():
 
 
 UNDECODABLE = ": cannot decode the image; skipped"
+_HISTORY = 16  # a run of more undecodable files in a row names only its last ones
 
 
 def _decoded(source, data, transform):
@@ -279,35 +280,40 @@ def _decoded(source, data, transform):
     A class folder's failed files are named, one `warning: PATH: cannot decode the image;
     skipped` line on stderr per failed read. `ignore_errors` alone drops an element without
     saying which (its warning has no file name and is hidden at TF_CPP_MIN_LOG_LEVEL 2), and a
-    graph has no try/except: so each path is decoded in a one-element dataset whose failure
-    `ignore_errors` turns into a placeholder flagged as failed, printed and filtered out here.
+    graph has no try/except: so elements are numbered and carry the paths of the ones before
+    them, and a gap in the numbers after `ignore_errors` names the files dropped there. A
+    failed last element of a finite `source` has no later element to name it.
     TFRecord items are encoded bytes, not names: they keep the plain `ignore_errors`.
     """
     # Why not check the files up front: a header check passes truncated files, and an
     # end-of-image check refuses valid photos with bytes after the image; decoding every file
-    # twice would slow every run. Only the decode runs per file in its own dataset (cheap next
-    # to the decode itself); the augmentation stays one parallel map.
+    # twice would slow every run. Decoding each file in its own one-element dataset (whose
+    # failure ignore_errors turns into a flag) named files too but cost a per-file dataset on
+    # every read; the two sequential scans here are cheap string and integer steps.
     if data.decode is not _decode_image_file:
         return source.map(lambda item, label: (transform(data.decode(item)), label),
                           num_parallel_calls=tf.data.AUTOTUNE).ignore_errors(log_warning=True)
-    placeholder = tf.zeros((1, 1, 3), tf.float32)
 
-    def one(path, label):
-        decoded = tf.data.Dataset.from_tensors(path).map(_decode_image_file).ignore_errors()
-        return decoded.map(lambda image: (image, label, path, True)).concatenate(
-            tf.data.Dataset.from_tensors((placeholder, label, path, False))).take(1)
+    def remember(history, element):  # each element carries the paths of the last ones before it
+        path, label = element
+        return tf.concat([history[1:], [path]], 0), (path, label, history)
 
-    def report(image, label, path, ok):
-        if not ok:
-            # PrintV2 writes the string as it is (tf.print would quote the path).
-            tf.raw_ops.PrintV2(input=tf.strings.join(["warning: ", path, UNDECODABLE]),
-                               output_stream="stderr")
-        return ok
+    def load(position, element):
+        path, label, history = element
+        return position, transform(_decode_image_file(path)), label, history
 
-    ds = source.interleave(one, cycle_length=tf.data.AUTOTUNE, num_parallel_calls=tf.data.AUTOTUNE,
-                           deterministic=True)
-    return ds.filter(report).map(lambda image, label, path, ok: (transform(image), label),
-                                 num_parallel_calls=tf.data.AUTOTUNE)
+    def report(expected, element):  # positions skipped since the last element: dropped files
+        position, image, label, history = element
+        dropped = history[tf.maximum(_HISTORY - (position - expected), 0):]
+        if tf.size(dropped) > 0:
+            # PrintV2 writes the string as it is (tf.print would quote the paths).
+            tf.raw_ops.PrintV2(input=tf.strings.reduce_join(
+                "warning: " + dropped + UNDECODABLE, separator="\n"), output_stream="stderr")
+        return position + 1, (image, label)
+
+    ds = source.scan(tf.fill([_HISTORY], ""), remember).enumerate()
+    ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE).ignore_errors()
+    return ds.scan(tf.constant(0, tf.int64), report)
 
 
 def training_batches(
@@ -342,9 +348,10 @@ def training_batches(
     ds = data.train_source.shuffle(
         min(data.train_size, 20_000), seed=seed * 100_003 + epoch, reshuffle_each_iteration=False
     )
-    ds = ds.shard(num_shards, shard_index)
+    # Repeated before decoding: the last file of a pass, if dropped, is named by the next pass.
+    ds = ds.shard(num_shards, shard_index).repeat()
     ds = _decoded(ds, data, augment_image)  # corrupt images dropped, never fatal
-    ds = ds.repeat().batch(batch_size, drop_remainder=True).map(to_one_hot)
+    ds = ds.batch(batch_size, drop_remainder=True).map(to_one_hot)
     if mix is not None:
         ds = ds.map(mix, num_parallel_calls=tf.data.AUTOTUNE)
     ds = ds.take(steps).skip(skip)
