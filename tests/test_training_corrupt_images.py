@@ -59,3 +59,23 @@ def test_filter_drops_decoder_lines_and_keeps_everything_else(capfd):
         "E0000 00:00:1.5   7 op_kernel.cc:1] INVALID_ARGUMENT: Invalid JPEG data",
         "Traceback (most recent call last):",
     ]
+
+
+def test_validation_names_each_of_adjacent_undecodable_files(tmp_path, capfd):
+    from keras_resnest.training import data
+
+    for label, name in enumerate(("cat", "dog")):
+        for split in ("train", "val"):
+            folder = tmp_path / split / name
+            folder.mkdir(parents=True)
+            for i in (0, 2):
+                (folder / f"{i}.jpg").write_bytes(_jpeg_bytes(10 * label + i))
+    bad = [tmp_path / "val" / "cat" / f"1_{i}.jpg" for i in range(2)]  # sorted between 0 and 2
+    for path in bad:
+        path.write_bytes(_jpeg_bytes(5)[:200])
+    loaded = data.folder_data(str(tmp_path))
+    capfd.readouterr()
+    batches = list(data.validation_batches(loaded, batch_size=8, image_size=16))
+    assert [tuple(x.shape) for x, _ in batches] == [(4, 16, 16, 3)]
+    named = [line for line in capfd.readouterr().err.splitlines() if line.startswith("warning:")]
+    assert named == [f"warning: {path}: cannot decode the image; skipped" for path in bad]
