@@ -16,12 +16,18 @@ Image decoders (libjpeg inside TensorFlow's decode ops) also write to descriptor
 ("Improper call to JPEG library", "Corrupt JPEG data: ..."); `captured_stderr` keeps such lines
 from the terminal around one decode, so the caller can report the file by name instead.
 
+Around a whole command (training decodes in tf.data's C++ threads, where a capture around one
+decode is impossible), `filtered_stderr` forwards descriptor 2 line by line and drops only the
+decoders' own lines, so tracebacks and real TensorFlow errors still reach the terminal.
+
 The library itself never calls `import_tensorflow_quietly`: `import keras_resnest` in a user's
 program leaves TensorFlow's logging as that program configured it.
 """
 import os
+import re
 import sys
 import tempfile
+import threading
 
 LOG_LEVEL_VARIABLE = "TF_CPP_MIN_LOG_LEVEL"
 QUIET_LOG_LEVEL = 2  # C++ errors only
@@ -57,6 +63,60 @@ class captured_stderr:
         self._file.seek(0)
         self.text = self._file.read().decode("utf-8", "replace")
         self._file.close()
+        return False
+
+
+# Lines image decoders write to descriptor 2: libjpeg's messages (its jerror.h texts, written
+# whole, one per line) and TensorFlow's C++ log lines from its JPEG/PNG/GIF readers.
+DECODER_LINE = re.compile(
+    rb"(Corrupt JPEG data|Premature end of JPEG|Improper call to JPEG library|Invalid JPEG file"
+    rb"|Not a JPEG file|Bogus (marker|Huffman|DQT|DAC|input colorspace)|Unsupported marker"
+    rb"|Huffman table 0x|Quantization table 0x|Warning: unknown JFIF|Warning: thumbnail image"
+    rb"|JPEG datastream|libpng (warning|error))"
+    rb"|[EWI]\d{4} [^\n]*\b(jpeg_mem|jpeg_handle|png_io|gif_io)\.cc:")
+
+
+class filtered_stderr:
+    """Context manager: descriptor 2 goes through a pipe whose reader thread forwards every line
+    to the real stderr except image decoders' lines (`DECODER_LINE`), and each repeated line
+    ending in one of `once` only the first time.
+
+    Example:
+        >>> with filtered_stderr():
+        ...     _ = os.write(2, b"Corrupt JPEG data: bad Huffman code\\n")
+    """
+
+    def __init__(self, once=()):
+        self._once = tuple(text.encode() for text in once)
+
+    def __enter__(self):
+        sys.stderr.flush()
+        read_end, write_end = os.pipe()
+        self._saved = os.dup(2)
+        os.dup2(write_end, 2)
+        os.close(write_end)  # fd 2 is then the only write end: restoring it ends the reader
+        self._thread = threading.Thread(target=self._forward, args=(read_end,), daemon=True)
+        self._thread.start()
+        return self
+
+    def _forward(self, read_end):
+        seen = set()
+        with os.fdopen(read_end, "rb") as lines:
+            for line in lines:
+                if DECODER_LINE.match(line):
+                    continue
+                if line.rstrip(b"\n").endswith(self._once):
+                    if line in seen:
+                        continue
+                    seen.add(line)
+                os.write(self._saved, line)
+
+    def __exit__(self, *exc_info):
+        sys.stderr.flush()
+        os.dup2(self._saved, 2)
+        # A child process still holding the pipe would keep the reader waiting: never hang.
+        self._thread.join(timeout=5)
+        os.close(self._saved)
         return False
 
 

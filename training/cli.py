@@ -14,6 +14,7 @@ A killed run restarted with the same command resumes where it stopped (see RUN_D
 """
 
 import argparse
+import contextlib
 import sys
 
 from keras_resnest.training.strategy import STRATEGIES
@@ -241,10 +242,18 @@ def run(args, callbacks=()):
         strategy_lib.split_cpu(args.cpu_devices)
     strategy = strategy_lib.make_strategy(args.strategy)
     data = load_data(args, config.image_size)
+    from keras_resnest.quiet_start import filtered_stderr
+    from keras_resnest.training import data as data_lib
     from keras_resnest.training.run import PeerLostError
 
+    # libjpeg writes to descriptor 2 from tf.data's threads on every pass over a bad file: keep
+    # it out and print each file's own warning (data.UNDECODABLE) once; --verbose shows it all.
+    stderr_filter = contextlib.nullcontext()
+    if not getattr(args, "verbose", False):
+        stderr_filter = filtered_stderr(once=(data_lib.UNDECODABLE,))
     try:
-        result = train(config, data, args.output, strategy, callbacks=callbacks)
+        with stderr_filter:
+            result = train(config, data, args.output, strategy, callbacks=callbacks)
     except PeerLostError as error:  # one line, not the collective ops' trace
         print(f"keras-resnest train: error: {error}", file=sys.stderr)
         return 1

@@ -11,7 +11,8 @@ tf.data datasets of `(item, label)`). The pipeline functions turn a source into 
 Folder layout: `DIR/train/<class>/*.jpg|png|...` and optionally `DIR/val/<class>/...`; without
 `val/`, a seeded, per-class split holds out `val_fraction` of the training images. Files that are
 not images (by their header bytes) are reported and skipped up front; images that are corrupt
-inside are skipped by the pipeline (`ignore_errors`) and the epoch continues.
+inside are skipped by the pipeline and the epoch continues, each failed read named on stderr
+(`warning: PATH: cannot decode the image; skipped`; `keras-resnest train` shows it once per file).
 
 TFRecord: `tf.train.Example`s with `image/encoded` (JPEG/PNG/GIF/BMP bytes) and
 `image/class/label` (int64, 0-based), optionally `image/class/text`; the ImageNet/TF-Slim layout.
@@ -281,6 +282,53 @@ def _options():
     return options
 
 
+UNDECODABLE = ": cannot decode the image; skipped"
+_HISTORY = 16  # a run of more undecodable files in a row names only its last ones
+
+
+def _decoded(source, data, transform):
+    """`(transform(data.decode(item)), label)` for each `(item, label)` of `source`, in parallel
+    and in order, without the elements whose decode failed.
+
+    A class folder's failed files are named, one `warning: PATH: cannot decode the image;
+    skipped` line on stderr per failed read. `ignore_errors` alone drops an element without
+    saying which (its warning has no file name and is hidden at TF_CPP_MIN_LOG_LEVEL 2), and a
+    graph has no try/except: so elements are numbered and carry the paths of the ones before
+    them, and a gap in the numbers after `ignore_errors` names the files dropped there. A
+    failed last element of a finite `source` has no later element to name it.
+    TFRecord items are encoded bytes, not names: they keep the plain `ignore_errors`.
+    """
+    # Why not check the files up front: a header check passes truncated files, and an
+    # end-of-image check refuses valid photos with bytes after the image; decoding every file
+    # twice would slow every run. Decoding each file in its own one-element dataset (whose
+    # failure ignore_errors turns into a flag) named files too but cost a per-file dataset on
+    # every read; the two sequential scans here are cheap string and integer steps.
+    if data.decode is not _decode_image_file:
+        return source.map(lambda item, label: (transform(data.decode(item)), label),
+                          num_parallel_calls=tf.data.AUTOTUNE).ignore_errors(log_warning=True)
+
+    def remember(history, element):  # each element carries the paths of the last ones before it
+        path, label = element
+        return tf.concat([history[1:], [path]], 0), (path, label, history)
+
+    def load(position, element):
+        path, label, history = element
+        return position, transform(_decode_image_file(path)), label, history
+
+    def report(expected, element):  # positions skipped since the last element: dropped files
+        position, image, label, history = element
+        dropped = history[tf.maximum(_HISTORY - (position - expected), 0):]
+        if tf.size(dropped) > 0:
+            # PrintV2 writes the string as it is (tf.print would quote the paths).
+            tf.raw_ops.PrintV2(input=tf.strings.reduce_join(
+                "warning: " + dropped + UNDECODABLE, separator="\n"), output_stream="stderr")
+        return position + 1, (image, label)
+
+    ds = source.scan(tf.fill([_HISTORY], ""), remember).enumerate()
+    ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE).ignore_errors()
+    return ds.scan(tf.constant(0, tf.int64), report)
+
+
 def training_batches(
     data,
     *,
@@ -310,19 +358,16 @@ def training_batches(
     mix = augment_lib.make_batch_mixer(augment, seed=seed if deterministic else None)
     num_classes = data.num_classes
 
-    def load(item, label):
-        return augment_image(data.decode(item)), label
-
     def to_one_hot(images, labels):
         return images, tf.one_hot(labels, num_classes, dtype=tf.float32)
 
     ds = data.train_source.shuffle(
         min(data.train_size, 20_000), seed=seed * 100_003 + epoch, reshuffle_each_iteration=False
     )
-    ds = ds.shard(num_shards, shard_index)
-    ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE)
-    ds = ds.ignore_errors(log_warning=True)  # a corrupt image is logged and dropped, never fatal
-    ds = ds.repeat().batch(batch_size, drop_remainder=True).map(to_one_hot)
+    # Repeated before decoding: the last file of a pass, if dropped, is named by the next pass.
+    ds = ds.shard(num_shards, shard_index).repeat()
+    ds = _decoded(ds, data, augment_image)  # corrupt images dropped, never fatal
+    ds = ds.batch(batch_size, drop_remainder=True).map(to_one_hot)
     if mix is not None:
         ds = ds.map(mix, num_parallel_calls=tf.data.AUTOTUNE)
     ds = ds.take(steps).skip(skip)
@@ -332,12 +377,10 @@ def training_batches(
 def validation_batches(data, *, batch_size, image_size):
     """Batches `(images, int_labels)` of the validation set, in order, evaluation transform."""
 
-    def load(item, label):
-        image = data.decode(item)
+    def transform(image):
         if not data.already_sized:
             image = eval_transform(image, image_size)
-        return tf.reshape(image, (image_size, image_size, 3)), label
+        return tf.reshape(image, (image_size, image_size, 3))
 
-    ds = data.val_source.map(load, num_parallel_calls=tf.data.AUTOTUNE)
-    ds = ds.ignore_errors(log_warning=True).batch(batch_size)
+    ds = _decoded(data.val_source, data, transform).batch(batch_size)
     return ds.prefetch(tf.data.AUTOTUNE).with_options(_options())
