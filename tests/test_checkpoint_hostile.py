@@ -264,6 +264,7 @@ def test_memo_shared_lists_are_walked_once(tmp_path):
     assert read_state_dict(path)["w"].tolist() == [0, 1, 2, 3]
 
 
+@pytest.mark.slow
 def test_deflated_storage_records_are_refused(tmp_path):
     """torch.save never compresses; a deflated record would inflate to what it declares."""
     path = zip_checkpoint(tmp_path / "bomb.pth", state_pickle({"w": op_tensor()}),
@@ -274,6 +275,7 @@ def test_deflated_storage_records_are_refused(tmp_path):
         assert_refused_cheaply(outcome, "archive/data/0 is compressed")
 
 
+@pytest.mark.slow
 def test_expanded_and_overlapping_tensors_are_refused(tmp_path):
     expanded = tmp_path / "expanded.pth"
     torch.save({"w": torch.zeros(1).expand(200000, 200000)}, expanded)  # 160 GB declared
@@ -285,6 +287,7 @@ def test_expanded_and_overlapping_tensors_are_refused(tmp_path):
             assert_refused_cheaply(outcome, "repeats its stored values")
 
 
+@pytest.mark.slow
 def test_tensors_beyond_their_storage_are_refused(tmp_path):
     cases = {
         "offset": op_tensor(size=4).replace(op_int(0) + op_int(4), op_int(1) + op_int(4)),
@@ -313,6 +316,7 @@ def test_in_bounds_views_read_like_torch(tmp_path, legacy):
         np.testing.assert_array_equal(np.asarray(lazy[key]), tensor.numpy(), err_msg=key)
 
 
+@pytest.mark.slow
 def test_many_tensors_over_the_same_data_are_bounded_when_eager(tmp_path):
     """Each tensor is in bounds, but 100 of them over one 4 MB storage would be 400 MB."""
     count = 2**20
@@ -369,6 +373,7 @@ def _legacy_file(path, object_pickle, keys=(), storages=b""):
     return path
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("legacy", [False, True])
 def test_hostile_pickles_fail_cleanly(tmp_path, legacy):
     attacks = _hostile_pickles()
@@ -534,6 +539,7 @@ def _fuzz_sources(tmp_path):
     return sources
 
 
+@pytest.mark.slow
 def test_truncated_and_bit_flipped_files_raise_only_checkpoint_errors(tmp_path):
     rng = random.Random(1234)
     damaged = []

@@ -38,6 +38,7 @@ def images(count, size=helpers.SMALL_SIZE, seed=0):
     # radix 1 (sigmoid attention), 4 groups, avd first
     pytest.param("resnest50_fast_1s4x24d", marks=pytest.mark.slow),
 ])  # the subset of tests/test_backends.py; resnest50_fast_4s2x40d (8 groups) measured 4.9e-7
+@pytest.mark.slow
 def test_onnxruntime_matches_keras_with_a_dynamic_batch(name):
     import onnx
     import onnxruntime
@@ -94,6 +95,7 @@ def test_openvino_runs_the_export():
     assert result[compiled.output("probabilities")].shape == (2, 1000)
 
 
+@pytest.mark.slow
 def test_the_file_runs_without_tensorflow_or_keras(tmp_path):
     path = onnx_export.export_onnx(helpers.small_model(), tmp_path / "m.onnx")
     np.save(tmp_path / "x.npy", images(2))

@@ -13,6 +13,8 @@ from keras_resnest.export import calibration, report, tflite
 
 from tests.helpers import export_helpers as helpers
 
+pytestmark = pytest.mark.slow  # the whole file: its float32 flatbuffer fixture converts a model
+
 
 @pytest.fixture(scope="module")
 def images():

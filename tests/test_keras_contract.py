@@ -49,6 +49,7 @@ def _trained_model():
     return build_classifier("resnest14d", num_classes=CLASSES, image_size=SIZE, weights=None)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("build", [_created_model, _quantize_aware_model, _trained_model],
                          ids=["create_model", "quantize_aware", "train"])
 def test_a_fresh_process_loads_the_file_after_import_keras_resnest(build, tmp_path):

@@ -144,6 +144,7 @@ def test_backbone_only_port_skips_the_head_and_says_so(kwargs, resnest14d_state)
 
 # --- serialization and precision ----------------------------------------------------------
 
+@pytest.mark.slow
 def test_keras_file_round_trip_is_exact(tmp_path, resnest14d_state):
     model = keras_resnest.create_model("resnest50_fast_2s2x40d", weights=None, drop_path_rate=0.1,
                                        dropblock_rate=0.1, drop_rate=0.2)

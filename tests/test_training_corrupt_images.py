@@ -8,7 +8,8 @@ import numpy as np
 from PIL import Image
 
 from keras_resnest.quiet_start import filtered_stderr
-from tests.training_runs import TRAIN, train_env
+
+from tests.helpers.training_runs import TRAIN, train_env
 
 DECODER_TEXT = ("JPEG library", "Corrupt JPEG", "Premature end", "jpeg_mem.cc")
 
