@@ -5,6 +5,7 @@ import os
 import subprocess
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from keras_resnest.quiet_start import filtered_stderr
@@ -21,6 +22,7 @@ def _jpeg_bytes(seed, size=32):
     return buffer.getvalue()
 
 
+@pytest.mark.slow
 def test_train_names_an_undecodable_jpeg_once_without_decoder_chatter(tmp_path):
     for split, count in (("train", 4), ("val", 2)):
         for label, name in enumerate(("cat", "dog")):

@@ -13,6 +13,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 from PIL import Image
 
 import keras_resnest
@@ -49,6 +50,7 @@ def write_folder(root, rng, per_class):
     return paths
 
 
+@pytest.mark.slow
 def test_evaluation_json_matches_the_official_pil_transform(tmp_path):
     rng = np.random.default_rng(0)
     write_folder(tmp_path / "data" / "train", rng, per_class=4)
