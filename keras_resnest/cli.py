@@ -11,7 +11,6 @@ import argparse
 import importlib
 import sys
 
-import keras_resnest
 from keras_resnest.quiet_start import import_tensorflow_quietly
 
 COMMAND_MODULES = (
@@ -39,7 +38,6 @@ def build_parser():
 def main(argv=None):
     args = build_parser().parse_args(argv)
     import_tensorflow_quietly(verbose=args.verbose)
-    keras_resnest.import_api()  # a no-op unless the command line deferred it
     try:
         return args.func(args) or 0
     except (ValueError, FileNotFoundError, FileExistsError) as error:

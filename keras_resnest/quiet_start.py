@@ -133,10 +133,18 @@ def quiet_log_level(user_value):
 def import_tensorflow_quietly(verbose=False):
     """Imports TensorFlow (and initialises its devices), hiding the start-up lines.
 
-    Must run before anything else imports TensorFlow; later calls are harmless no-ops.
+    Must run before anything else imports TensorFlow; later calls are harmless no-ops. Then
+    completes `import keras_resnest` (its public names, and Keras' registry of its classes),
+    which a program started through `keras_resnest_cli` defers until this point.
     """
-    if verbose or "tensorflow" in sys.modules:
-        return
+    if not (verbose or "tensorflow" in sys.modules):
+        _import_quietly()
+    import keras_resnest
+
+    keras_resnest.import_api()
+
+
+def _import_quietly():
     os.environ[LOG_LEVEL_VARIABLE] = quiet_log_level(os.environ.get(LOG_LEVEL_VARIABLE))
     capture = captured_stderr()
     try:

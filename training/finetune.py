@@ -35,7 +35,7 @@ def build_classifier(
     `weights`: None (random init), "imagenet" or a weights file for the backbone. `last_gamma`
     (default: only without weights) zero-initialises each Bottleneck's last BN gamma.
     """
-    from keras_resnest import create_model
+    from keras_resnest.models import create_model
     from keras_resnest.training.recipe import zero_init_last_gamma
 
     if not isinstance(num_classes, int) or num_classes < 2:
