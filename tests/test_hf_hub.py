@@ -340,12 +340,34 @@ def test_a_shared_keras_hub_preset_loads_back_from_the_hub(hub, tmp_path):
     classifier.save_to_preset(str(tmp_path / "preset"))
     hub.repos["someone/resnest14d-digits"] = {"main": directory_files(tmp_path / "preset")}
     images = ref.random_images(2, 60, 80, seed=4)
-    expected = classifier.predict(images, verbose=0)
+
+    def predictions(model):  # preprocessing and model, eagerly (predict compiles both)
+        return keras.ops.convert_to_numpy(model(model.preprocessor(images), training=False))
+
+    expected = predictions(classifier)
     for load in (ResNeStImageClassifier.from_preset,
                  keras_hub.models.ImageClassifier.from_preset):
         loaded = load("hf://someone/resnest14d-digits")
         assert type(loaded) is ResNeStImageClassifier
-        np.testing.assert_array_equal(loaded.predict(images, verbose=0), expected)
+        np.testing.assert_array_equal(predictions(loaded), expected)
+
+
+# --- the stand-in ----------------------------------------------------------------------------
+
+def test_the_stand_in_answers_the_revision_lookup_as_the_hub_does(hub):
+    import huggingface_hub
+    from huggingface_hub.utils import RepositoryNotFoundError, RevisionNotFoundError
+
+    hub.repos["someone/x"] = {"main": {"config.json": b"{}"}, "v1": {"a.json": b"[]"}}
+    info = huggingface_hub.model_info("someone/x", revision="v1")
+    assert info.sha == hub.commit("someone/x", "v1") != hub.commit("someone/x")
+    assert [sibling.rfilename for sibling in info.siblings] == ["a.json"]
+    assert huggingface_hub.file_exists("someone/x", "config.json")
+    assert not huggingface_hub.file_exists("someone/x", "a.json")
+    with pytest.raises(RevisionNotFoundError):
+        huggingface_hub.model_info("someone/x", revision="v2")
+    with pytest.raises(RepositoryNotFoundError):
+        huggingface_hub.model_info("someone/y")
 
 
 # --- documentation -----------------------------------------------------------------------------
