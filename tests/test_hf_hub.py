@@ -226,6 +226,14 @@ def test_an_architecture_keras_resnest_does_not_build(hub, reference, no_build):
     assert message.startswith("hf://timm/resnet50d.a1_in1k: config.json names an architecture "
                               "keras_resnest does not build; expected one of resnest101, ")
     assert message.endswith("resnest50d_4s2x40d; got 'resnet50d'")
+    print(message)
+    # A keras-hub preset (save_to_preset) is no timm checkpoint.
+    keras_hub_config = b'{"registered_name": "x", "config": {}}'
+    hub.repos["someone/preset"] = {"main": {"config.json": keras_hub_config}}
+    message = one_line_error(keras_resnest.create_model, "resnest50", weights="hf://someone/preset")
+    assert message == ("hf://someone/preset: config.json has no timm \"architecture\"; expected "
+                       "a timm repository (config.json + model.safetensors); got the keys "
+                       "['config', 'registered_name']")
 
 
 def test_another_architecture_than_the_model_built(served, no_build):
@@ -257,6 +265,7 @@ def test_an_unreachable_hub_without_a_cached_copy(hub, no_build):
     assert message.startswith(f"{SPEC}: cannot reach the Hub at {hub.url} and config.json of "
                               "this revision is not in the Hugging Face cache; expected a "
                               "connection (HF_ENDPOINT) or an earlier download; got ConnectError")
+    print(message)
 
 
 # --- weights="imagenet" offline ----------------------------------------------------------------
