@@ -62,6 +62,10 @@ setup(
         "ai-edge-litert>=2.1",
         # `convert` reads .safetensors checkpoints.
         "safetensors",
+        # weights="hf://...": timm's checkpoints on the Hugging Face Hub, fetched with its own
+        # client (cache, HF_ENDPOINT, tokens, offline mode); keras-hub's hf:// presets use it
+        # too. Tested with 2.4.0.
+        "huggingface_hub>=0.30",
     ],
     extras_require={
         # Bundled CUDA libraries for NVIDIA GPUs: `pip install "keras-resnest[gpu]"`.

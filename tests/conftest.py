@@ -1,7 +1,15 @@
-"""Test-wide settings: TensorFlow logs kept quiet, and the longest files collected first."""
+"""Test-wide settings: TensorFlow logs kept quiet, the Hugging Face Hub replaced by a local
+stand-in, and the longest files collected first."""
 import os
 
+from tests.helpers import hf_hub_standin
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# huggingface_hub reads HF_ENDPOINT (and its cache and offline settings) once, when it is
+# imported, and keras-hub imports it: so the Hub tests' endpoint is set here, before any test
+# module is imported. The alternative, a fresh process per Hub test with the environment set,
+# would import TensorFlow again for each.
+hf_hub_standin.configure_environment()
 
 # The longest test files first. `make test` runs two pytest-xdist workers that take whole files
 # in collection order (`--dist loadfile --no-loadscope-reorder`; by default xdist hands out the

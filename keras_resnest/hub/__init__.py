@@ -1,6 +1,8 @@
 """ResNeSt as a keras-hub model: a `FeaturePyramidBackbone` for keras-hub's task models
 (`DeepLabV3ImageSegmenter`, `RetinaNetObjectDetector`, ...), an `ImageClassifier` with the
-official evaluation transform, and presets for the 13 ImageNet models.
+official evaluation transform, and presets for the 13 ImageNet models. `from_preset` also
+reads timm's repositories on the Hugging Face Hub (`"hf://timm/resnest50d.in1k"`;
+`keras_resnest.hub.timm_repos`).
 
 Needs keras-hub: `pip install "keras-resnest[hub]"`.
 

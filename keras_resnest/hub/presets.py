@@ -61,28 +61,57 @@ def preset_directory(preset):
     return directory
 
 
-def build_imagenet_classifier(model_name):
-    """A `ResNeStImageClassifier` holding the official ImageNet weights of `model_name`."""
-    from keras_resnest.hub.backbone import ResNeStBackbone
+def copy_backbone_weights(source, backbone):
+    """Copies the weights of a keras_resnest model into a `ResNeStBackbone` of its architecture
+    (the layers have the same names)."""
+    for layer in backbone.layers:
+        if layer.weights:
+            layer.set_weights(source.get_layer(layer.name).get_weights())
+    return backbone
+
+
+def default_preprocessor(model_name):
+    """Our preprocessor at the evaluation size of `model_name`."""
     from keras_resnest.hub.classifier import (
-        ResNeStImageClassifier,
         ResNeStImageClassifierPreprocessor,
         ResNeStImageConverter,
     )
+
+    size = MODEL_CONFIGS[model_name].default_size
+    return ResNeStImageClassifierPreprocessor(
+        image_converter=ResNeStImageConverter(image_size=(size, size)))
+
+
+def build_classifier(model_name, weights="imagenet", num_classes=pretrained.IMAGENET_CLASSES,
+                     cls=None, **kwargs):
+    """A `ResNeStImageClassifier` of `model_name` holding `weights`.
+
+    Args:
+        model_name: str. A canonical model name.
+        weights: str or None. Any `weights=` of `create_model` ("imagenet", "hf://...", a file).
+            Defaults to "imagenet".
+        num_classes: int. The head's size; with another size than the checkpoint's the head
+            keeps its initialisation. Defaults to 1000.
+        cls: the classifier class, a `ResNeStImageClassifier` subclass. Defaults to None
+            (`ResNeStImageClassifier`).
+        **kwargs: passed to the classifier (e.g. `activation`, `preprocessor`).
+    """
+    from keras_resnest.hub.backbone import ResNeStBackbone
+    from keras_resnest.hub.classifier import ResNeStImageClassifier
     from keras_resnest.models import create_model
 
-    source = create_model(model_name, weights="imagenet", classifier_activation=None)
-    backbone = ResNeStBackbone.from_model_name(model_name)
-    for layer in backbone.layers:
-        if layer.weights:  # same layer names as the keras_resnest model
-            layer.set_weights(source.get_layer(layer.name).get_weights())
-    size = MODEL_CONFIGS[model_name].default_size
-    preprocessor = ResNeStImageClassifierPreprocessor(
-        image_converter=ResNeStImageConverter(image_size=(size, size)))
-    classifier = ResNeStImageClassifier(backbone, num_classes=pretrained.IMAGENET_CLASSES,
-                                        preprocessor=preprocessor)
+    source = create_model(model_name, weights=weights, classes=num_classes,
+                          classifier_activation=None)
+    backbone = copy_backbone_weights(source, ResNeStBackbone.from_model_name(model_name))
+    kwargs.setdefault("preprocessor", default_preprocessor(model_name))
+    classifier = (cls or ResNeStImageClassifier)(backbone, num_classes=num_classes, **kwargs)
     classifier.output_dense.set_weights(source.get_layer("fc").get_weights())
     return classifier
+
+
+def build_imagenet_classifier(model_name):
+    """A `ResNeStImageClassifier` holding the official ImageNet weights of `model_name`."""
+    return build_classifier(model_name, weights="imagenet")
 
 
 def _write_preset(preset, directory):

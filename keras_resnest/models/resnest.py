@@ -57,11 +57,19 @@ def _validate_input_shape(input_shape):
     return input_shape
 
 
-def _validate_weights_argument(weights):
+def _validate_weights_argument(weights, model_name):
+    if isinstance(weights, str) and weights.startswith("hf://"):
+        from keras_resnest.weights.hf_hub import check_repo_model
+
+        # Reads the repository's config.json: a wrong name, repository or architecture stops
+        # here, before the model is built.
+        check_repo_model(weights, model_name)
+        return
     if weights is not None and weights != "imagenet" and not os.path.exists(str(weights)):
         raise ValueError(
             "weights must be None (random initialisation), 'imagenet' (pre-training on "
-            f"ImageNet) or the path to a weights file; got {weights!r}, which does not exist."
+            "ImageNet), 'hf://<owner>/<name>' (a timm repository on the Hugging Face Hub) or "
+            f"the path to a weights file; got {weights!r}, which does not exist."
         )
 
 
@@ -163,9 +171,10 @@ def create_model(
             alias ("resnest50d"); see `list_models()` and `configs.ALIASES`.
         include_top: include the global pooling + `classes`-way Dense head.
         weights: None, "imagenet" (the official weights, downloaded and converted once),
-            or a path: a PyTorch `.pth`/`.pt`, `.safetensors` or `.npz` state dict (converted
-            on load, no torch needed) or a Keras `.weights.h5`/`.keras` file. See
-            `keras_resnest.weights`.
+            "hf://<owner>/<name>[@<revision>]" (a timm repository on the Hugging Face Hub, e.g.
+            "hf://timm/resnest50d.in1k"; `keras_resnest.weights.hf_hub`), or a path: a PyTorch
+            `.pth`/`.pt`, `.safetensors` or `.npz` state dict (converted on load, no torch
+            needed) or a Keras `.weights.h5`/`.keras` file. See `keras_resnest.weights`.
         input_tensor: optional Keras tensor to use as the image input.
         input_shape: (height, width, 3); default (None, None, 3). Any size >= 32.
         pooling: with include_top=False, None (4D feature map), "avg" or "max".
@@ -194,7 +203,7 @@ def create_model(
     """
     model_name = resolve_model_name(model_name)  # an alias builds (and is named) as its model
     config = MODEL_CONFIGS[model_name]
-    _validate_weights_argument(weights)
+    _validate_weights_argument(weights, model_name)
     if pooling not in (None, "avg", "max"):
         raise ValueError(f'pooling must be None, "avg" or "max", got {pooling!r}.')
     for arg, value in (("drop_rate", drop_rate), ("drop_path_rate", drop_path_rate),

@@ -5,6 +5,8 @@ without torch, and the official ImageNet weights.
 * None: random initialisation;
 * "imagenet": the official weights (downloaded, SHA-256 checked, converted and cached once;
   see `keras_resnest.weights.pretrained`);
+* "hf://<owner>/<name>[@<revision>]": a timm repository on the Hugging Face Hub
+  (`keras_resnest.weights.hf_hub`);
 * a PyTorch `.pth`/`.pt`, `.safetensors` or `.npz` state dict (official or timm names),
   converted on load without torch;
 * a Keras `.weights.h5` or `.keras` file.
@@ -33,7 +35,8 @@ def apply_weights(model, weights, *, model_name, build_imagenet_model=None):
 
     Args:
         model: keras.Model. A model built as `model_name`.
-        weights: None, "imagenet" or a checkpoint / Keras weights file.
+        weights: None, "imagenet", "hf://<owner>/<name>[@<revision>]" or a checkpoint / Keras
+            weights file.
         model_name: str. The canonical name `model` was built as.
         build_imagenet_model: callable returning a new ImageNet-head `model_name` model, into
             which `weights="imagenet"` converts the official checkpoint when `model` has
@@ -46,9 +49,14 @@ def apply_weights(model, weights, *, model_name, build_imagenet_model=None):
         from keras_resnest.weights.pretrained import load_imagenet_weights
 
         return load_imagenet_weights(model, model_name, build_imagenet_model)
+    if isinstance(weights, str) and weights.startswith("hf://"):
+        from keras_resnest.weights.hf_hub import load_hub_weights
+
+        return load_hub_weights(model, weights, model_name)
     path = os.fspath(weights)
     if not os.path.isfile(path):
-        raise ValueError(f"weights={weights!r}: expected None, 'imagenet' or an existing file.")
+        raise ValueError(f"weights={weights!r}: expected None, 'imagenet', 'hf://<owner>/<name>' "
+                         "or an existing file.")
     if is_torch_free_checkpoint(path):
         from keras_resnest.porting import load_torch_state_dict
 

@@ -10,6 +10,10 @@ read only that.
 the official file names. A local directory is read in place (nothing is copied into the
 cache but the converted weights).
 
+A failed download (offline, a firewall) is one `WeightsDownloadError` line naming the
+alternatives: the model's timm repository on the Hugging Face Hub (`weights="hf://..."`, when
+timm publishes it) and `KERAS_RESNEST_WEIGHTS_URL`.
+
 Example:
     >>> import keras_resnest
     >>> model = keras_resnest.ResNeSt50(weights="imagenet")   # doctest: +SKIP
@@ -25,6 +29,7 @@ from dataclasses import dataclass
 
 from keras_resnest.atomic_files import renamed_on_success
 from keras_resnest.models.configs import ALIASES, resolve_model_name  # noqa: F401
+from keras_resnest.weights.hf_hub import hub_spec_of
 
 MIRROR_ENV = "KERAS_RESNEST_WEIGHTS_URL"
 CACHE_SUBDIR = "models"
@@ -34,6 +39,10 @@ IMAGENET_CLASSES = 1000
 OFFICIAL_URL = "https://github.com/zhanghang1989/ResNeSt/releases/download/weights_step1/"
 # GluonCV's resnest14/26, ported to PyTorch by timm (its gluon_resnest14d/26d release files).
 TIMM_GLUON_URL = "https://github.com/rwightman/pytorch-image-models/releases/download/v0.1-weights/"
+
+
+class WeightsDownloadError(OSError):
+    """The official file could not be downloaded; the message names the alternatives."""
 
 
 @dataclass(frozen=True)
@@ -154,7 +163,18 @@ def _remove_stale_parts(directory, filename):
             pass
 
 
-def _download(entry, directory, base_url):
+def _download_failure(model_name, entry, error):
+    """The one line of a failed download: what failed, the alternatives, Keras' error."""
+    hub = hub_spec_of(model_name)
+    alternatives = [f"weights={hub!r} (timm's copy on the Hugging Face Hub)"] if hub else []
+    alternatives.append(f"{MIRROR_ENV} set to a mirror URL or a local directory holding "
+                        f"{entry.filename}")
+    return WeightsDownloadError(
+        f"weights='imagenet': downloading {entry.filename} ({model_name}) failed; expected a "
+        f"reachable server, or {' or '.join(alternatives)}; got {' '.join(str(error).split())}")
+
+
+def _download(entry, directory, base_url, model_name):
     """Downloads into `directory` under a temporary name, verifies, then renames.
 
     The final name therefore only ever holds a complete, verified file: an interrupted or
@@ -170,9 +190,12 @@ def _download(entry, directory, base_url):
     final = os.path.join(directory, entry.filename)
     with renamed_on_success(part, final):
         # cache_dir/cache_subdir spelled out so that get_file writes exactly where we look.
-        keras.utils.get_file(
-            fname=part_name, origin=url, cache_dir=os.path.dirname(directory),
-            cache_subdir=os.path.basename(directory), force_download=True)
+        try:
+            keras.utils.get_file(
+                fname=part_name, origin=url, cache_dir=os.path.dirname(directory),
+                cache_subdir=os.path.basename(directory), force_download=True)
+        except Exception as error:  # Keras raises a bare Exception("URL fetch failure ...")
+            raise _download_failure(model_name, entry, error) from None
         _check_hash(part, entry, delete=True)
     return final
 
@@ -199,7 +222,7 @@ def fetch_checkpoint(model_name):
         except ValueError:
             pass  # a damaged cache entry: deleted, download again
     base_url = mirror[1] if mirror is not None else entry.base_url
-    return _download(entry, directory, base_url)
+    return _download(entry, directory, base_url, model_name)
 
 
 # --------------------------------------------------------------------------------------------
