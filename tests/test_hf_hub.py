@@ -247,6 +247,42 @@ def test_another_architecture_than_the_model_built(served, no_build):
     assert not served.requested("model.safetensors")
 
 
+def test_train_checks_the_repository_before_building_the_model(served, monkeypatch, capsys,
+                                                               tmp_path):
+    from keras_resnest.cli import main
+    from keras_resnest.training import finetune
+
+    def build_classifier(*args, **kwargs):
+        raise AssertionError("the model was built before the error")
+
+    monkeypatch.setattr(finetune, "build_classifier", build_classifier)
+    code = main(["train", "--model", "resnest101", "--weights", SPEC, "--dataset", "digits",
+                 "-o", str(tmp_path / "run")])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(lines) == 1, lines
+    assert "the model being built is resnest101" in lines[0]
+    assert not served.requested("model.safetensors")
+
+
+def test_predict_takes_hub_weights(served, capsys, tmp_path):
+    from PIL import Image
+
+    from keras_resnest.cli import main
+    from keras_resnest.predict import load_images
+
+    path = tmp_path / "image.png"
+    Image.fromarray(ref.random_images(1, 80, 96, seed=3)[0].astype(np.uint8)).save(path)
+    assert main(["predict", str(path), "--model", "resnest14d", "--weights", SPEC,
+                 "--size", "64", "--top", "3"]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    model = keras_resnest.create_model("resnest14d", weights=SPEC, input_shape=(64, 64, 3))
+    probabilities = model.predict(load_images([path], 64), verbose=0)[0]
+    best = np.argsort(-probabilities, kind="stable")[:3]
+    assert printed[0] == str(path)
+    assert [float(line.split()[1]) for line in printed[1:]] == \
+        [round(float(probabilities[i]), 4) for i in best]
+
+
 def test_a_tensor_of_the_wrong_shape(hub, reference):
     state = dict(reference.state_dict())
     state["layer1.0.conv1.weight"] = torch.zeros(64, 64, 3, 3)

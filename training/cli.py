@@ -42,7 +42,8 @@ def add_arguments(parser):
     parser.add_argument(
         "--weights",
         default=None,
-        help="backbone weights: imagenet or a file (default: random init)",
+        help="backbone weights: imagenet, a file or hf://<owner>/<name>[@revision] "
+        "(default: random init)",
     )
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument(

@@ -27,6 +27,7 @@ from keras_resnest.training.loop import (
     check_output_dir,
     evaluate_model,
 )
+from keras_resnest.weights import hf_hub
 
 # What a survivor's collective ops raise when a peer worker is gone (TF 2.21): the health check
 # aborts pending collectives (Unavailable, Cancelled, Aborted) or a collective times out.
@@ -124,9 +125,12 @@ def preflight(config, data, out_dir, strategy):
             "the validation split is empty and every epoch ends with an evaluation: give "
             "validation images (DIR/val/, --val-tfrecord) or a larger --val-fraction."
         )
-    if config.weights not in (None, "imagenet") and not os.path.exists(str(config.weights)):
+    if hf_hub.is_hub_spec(config.weights):
+        # Reads the repository's config.json: a wrong repository or architecture stops here.
+        hf_hub.check_repo_model(config.weights, config.model_name)
+    elif config.weights not in (None, "imagenet") and not os.path.exists(str(config.weights)):
         raise FileNotFoundError(f"weights file {config.weights} does not exist: give an existing "
-                                "file, 'imagenet', or no --weights.")
+                                "file, 'imagenet', 'hf://<owner>/<name>', or no --weights.")
 
 
 def build(run):
