@@ -106,7 +106,11 @@ def _predict(args, model_name):
 
     handler = ResNeStModelHandler(model_name, args.weights, size, embeddings=args.embeddings,
                                   max_batch_size=args.batch_size)
-    options = PipelineOptions([f"--runner={args.runner}", *args.extra_options])
+    quiet = [] if args.verbose or any(option.startswith("--default_sdk_harness_log_level")
+                                      for option in args.extra_options) else [
+        # The worker processes log every bundle at INFO: as quiet as the other commands.
+        "--default_sdk_harness_log_level=WARNING"]
+    options = PipelineOptions([f"--runner={args.runner}", *quiet, *args.extra_options])
     summary = pipeline.run(options, args.input, args.output, handler, size,
                            args.output_format, top, class_names)
     print(f"predicted   {summary.predicted} images -> {summary.outputs}")

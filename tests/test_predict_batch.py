@@ -177,3 +177,17 @@ def test_without_beam_the_command_names_the_extra(tmp_path):
     lines = result.stderr.splitlines()
     assert len(lines) == 1 and 'pip install "keras-resnest[beam]"' in lines[0], lines
     assert sorted(os.listdir(tmp_path)) == ["grey.png"]  # no output written
+
+
+def test_the_command_line_does_not_import_beam_until_predict_batch_runs():
+    # `keras-resnest --help` stays fast: Beam is imported by the handler only.
+    code = ("import sys, keras_resnest_cli; from keras_resnest.cli import build_parser; "
+            "build_parser().parse_args(['predict-batch', '--help'])")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0 and "--embeddings" in result.stdout, result.stderr[-3000:]
+    code = ("import sys, keras_resnest_cli; from keras_resnest.cli import build_parser; "
+            "build_parser(); print('apache_beam' in sys.modules, 'pyarrow' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=120, check=True)
+    assert result.stdout.split() == ["False", "False"]
