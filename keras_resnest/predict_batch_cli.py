@@ -104,7 +104,9 @@ def _predict(args, model_name):
         raise ValueError(f"--top {args.top}: the model has only {num_classes} classes")
     top = None if args.embeddings else args.top or min(DEFAULT_TOP, num_classes)
 
-    handler = ResNeStModelHandler(model_name, args.weights, size, embeddings=args.embeddings,
+    # Worker processes may start elsewhere than here: a local file is named absolutely.
+    weights = os.path.abspath(args.weights) if os.path.isfile(args.weights) else args.weights
+    handler = ResNeStModelHandler(model_name, weights, size, embeddings=args.embeddings,
                                   max_batch_size=args.batch_size)
     quiet = [] if args.verbose or any(option.startswith("--default_sdk_harness_log_level")
                                       for option in args.extra_options) else [

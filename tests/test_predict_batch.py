@@ -5,6 +5,7 @@ The main test runs the DirectRunner with two worker processes over about 500 gen
 32 px, 10 classes, fixed seeds; untrained: the numbers only have to match single-process
 `keras_resnest.predict`). The fast tests check the one-line errors given before any work.
 """
+import doctest
 import glob
 import json
 import os
@@ -191,3 +192,9 @@ def test_the_command_line_does_not_import_beam_until_predict_batch_runs():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             timeout=120, check=True)
     assert result.stdout.split() == ["False", "False"]
+
+
+def test_the_handler_example_runs():
+    from keras_resnest.beam import model_handler
+
+    assert doctest.testmod(model_handler).failed == 0
