@@ -16,6 +16,9 @@ KERAS_HUB = "keras-hub>=0.32,<0.33"  # tested with 0.32.0 (needs keras >= 3.15)
 # install it.
 ONNX = ["onnx>=1.16", "onnxruntime>=1.20", "tf2onnx>=1.17", "sympy"]
 OPENVINO = "openvino>=2025.0"
+# `predict-batch` (keras_resnest.beam): Beam's RunInference. It brings pyarrow (the Parquet
+# output), caps protobuf below 7 (6 here) and needs pillow 12.
+BEAM = "apache-beam>=2.77,<3"
 
 setup(
     name="keras-resnest",
@@ -33,6 +36,7 @@ setup(
         "keras_resnest.weights",
         "keras_resnest.weights.checkpoints",
         "keras_resnest.hub",
+        "keras_resnest.beam",
         "keras_resnest.export",
         "keras_resnest.training",
     ],
@@ -79,12 +83,14 @@ setup(
         "onnx": ONNX,
         # Running the ONNX export in OpenVINO.
         "openvino": [OPENVINO],
+        # `keras-resnest predict-batch`: batch prediction on Apache Beam.
+        "beam": [BEAM],
         # The suite: pytest (and pytest-xdist: `make test` runs two workers), the reference with
         # torch pinned to the CPU wheel it is measured on, jax for the backend tests and
-        # keras-hub for keras_resnest.hub, the ONNX exporter and OpenVINO; ruff for
+        # keras-hub for keras_resnest.hub, the ONNX exporter, OpenVINO and Beam; ruff for
         # tests/test_lint.py.
         "test": ["pytest", "pytest-xdist>=3.8", "torch==2.13.0", "resnest==0.0.5",
-                 "jax[cpu]>=0.10.2,<0.11", KERAS_HUB, *ONNX, OPENVINO, "ruff>=0.17,<1"],
+                 "jax[cpu]>=0.10.2,<0.11", KERAS_HUB, *ONNX, OPENVINO, BEAM, "ruff>=0.17,<1"],
     },
     # Outside the package, so that `keras-resnest --help` does not import Keras.
     py_modules=["keras_resnest_cli"],

@@ -16,6 +16,7 @@ from keras_resnest.quiet_start import import_tensorflow_quietly
 COMMAND_MODULES = (
     "keras_resnest.convert_cli",
     "keras_resnest.predict_cli",
+    "keras_resnest.predict_batch_cli",
     "keras_resnest.export.cli",
     "keras_resnest.training.cli",
 )
@@ -36,7 +37,12 @@ def build_parser():
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra_options = parser.parse_known_args(argv)
+    # Only commands that pass options through (predict-batch: to Beam) accept unknown ones.
+    if extra_options and not getattr(args, "accepts_extra_options", False):
+        parser.error(f"unrecognized arguments: {' '.join(extra_options)}")
+    args.extra_options = extra_options
     import_tensorflow_quietly(verbose=args.verbose)
     try:
         return args.func(args) or 0

@@ -4,7 +4,7 @@ Every module's imports are read with `ast` (those inside functions too) and chec
 layers:
 
 * core: `keras_resnest` itself (layers, models, weights, preprocessing, quantization, ...);
-* hub, export, training: each built on the core only, never on one another;
+* hub, export, training, beam: each built on the core only, never on one another;
 * command line and demo: `keras_resnest_cli`, `keras_resnest.cli`, every `*cli` module and
   `keras_resnest.demo`, free to import everything.
 
@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGE_DIRS = {"keras_resnest": "keras_resnest", "keras_resnest.export": "export",
                 "keras_resnest.training": "training"}
 TOP_LEVEL_MODULES = {"keras_resnest_cli": "keras_resnest_cli.py"}
-FEATURE_AREAS = ("hub", "export", "training")
+FEATURE_AREAS = ("hub", "export", "training", "beam")
 BUILDER_MODULES = ("keras_resnest", "keras_resnest.models", "keras_resnest.models.resnest")
 
 

@@ -141,3 +141,21 @@ def test_serving_graph_candidates_compute_the_served_function():
     folded_pattern = r"\((\d+) convolution \+ BatchNorm pairs folded\)"
     folded = int(re.search(folded_pattern, result.stdout).group(1))
     assert folded == 3 + 4 * 4 + 4, result.stdout
+
+
+@pytest.mark.slow
+def test_predict_batch_benchmark_predicts_every_image_on_each_side():
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.predict_batch", "--model", "resnest14d",
+         "--size", "32", "--images", "6", "--workers", "1", "2", "--batch-size", "4"],
+        capture_output=True, text=True, timeout=900, cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert re.search(r"^host CPU flags: \S", result.stdout, re.MULTILINE), result.stdout
+    rows = re.findall(r"^(predict.*?)\s+(-|\d+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)x$",
+                      result.stdout, re.MULTILINE)
+    assert [(side.strip(), workers) for side, workers, *_ in rows] == [
+        ("predict (one process)", "-"), ("predict-batch DirectRunner", "1"),
+        ("predict-batch DirectRunner", "2")], result.stdout
+    assert rows[0][4] == "1.00"  # the reference of the ratios
+    for _, _, seconds, speed, ratio in rows:
+        assert float(seconds) > 0 and float(speed) > 0 and float(ratio) > 0

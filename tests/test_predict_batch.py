@@ -1,0 +1,200 @@
+"""`keras-resnest predict-batch`: Beam's RunInference over many image files.
+
+The main test runs the DirectRunner with two worker processes over about 500 generated images
+(24-80 px PNGs and JPEGs) and three bad files, with a small saved `.keras` model (ResNeSt-14d,
+32 px, 10 classes, fixed seeds; untrained: the numbers only have to match single-process
+`keras_resnest.predict`). The fast tests check the one-line errors given before any work.
+"""
+import doctest
+import glob
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from keras_resnest.cli import main
+from keras_resnest.predict import load_images
+
+SIZE = 32
+CLASSES = [f"class_{index}" for index in range(10)]
+GOOD_IMAGES = 500
+COMMAND = os.path.join(os.path.dirname(sys.executable), "keras-resnest")
+BAD_FILES = ("notes.jpg", "empty.png", "truncated.jpg")
+
+
+@pytest.fixture(scope="module")
+def image_files(tmp_path_factory):
+    """(model file, model, folder, good image paths, bad file paths)."""
+    import keras
+
+    import keras_resnest
+
+    root = tmp_path_factory.mktemp("predict_batch")
+    keras.utils.set_random_seed(0)
+    model = keras_resnest.create_model("resnest14d", weights=None, input_shape=(SIZE, SIZE, 3),
+                                       classes=len(CLASSES))
+    model.save(root / "model.keras")
+    (root / "class_names.json").write_text(json.dumps(CLASSES))
+    folder = root / "images"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    good = []
+    for index in range(GOOD_IMAGES):
+        height, width = rng.integers(24, 81, size=2)
+        pixels = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+        path = folder / f"image{index:03d}.{'png' if index % 2 else 'jpg'}"
+        Image.fromarray(pixels).save(path)
+        good.append(str(path))
+    (folder / BAD_FILES[0]).write_text("not an image")
+    (folder / BAD_FILES[1]).write_bytes(b"")
+    jpeg = (folder / "image000.jpg").read_bytes()
+    (folder / BAD_FILES[2]).write_bytes(jpeg[:len(jpeg) // 2])
+    bad = [str(folder / name) for name in BAD_FILES]
+    return root / "model.keras", model, folder, good, bad
+
+
+def read_jsonl(pattern):
+    return [json.loads(line) for path in sorted(glob.glob(pattern))
+            for line in open(path, encoding="utf-8")]
+
+
+def probabilities_of(rows):
+    """{path: probabilities in class order} from rows listing all classes."""
+    return {row["path"]: np.array([dict(zip(row["labels"], row["scores"]))[name]
+                                   for name in CLASSES]) for row in rows}
+
+
+@pytest.mark.slow
+def test_two_worker_processes_match_single_process_predict(image_files, tmp_path):
+    model_file, model, folder, good, bad = image_files
+    output = tmp_path / "out" / "predictions"
+    result = subprocess.run(
+        [COMMAND, "predict-batch", "--input", str(folder / "*"), "--output", str(output),
+         "--weights", str(model_file), "--top", str(len(CLASSES)), "--runner", "DirectRunner",
+         "--direct_num_workers=2", "--direct_running_mode=multi_processing"],
+        capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-5000:]
+    assert f"predicted   {len(good)} images" in result.stdout, result.stdout
+    assert f"unreadable  {len(bad)} files" in result.stdout, result.stdout
+
+    rows = read_jsonl(f"{output}-?????-of-?????.jsonl")
+    paths = [row["path"] for row in rows]
+    assert sorted(paths) == sorted(good)  # each good file exactly once, no bad one
+    expected = model.predict(load_images(good, SIZE), verbose=0)
+    got = probabilities_of(rows)
+    np.testing.assert_allclose(np.stack([got[path] for path in good]), expected, atol=1e-5)
+    for row in rows:  # best first
+        assert row["scores"] == sorted(row["scores"], reverse=True)
+
+    errors = read_jsonl(f"{output}-errors-*.jsonl")
+    assert sorted(error["path"] for error in errors) == sorted(bad)
+    reasons = {os.path.basename(error["path"]): error["reason"] for error in errors}
+    assert reasons["notes.jpg"] == reasons["empty.png"] == "not an image PIL can read"
+    assert reasons["truncated.jpg"].startswith("cannot decode the image"), reasons
+
+
+@pytest.mark.slow
+def test_parquet_rows_and_embeddings(image_files, tmp_path):
+    import keras
+
+    model_file, model, folder, good, bad = image_files
+    common = ["--input", str(folder / "*"), "--weights", str(model_file)]
+    assert main(["predict-batch", *common, "--output", str(tmp_path / "p"), "--format",
+                 "parquet", "--top", "3"]) == 0
+    table = pq.read_table(glob.glob(str(tmp_path / "p-*.parquet"))).to_pylist()
+    expected = model.predict(load_images(good, SIZE), verbose=0)
+    assert sorted(row["path"] for row in table) == sorted(good)
+    for row in table:
+        probabilities = expected[good.index(row["path"])]
+        best = np.argsort(-probabilities, kind="stable")[:3]
+        assert row["labels"] == [CLASSES[index] for index in best]
+        np.testing.assert_allclose(row["scores"], probabilities[best], atol=1e-5)
+    assert len(read_jsonl(str(tmp_path / "p-errors-*.jsonl"))) == len(bad)
+
+    assert main(["predict-batch", *common, "--output", str(tmp_path / "e"),
+                 "--embeddings"]) == 0
+    rows = read_jsonl(str(tmp_path / "e-?????-of-?????.jsonl"))
+    features = keras.Model(model.inputs[0], model.get_layer("avgpool").output)
+    expected = features.predict(load_images(good, SIZE), verbose=0)
+    got = {row["path"]: row["embedding"] for row in rows}
+    assert sorted(got) == sorted(good)
+    np.testing.assert_allclose(np.array([got[path] for path in good]), expected, atol=1e-5)
+
+
+def error_line(argv, capsys):
+    code = main(["predict-batch", *map(str, argv)])
+    err = capsys.readouterr().err.splitlines()
+    assert code == 2 and len(err) == 1, err
+    return err[0]
+
+
+@pytest.fixture
+def one_image(tmp_path):
+    Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(tmp_path / "grey.png")
+    return ["--input", str(tmp_path / "*.png"), "--output", str(tmp_path / "out")]
+
+
+@pytest.mark.parametrize("options, expected", [
+    (["--runner", "MadeUpRunner"], "--runner MadeUpRunner: expected one of DirectRunner, "
+                                   "DataflowRunner, FlinkRunner, SparkRunner"),
+    (["--top", "0"], "--top 0: must be >= 1"),
+    (["--size", "16"], "--size 16: must be >= 32"),
+    (["--format", "csv"], "--format csv: expected one of jsonl, parquet"),
+    (["--model", "resnest9000"], "resnest9000"),
+])
+def test_bad_options_are_one_line_before_any_work(one_image, options, expected, capsys):
+    line = error_line([*one_image, "--weights", "none", *options], capsys)
+    assert line.startswith("keras-resnest predict-batch: error: ") and expected in line, line
+
+
+def test_a_glob_matching_nothing_is_one_line(tmp_path, capsys):
+    pattern = tmp_path / "missing" / "*.jpg"
+    line = error_line(["--input", pattern, "--output", tmp_path / "out"], capsys)
+    assert line == (f"keras-resnest predict-batch: error: --input {pattern}: expected a glob "
+                    "matching image files, no file matches")
+
+
+def test_other_commands_still_refuse_unknown_options(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["predict", "cat.jpg", "--direct_num_workers=2"])
+    assert exit_info.value.code == 2
+    assert "unrecognized arguments: --direct_num_workers=2" in capsys.readouterr().err
+
+
+def test_without_beam_the_command_names_the_extra(tmp_path):
+    # apache_beam hidden as if not installed: `import apache_beam` raises ImportError.
+    code = ("import sys; sys.modules['apache_beam'] = None; import keras_resnest_cli; "
+            "sys.exit(keras_resnest_cli.main(sys.argv[1:]))")
+    Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(tmp_path / "grey.png")
+    result = subprocess.run(
+        [sys.executable, "-c", code, "predict-batch", "--input", str(tmp_path / "*.png"),
+         "--output", str(tmp_path / "out")], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2, result.stderr[-3000:]
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and 'pip install "keras-resnest[beam]"' in lines[0], lines
+    assert sorted(os.listdir(tmp_path)) == ["grey.png"]  # no output written
+
+
+def test_the_command_line_does_not_import_beam_until_predict_batch_runs():
+    # `keras-resnest --help` stays fast: Beam is imported by the handler only.
+    code = ("import sys, keras_resnest_cli; from keras_resnest.cli import build_parser; "
+            "build_parser().parse_args(['predict-batch', '--help'])")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0 and "--embeddings" in result.stdout, result.stderr[-3000:]
+    code = ("import sys, keras_resnest_cli; from keras_resnest.cli import build_parser; "
+            "build_parser(); print('apache_beam' in sys.modules, 'pyarrow' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=120, check=True)
+    assert result.stdout.split() == ["False", "False"]
+
+
+def test_the_handler_example_runs():
+    from keras_resnest.beam import model_handler
+
+    assert doctest.testmod(model_handler).failed == 0
