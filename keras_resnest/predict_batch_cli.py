@@ -8,13 +8,22 @@ Options this command does not know are Beam pipeline options, passed through to 
 handler, not at registration, so `--help` stays fast and works without it.
 """
 import glob
+import logging
 import os
+import re
 from pathlib import Path
 
 RUNNERS = ("DirectRunner", "DataflowRunner", "FlinkRunner", "SparkRunner")
 FORMATS = ("jsonl", "parquet")  # keras_resnest.beam.pipeline.FORMATS; that module imports Beam
 DEFAULT_TOP = 5
 DEFAULT_MAX_BATCH_SIZE = 32
+# What Beam's local worker processes print that a user cannot act on, hidden without --verbose:
+# TensorFlow's start-up lines, logged before absl is initialised (hence the zero date, "I0000
+# 00:00:..."; the launcher hides its own with quiet_start), and Beam's info and warning log
+# lines ("Resource module is not available", "apitools not found", its own log relay).
+WORKER_CHATTER = re.compile(
+    rb"([EWI]0000 00:00:|WARNING: All log messages before absl::InitializeLog\(\)"
+    rb"|(INFO|WARNING):(root|__main__|apache_beam[\w.]*):)")
 
 
 def register(subparsers):
@@ -56,6 +65,17 @@ def register(subparsers):
 
 
 def run_predict_batch(args):
+    root = logging.getLogger()
+    level = root.level
+    if not args.verbose:  # Beam's info and warning logs (its imports log some): not the user's
+        root.setLevel(logging.ERROR)
+    try:
+        return _check_then_predict(args)
+    finally:
+        root.setLevel(level)
+
+
+def _check_then_predict(args):
     from keras_resnest.models import resolve_model_name
 
     # Everything that can be checked without the model is checked before it is built.
@@ -111,10 +131,21 @@ def _predict(args, model_name):
     quiet = [] if args.verbose or any(option.startswith("--default_sdk_harness_log_level")
                                       for option in args.extra_options) else [
         # The worker processes log every bundle at INFO: as quiet as the other commands.
-        "--default_sdk_harness_log_level=WARNING"]
+        "--default_sdk_harness_log_level=ERROR"]
     options = PipelineOptions([f"--runner={args.runner}", *quiet, *args.extra_options])
-    summary = pipeline.run(options, args.input, args.output, handler, size,
-                           args.output_format, top, class_names)
+    summary = _run_quietly(args.verbose, lambda: pipeline.run(
+        options, args.input, args.output, handler, size, args.output_format, top, class_names))
     print(f"predicted   {summary.predicted} images -> {summary.outputs}")
     print(f"unreadable  {summary.unreadable} files -> {summary.errors}")
     return 0
+
+
+def _run_quietly(verbose, run):
+    """`run()`, with the worker processes' chatter (`WORKER_CHATTER`) hidden unless `verbose`;
+    errors and tracebacks still show."""
+    if verbose:
+        return run()
+    from keras_resnest.quiet_start import filtered_stderr
+
+    with filtered_stderr(drop=WORKER_CHATTER):
+        return run()

@@ -78,16 +78,23 @@ DECODER_LINE = re.compile(
 
 class filtered_stderr:
     """Context manager: descriptor 2 goes through a pipe whose reader thread forwards every line
-    to the real stderr except image decoders' lines (`DECODER_LINE`), and each repeated line
-    ending in one of `once` only the first time.
+    to the real stderr except image decoders' lines (`DECODER_LINE`) and lines `drop` matches,
+    and each repeated line ending in one of `once` only the first time. Child processes started
+    inside the block inherit the pipe, so their lines are filtered too.
+
+    Args:
+        once: iterable of str. Endings of lines shown only once. Defaults to ().
+        drop: compiled bytes regex or None. Lines to hide (`match`, from the line's start).
+            Defaults to None.
 
     Example:
         >>> with filtered_stderr():
         ...     _ = os.write(2, b"Corrupt JPEG data: bad Huffman code\\n")
     """
 
-    def __init__(self, once=()):
+    def __init__(self, once=(), drop=None):
         self._once = tuple(text.encode() for text in once)
+        self._drop = drop
 
     def __enter__(self):
         sys.stderr.flush()
@@ -103,7 +110,7 @@ class filtered_stderr:
         seen = set()
         with os.fdopen(read_end, "rb") as lines:
             for line in lines:
-                if DECODER_LINE.match(line):
+                if DECODER_LINE.match(line) or (self._drop and self._drop.match(line)):
                     continue
                 if line.rstrip(b"\n").endswith(self._once):
                     if line in seen:

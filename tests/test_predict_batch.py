@@ -81,6 +81,8 @@ def test_two_worker_processes_match_single_process_predict(image_files, tmp_path
     assert result.returncode == 0, result.stderr[-5000:]
     assert f"predicted   {len(good)} images" in result.stdout, result.stdout
     assert f"unreadable  {len(bad)} files" in result.stdout, result.stdout
+    # Only the command's own lines: no TensorFlow start-up or Beam log lines from the workers.
+    assert len(result.stdout.splitlines()) == 2 and result.stderr == "", result.stderr[-3000:]
 
     rows = read_jsonl(f"{output}-?????-of-?????.jsonl")
     paths = [row["path"] for row in rows]
