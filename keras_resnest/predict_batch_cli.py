@@ -11,7 +11,8 @@ import glob
 import logging
 import os
 import re
-from pathlib import Path
+
+from keras_resnest.predict_cli import add_model_arguments
 
 RUNNERS = ("DirectRunner", "DataflowRunner", "FlinkRunner", "SparkRunner")
 FORMATS = ("jsonl", "parquet")  # keras_resnest.beam.pipeline.FORMATS; that module imports Beam
@@ -40,14 +41,7 @@ def register(subparsers):
                          help="image files, on any Beam filesystem (quote the glob)")
     command.add_argument("--output", required=True, metavar="PREFIX",
                          help="prefix of the output files (PREFIX-00000-of-0000N.jsonl)")
-    command.add_argument("--model", default="resnest50", metavar="NAME",
-                         help="model name (default resnest50); ignored with a .keras model")
-    command.add_argument("--weights", default="imagenet",
-                         help="'imagenet' (default), a weights file, or a fine-tuned .keras "
-                         "model; readable where the workers run")
-    command.add_argument("--labels", type=Path, default=None, metavar="FILE",
-                         help="class names, one per line (default: class_names.json beside a "
-                         ".keras model; ImageNet names for 1000 classes; else 0..N-1)")
+    add_model_arguments(command, weights_note="; readable where the workers run")
     command.add_argument("--format", default="jsonl", dest="output_format",
                          help="jsonl (default) or parquet")
     command.add_argument("--top", type=int, default=None,

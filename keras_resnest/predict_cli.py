@@ -20,19 +20,30 @@ def register(subparsers):
         "size and head are used and the class names are read from class_names.json beside it "
         "(or --labels).")
     predict.add_argument("images", nargs="+", metavar="IMAGE")
-    predict.add_argument("--model", default="resnest50", metavar="NAME",
-                         help="model name (default resnest50); ignored with a .keras model")
-    predict.add_argument("--weights", default="imagenet",
-                         help="'imagenet' (default), a checkpoint, a Keras weights file, or a "
-                         "fine-tuned .keras model")
-    predict.add_argument("--labels", type=Path, default=None, metavar="FILE",
-                         help="class names, one per line (default: class_names.json beside a "
-                         ".keras model; ImageNet names for 1000 classes; else 0..N-1)")
+    add_model_arguments(predict)
     predict.add_argument("--top", type=int, default=None,
                          help=f"classes per image (default {DEFAULT_TOP}, or all if fewer)")
     predict.add_argument("--size", type=int, default=None,
                          help="evaluation crop (default: the model's, e.g. 224 for resnest50)")
     predict.set_defaults(func=run_predict)
+
+
+def add_model_arguments(parser, weights_note=""):
+    """--model, --weights and --labels: the model and its class names, as `predict` and
+    `predict-batch` take them.
+
+    Args:
+        parser: argparse.ArgumentParser. The command's parser.
+        weights_note: str. Added to the help of --weights. Defaults to "".
+    """
+    parser.add_argument("--model", default="resnest50", metavar="NAME",
+                        help="model name (default resnest50); ignored with a .keras model")
+    parser.add_argument("--weights", default="imagenet",
+                        help="'imagenet' (default), a checkpoint, a Keras weights file, "
+                        f"hf://<owner>/<name>, or a fine-tuned .keras model{weights_note}")
+    parser.add_argument("--labels", type=Path, default=None, metavar="FILE",
+                        help="class names, one per line (default: class_names.json beside a "
+                        ".keras model; ImageNet names for 1000 classes; else 0..N-1)")
 
 
 def run_predict(args):
