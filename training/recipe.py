@@ -162,7 +162,8 @@ def zero_init_last_gamma(model):
     for layer in _walk_layers(model):
         bn3 = getattr(layer, "bn3", None)
         if isinstance(bn3, keras.layers.BatchNormalization) and bn3.gamma is not None:
-            bn3.gamma.assign(ops.zeros_like(bn3.gamma))
+            # A shape, not the variable: jnp.zeros_like cannot read a Keras Variable on JAX.
+            bn3.gamma.assign(ops.zeros(bn3.gamma.shape, dtype=bn3.gamma.dtype))
             count += 1
     return count
 
