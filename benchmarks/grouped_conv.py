@@ -22,6 +22,7 @@ import sys
 import time
 
 from benchmarks.common import ROOT
+from benchmarks.predict_batch import host_cpu_flags
 
 BACKENDS = ("tensorflow", "jax", "torch")
 # (height = width, input channels, groups) of ResNeSt-50's split-attention 3x3 convolutions.
@@ -136,6 +137,7 @@ def main():
 
     print(f"grouped convolution, batch {args.batch}, {args.threads} threads; median ms per "
           f"predict_on_batch call of {args.rounds} interleaved rounds")
+    print(f"host CPU flags: {host_cpu_flags()}; {os.cpu_count()} CPUs")
     print(f"{'backend':<11}{'case':<24}"
           + "".join(f"{name:>11}" for name in GROUPED_CONV_FORMULATIONS)
           + f"{'native/per_group':>18}")
