@@ -154,8 +154,8 @@ def other_backend_rows(args, reference_rows):
             rows[int(batch)].append((backend, median))
     if not args.keras_backends:
         return
-    print(f"\nkeras_resnest per Keras backend, median images/s; ratio to the official model "
-          f"(eager torch) of the rounds above")
+    print("\nkeras_resnest per Keras backend, median images/s; ratio to the official model "
+          "(eager torch) of the rounds above")
     print(f"{'batch':>5} {'backend':<26}{'img/s':>8}{'ratio':>8}")
     for batch in args.batches:
         official = reference_rows[batch][1]

@@ -19,7 +19,6 @@ under PyTorch).
 """
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
