@@ -25,10 +25,12 @@ format from: every runtime in its own process, the same weights, interleaved rou
 at each batch size and the ratio to the official ONNX file in onnxruntime
 (`benchmarks/runtimes.py`).
 
-`--keras-backends jax torch` adds a row per batch size for keras_resnest under Keras' JAX
-backend (`predict_on_batch`: an XLA-compiled function, native grouped convolutions) and
-PyTorch backend (eager), each measured in its own process (KERAS_BACKEND is fixed at import)
-with the same weights; their parity with the official model is printed too. Measured only.
+`--keras-backends jax torch` then prints one table of every backend: keras_resnest under Keras'
+JAX backend (`predict_on_batch`: an XLA-compiled function) and PyTorch backend (eager), each
+measured in its own process (KERAS_BACKEND is fixed at import) with the same weights, next to
+the TensorFlow and official rows above, each with its ratio to the official model's median;
+their parity with the official model is printed too. The grouped convolutions take each
+backend's `backend_paths.grouped_conv_formulation()`.
 """
 import argparse
 import os
@@ -37,6 +39,7 @@ import sys
 import time
 
 from benchmarks.common import ROOT, images_per_second, ported_reference
+from benchmarks.predict_batch import host_cpu_flags
 
 
 def parse_args():
@@ -100,11 +103,18 @@ def backend_worker(args):
     print("RESULT " + json.dumps(result), flush=True)
 
 
-def other_backend_rows(args):
-    """keras_resnest under each of `args.keras_backends`, one process each."""
+def other_backend_rows(args, reference_rows):
+    """keras_resnest under each of `args.keras_backends`, one process each, in one table.
+
+    Args:
+        reference_rows: dict. {batch: (keras TensorFlow img/s, official torch img/s)} of the
+            interleaved rounds above.
+    """
     import json
     import subprocess
 
+    rows = {batch: [("tensorflow (tf.function)", reference_rows[batch][0])]
+            for batch in args.batches}
     for backend in args.keras_backends:
         command = [
             sys.executable,
@@ -141,6 +151,16 @@ def other_backend_rows(args):
                 f"{batch:>5} {backend + ' img/s':>12} {median:>10.2f} ({low:.2f}-{high:.2f})",
                 flush=True,
             )
+            rows[int(batch)].append((backend, median))
+    if not args.keras_backends:
+        return
+    print("\nkeras_resnest per Keras backend, median images/s; ratio to the official model "
+          "(eager torch) of the rounds above")
+    print(f"{'batch':>5} {'backend':<26}{'img/s':>8}{'ratio':>8}")
+    for batch in args.batches:
+        official = reference_rows[batch][1]
+        for backend, speed in rows[batch] + [("official torch (eager)", official)]:
+            print(f"{batch:>5} {backend:<26}{speed:>8.2f}{speed / official:>7.2f}x", flush=True)
 
 
 def multiply_accumulates(concrete_function):
@@ -204,6 +224,7 @@ def main():
         f"{args.model} at {args.size}x{args.size}, {args.threads} threads, "
         f"TF {tf.__version__}, torch {torch.__version__}"
     )
+    print(f"host CPU flags: {host_cpu_flags()}; {os.cpu_count()} CPUs")
     print(f"same weights on both sides: max|keras - torch| / max|torch| = {parity:.1e}")
     print(
         f"{image_macs / 1e9:.2f} G multiply-accumulates per image; best float32 GEMM of this "
@@ -214,6 +235,7 @@ def main():
         f"{'keras % of GEMM':>16} {'ceiling/torch':>14}"
         + (f" {'keras+XLA':>10}" if args.jit else "")
     )
+    reference_rows = {}
     for batch in args.batches:
         images = np.random.RandomState(0).uniform(0, 255, (batch, args.size, args.size, 3))
         tf_images = tf.constant(images, tf.float32)
@@ -233,6 +255,7 @@ def main():
                 speeds.append(images_per_second(run, batch, args.seconds))
         ratios = [k / t for k, t in zip(keras_speeds, torch_speeds)]
         keras_speed, torch_speed = statistics.median(keras_speeds), statistics.median(torch_speeds)
+        reference_rows[batch] = (keras_speed, torch_speed)
         line = (
             f"{batch:>5} {keras_speed:>12.2f} {torch_speed:>12.2f} "
             f"{statistics.median(ratios):>6.2f}x ({min(ratios):.2f}-{max(ratios):.2f}x) "
@@ -242,7 +265,7 @@ def main():
             jit_rate = images_per_second(lambda: xla_call(tf_images).numpy(), batch, args.seconds)
             line += f" {jit_rate:>10.2f}"
         print(line, flush=True)
-    other_backend_rows(args)
+    other_backend_rows(args, reference_rows)
     if args.runtimes:
         runtime_table(args, torch_model, model, keras_call)
 

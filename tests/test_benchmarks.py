@@ -159,3 +159,56 @@ def test_predict_batch_benchmark_predicts_every_image_on_each_side():
     assert rows[0][4] == "1.00"  # the reference of the ratios
     for _, _, seconds, speed, ratio in rows:
         assert float(seconds) > 0 and float(speed) > 0 and float(ratio) > 0
+
+
+@pytest.mark.slow
+def test_inference_benchmark_tables_every_keras_backend():
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.inference", "--model", "resnest14d",
+         "--size", "32", "--batches", "1", "2", "--rounds", "1", "--seconds", "0",
+         "--keras-backends", "jax", "torch"],
+        capture_output=True, text=True, timeout=900, cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = result.stdout
+    for parity in re.findall(r"keras backend \w+: max\|keras - torch\| / max\|torch\| = (\S+)",
+                             out):
+        assert float(parity) <= PARITY_TOLERANCE, out
+    table = out[out.index("keras_resnest per Keras backend"):]
+    rows = re.findall(r"^\s+(\d+) (.+?)\s+([\d.]+)\s+([\d.]+)x$", table, re.MULTILINE)
+    assert [(int(batch), side.split()[0]) for batch, side, _, _ in rows] == [
+        (batch, side) for batch in (1, 2)
+        for side in ("tensorflow", "jax", "torch", "official")], table
+    for _, side, speed, ratio in rows:
+        assert float(speed) > 0 and float(ratio) > 0, table
+    assert all(ratio == "1.00" for _, side, _, ratio in rows if side.startswith("official"))
+
+
+@pytest.mark.slow
+def test_train_benchmark_times_every_keras_backend_against_the_official_model():
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.train", "--model", "resnest14d", "--size", "32",
+         "--batch", "2", "--steps", "1", "--rounds", "2",
+         "--keras-backends", "tensorflow", "jax", "torch"],
+        capture_output=True, text=True, timeout=900, cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = re.findall(r"^(keras \w+|official torch \(eager\))\s+([\d.]+) \([\d.]+-[\d.]+\)"
+                      r"\s+([\d.]+)x$", result.stdout, re.MULTILINE)
+    assert [side for side, _, _ in rows] == [
+        "keras tensorflow", "keras jax", "keras torch", "official torch (eager)"], result.stdout
+    assert rows[-1][2] == "1.00"  # the reference of the ratios
+    for _, speed, ratio in rows:
+        assert float(speed) > 0 and float(ratio) > 0, result.stdout
+
+
+@pytest.mark.slow
+def test_grouped_conv_benchmark_times_each_formulation_under_each_backend():
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.grouped_conv", "--batch", "1", "--rounds", "1",
+         "--calls", "1", "--backends", "jax", "torch"],
+        capture_output=True, text=True, timeout=900, cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = re.findall(r"^(\w+)\s+(\d+x\d+x\d+ g\d)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)x$",
+                      result.stdout, re.MULTILINE)
+    assert [row[0] for row in rows] == ["jax"] * 4 + ["torch"] * 4, result.stdout
+    for _, _, per_group, native, ratio in rows:
+        assert float(ratio) == pytest.approx(float(native) / float(per_group), abs=0.02)

@@ -5,15 +5,24 @@ convolution per group (`grouped_conv.GroupedConv2D`; TF's native grouped conv is
 Keras wraps it in XLA, which TF-Serving CPU builds do not run) and conv + BN + ReLU per group in
 the split-attention block (`split_attention.SplitAttention`).
 
-JAX and PyTorch: plain Keras ops, and grouped convolutions as one native grouped convolution
-(`feature_group_count` under JAX/XLA, `groups=` under PyTorch). The variables are the same on
-every backend, so weights files and `.keras` files move between backends unchanged.
+JAX and PyTorch: plain Keras ops. How each backend computes a grouped convolution is
+`grouped_conv_formulation()`, chosen by measurement on CPU (`python -m benchmarks.grouped_conv`
+times every formulation under every backend): XLA:CPU's native grouped convolution
+(`feature_group_count`) is much slower than one convolution per group, so JAX splits too.
+The variables are the same on every backend and formulation, so weights files and `.keras`
+files move between backends unchanged.
 """
 import contextlib
 
 import keras
 
 _portable = False
+_formulation_override = None
+
+# "per_group": one convolution per group and a concat; "native": one grouped convolution
+# (the backend's `groups` / `feature_group_count`).
+GROUPED_CONV_FORMULATIONS = ("per_group", "native")
+_GROUPED_CONV_BY_BACKEND = {"tensorflow": "per_group", "jax": "per_group", "torch": "native"}
 
 
 def tensorflow_fast_paths():
@@ -26,6 +35,36 @@ def tensorflow_fused_batch_norm():
     (converters fold the fused op into the convolution before it; the plain Keras form is a
     multiply and an add that stay in an ONNX graph, where int8 quantization then trips on them)."""
     return keras.backend.backend() == "tensorflow"
+
+
+def grouped_conv_formulation():
+    """How `GroupedConv2D` computes a grouped convolution on this backend: one of
+    `GROUPED_CONV_FORMULATIONS` ("native" in portable traces: one node per convolution)."""
+    if _formulation_override is not None:
+        return _formulation_override
+    if _portable:
+        return "native"
+    return _GROUPED_CONV_BY_BACKEND.get(keras.backend.backend(), "native")
+
+
+@contextlib.contextmanager
+def grouped_conv_formulation_override(formulation):
+    """Calls traced inside compute grouped convolutions as `formulation` on any backend.
+
+    For the benchmark that measures the choice of `grouped_conv_formulation()`.
+
+    Args:
+        formulation: str. One of `GROUPED_CONV_FORMULATIONS`.
+    """
+    global _formulation_override
+    if formulation not in GROUPED_CONV_FORMULATIONS:
+        raise ValueError(f"formulation must be one of {GROUPED_CONV_FORMULATIONS}, "
+                         f"received {formulation!r}.")
+    previous, _formulation_override = _formulation_override, formulation
+    try:
+        yield
+    finally:
+        _formulation_override = previous
 
 
 @contextlib.contextmanager

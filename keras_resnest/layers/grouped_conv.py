@@ -5,9 +5,10 @@ convolution in an XLA-compiled function (`jit_compile=True`), which lands in exp
 and which TF-Serving CPU builds do not run by default. On CPU (TF 2.21, tf.function), one conv
 per group plus concat also ran faster than both TF's native grouped conv and the XLA version.
 Split convolutions are also plain
-CONV_2D/SPLIT/CONCATENATION ops for TFLite. So we split, on TensorFlow. Under JAX and PyTorch
-the group kernels are concatenated and run as one native grouped convolution
-(`backend_paths.tensorflow_fast_paths` is the switch).
+CONV_2D/SPLIT/CONCATENATION ops for TFLite. So we split, on TensorFlow, and under JAX, where
+XLA:CPU's native grouped convolution is slow too. Under PyTorch the group kernels are
+concatenated and run as one native grouped convolution
+(`backend_paths.grouped_conv_formulation` is the switch).
 
 Each group has its own kernel variable, (kh, kw, in_channels / groups, filters / groups), so
 no kernel is sliced (copied) at run time; groups are contiguous along the input and output
@@ -16,7 +17,7 @@ channels exactly as in PyTorch (group g reads input block g and writes output bl
 import keras
 from keras import ops
 
-from keras_resnest.layers.backend_paths import tensorflow_fast_paths
+from keras_resnest.layers.backend_paths import grouped_conv_formulation
 
 
 def pytorch_style_padding(inputs, padding, kernel_size, strides, dilation_rate):
@@ -102,7 +103,7 @@ class GroupedConv2D(keras.layers.Layer):
         ]
 
     def call(self, inputs):
-        if self.groups > 1 and not tensorflow_fast_paths():
+        if self.groups > 1 and grouped_conv_formulation() == "native":
             # One native grouped convolution (the groups follow from the kernel's input depth).
             padded, conv_padding = self._padded(inputs)
             outputs = ops.conv(padded, ops.concatenate(self.group_kernels, axis=-1),

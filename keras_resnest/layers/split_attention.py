@@ -9,7 +9,7 @@ Leaving that swap out is silently right for cardinality 1 and wrong for cardinal
 import keras
 from keras import ops
 
-from keras_resnest.layers.backend_paths import tensorflow_fast_paths
+from keras_resnest.layers.backend_paths import grouped_conv_formulation, tensorflow_fast_paths
 from keras_resnest.layers.drop_block import DropBlock2D
 from keras_resnest.layers.grouped_conv import GroupedConv2D
 from keras_resnest.layers.norm import batch_norm, resolve_synchronized
@@ -130,7 +130,8 @@ class SplitAttention(QuantizationPoints, keras.layers.Layer):
     def _radix_splits(self, inputs, training):
         """conv -> bn0 -> (dropblock) -> relu, as one tensor per radix split."""
         dropblock_active = training and self.dropblock is not None
-        if not tensorflow_fast_paths() or dropblock_active or self.bn0 is None \
+        if not tensorflow_fast_paths() or grouped_conv_formulation() != "per_group" \
+                or dropblock_active or self.bn0 is None \
                 or not self.bn0.can_fuse(inputs, training):  # (None: QAT, BN folded in conv)
             x = self._conv_step(self.conv, self.bn0, inputs, training, self.dropblock, relu=True)
             return ops.split(x, self.radix, axis=-1) if self.radix > 1 else [x]
