@@ -9,7 +9,7 @@ the Keras 3 caveat in apache/beam#30616. This handler loads with Keras 3 the way
 Example:
     >>> handler = ResNeStModelHandler("resnest14d", weights="none", image_size=32)
     >>> handler.batch_elements_kwargs()
-    {'min_batch_size': 1, 'max_batch_size': 32}
+    {'min_batch_size': 32, 'max_batch_size': 32}
 """
 from apache_beam.ml.inference.base import ModelHandler
 
@@ -26,14 +26,18 @@ class ResNeStModelHandler(ModelHandler):
         image_size: int. Side of the evaluation crop the images arrive with.
         embeddings: bool. Return the pooled features (the input of the Dense "fc" head) instead
             of the class probabilities. Defaults to False.
-        min_batch_size: int. Smallest batch Beam groups for one call. Defaults to 1.
+        min_batch_size: int or None. Smallest batch Beam groups for one call (a bundle's last
+            batch may be smaller); None is `max_batch_size`: Beam's adaptive batching starts
+            at 1 image and stays small for long, which lowers the throughput
+            (`python -m benchmarks.predict_batch`). Defaults to None.
         max_batch_size: int. Largest batch Beam groups for one call (bounds the memory of a
             worker). Defaults to 32.
     """
 
-    def __init__(self, model_name, weights, image_size, embeddings=False, min_batch_size=1,
+    def __init__(self, model_name, weights, image_size, embeddings=False, min_batch_size=None,
                  max_batch_size=DEFAULT_MAX_BATCH_SIZE):
-        super().__init__(min_batch_size=min_batch_size, max_batch_size=max_batch_size)
+        super().__init__(min_batch_size=max_batch_size if min_batch_size is None
+                         else min_batch_size, max_batch_size=max_batch_size)
         self._model_name = model_name
         self._weights = weights
         self._image_size = image_size
