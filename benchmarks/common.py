@@ -144,3 +144,21 @@ def digits_model():
                   metrics=["accuracy"])
     model.fit(train_images, train_labels, batch_size=64, epochs=4, verbose=0)
     return model
+
+
+# The vector instruction sets TensorFlow's and XLA's CPU kernels care about: every speed
+# figure names the host's (an AVX2-only and an AVX-512 host give different tables).
+CPU_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16",
+             "amx_tile")
+
+
+def host_cpu_flags():
+    """The vector instruction sets of this CPU that TensorFlow's kernels care about."""
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8")
+    except OSError:
+        return "unknown (no /proc/cpuinfo)"
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines()
+                  if line.startswith("flags")), [])
+    return " ".join(flag for flag in CPU_FLAGS if flag in flags) or "none of " + ", ".join(
+        CPU_FLAGS)

@@ -21,8 +21,7 @@ import subprocess
 import sys
 import time
 
-from benchmarks.common import ROOT
-from benchmarks.predict_batch import host_cpu_flags
+from benchmarks.common import ROOT, host_cpu_flags
 
 BACKENDS = ("tensorflow", "jax", "torch")
 # (height = width, input channels, groups) of ResNeSt-50's split-attention 3x3 convolutions.

@@ -38,8 +38,7 @@ import statistics
 import sys
 import time
 
-from benchmarks.common import ROOT, images_per_second, ported_reference
-from benchmarks.predict_batch import host_cpu_flags
+from benchmarks.common import ROOT, host_cpu_flags, images_per_second, ported_reference
 
 
 def parse_args():

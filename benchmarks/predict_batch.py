@@ -18,10 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.common import encode, natural_image
-
-CPU_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16",
-             "amx_tile")
+from benchmarks.common import encode, host_cpu_flags, natural_image
 
 
 def parse_args():
@@ -32,18 +29,6 @@ def parse_args():
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--batch-size", type=int, default=32)
     return parser.parse_args()
-
-
-def host_cpu_flags():
-    """The vector instruction sets of this CPU that TensorFlow's kernels care about."""
-    try:
-        text = Path("/proc/cpuinfo").read_text(encoding="utf-8")
-    except OSError:
-        return "unknown (no /proc/cpuinfo)"
-    flags = next((line.split(":", 1)[1].split() for line in text.splitlines()
-                  if line.startswith("flags")), [])
-    return " ".join(flag for flag in CPU_FLAGS if flag in flags) or "none of " + ", ".join(
-        CPU_FLAGS)
 
 
 def write_images(folder, count, size):

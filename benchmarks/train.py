@@ -25,8 +25,7 @@ import subprocess
 import sys
 import time
 
-from benchmarks.common import ROOT, images_per_second
-from benchmarks.predict_batch import host_cpu_flags
+from benchmarks.common import ROOT, host_cpu_flags, images_per_second
 
 KERAS_BACKENDS = ("tensorflow", "jax", "torch")
 
