@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: venv test test-fast demo bench clean
+.PHONY: venv test test-fast demo bench docs clean
 
 $(STAMP): setup.py Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -35,5 +35,10 @@ demo: venv
 bench: venv
 	$(PY) -m benchmarks.inference
 
+# The documentation site (mkdocs.yml, docs/) into site/; --strict fails on any warning, such as
+# a broken link or an API entry that does not resolve.
+docs: venv
+	$(PY) -m mkdocs build --strict --site-dir site
+
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) build *.egg-info .pytest_cache site

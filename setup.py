@@ -19,6 +19,9 @@ OPENVINO = "openvino>=2025.0"
 # `predict-batch` (keras_resnest.beam): Beam's RunInference. It brings pyarrow (the Parquet
 # output), caps protobuf below 7 (6 here) and needs pillow 12.
 BEAM = "apache-beam>=2.77,<3"
+# The documentation site (`make docs`, tests/test_docs.py). Tested with mkdocs 1.6.1,
+# mkdocs-material 9.8.2, mkdocstrings 1.0.8 and mkdocstrings-python 2.0.11.
+DOCS = ["mkdocs>=1.6,<2", "mkdocs-material>=9.5,<10", "mkdocstrings[python]>=1.0,<2"]
 
 setup(
     name="keras-resnest",
@@ -85,12 +88,15 @@ setup(
         "openvino": [OPENVINO],
         # `keras-resnest predict-batch`: batch prediction on Apache Beam.
         "beam": [BEAM],
+        # `make docs`: the MkDocs site with its API reference.
+        "docs": DOCS,
         # The suite: pytest (and pytest-xdist: `make test` runs two workers), the reference with
         # torch pinned to the CPU wheel it is measured on, jax for the backend tests and
         # keras-hub for keras_resnest.hub, the ONNX exporter, OpenVINO and Beam; ruff for
-        # tests/test_lint.py.
+        # tests/test_lint.py; the documentation tools for tests/test_docs.py.
         "test": ["pytest", "pytest-xdist>=3.8", "torch==2.13.0", "resnest==0.0.5",
-                 "jax[cpu]>=0.10.2,<0.11", KERAS_HUB, *ONNX, OPENVINO, BEAM, "ruff>=0.17,<1"],
+                 "jax[cpu]>=0.10.2,<0.11", KERAS_HUB, *ONNX, OPENVINO, BEAM, "ruff>=0.17,<1",
+                 *DOCS],
     },
     # Outside the package, so that `keras-resnest --help` does not import Keras.
     py_modules=["keras_resnest_cli"],

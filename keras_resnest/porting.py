@@ -154,8 +154,8 @@ def load_torch_state_dict(model, state_dict, strict=True):
         A `PortReport` (tensors and parameters assigned, skipped keys).
 
     Raises:
-        ValueError naming the first missing or mis-shaped key in model order, else the first
-        unexpected key.
+        ValueError: naming the first missing or mis-shaped key in model order, else the first
+            unexpected key.
 
     Example:
     >>> import keras_resnest, numpy as np

@@ -55,10 +55,14 @@ class ResNeStBackbone(PresetNames, FeaturePyramidBackbone):
 
     Args:
         stackwise_num_blocks: bottleneck blocks in layer1..layer4, e.g. `[3, 4, 6, 3]`.
-        radix, cardinality, bottleneck_width, stem_width, avd_first: the ResNeSt
-            hyper-parameters (`keras_resnest.models.ResNeStConfig`).
+        radix: the ResNeSt hyper-parameters, as in `keras_resnest.models.ResNeStConfig`.
+        cardinality: as `radix`.
+        bottleneck_width: as `radix`.
+        stem_width: as `radix`.
+        avd_first: as `radix`.
         output_stride: 32, 16 or 8 (the official dilated modes, for dense prediction).
-        drop_path_rate, dropblock_rate: stochastic depth and DropBlock (training only).
+        drop_path_rate: stochastic depth (training only).
+        dropblock_rate: DropBlock (training only).
         image_shape: input shape without the batch size, `(None, None, 3)` by default. Inputs
             are normalised images (the converter's job), not 0..255 pixels.
         dtype: dtype policy of every layer (e.g. "mixed_float16"); the global one by default.

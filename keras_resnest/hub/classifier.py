@@ -30,8 +30,9 @@ class ResNeStImageConverter(PresetNames, ImageConverter):
             None leaves the images' size alone and only normalises.
         official_crop: crop `size / (size + 32)` of the short side before resizing, as the
             official evaluation does; False resizes the whole (aspect-cropped) image.
-        Other arguments as `keras_hub.layers.ImageConverter`; the defaults are the official
-        ImageNet normalisation and antialiased bicubic resizing.
+
+    Other arguments are those of `keras_hub.layers.ImageConverter`; the defaults are the
+    official ImageNet normalisation and antialiased bicubic resizing.
 
     >>> import numpy as np
     >>> converter = ResNeStImageConverter(image_size=(224, 224))
