@@ -5,7 +5,11 @@ convolution per group (`grouped_conv.GroupedConv2D`; TF's native grouped conv is
 Keras wraps it in XLA, which TF-Serving CPU builds do not run) and conv + BN + ReLU per group in
 the split-attention block (`split_attention.SplitAttention`).
 
-JAX and PyTorch: plain Keras ops. How each backend computes a grouped convolution is
+PyTorch: convolutions (`conv.Conv2D`, `grouped_conv.GroupedConv2D`) and inference BatchNorm
+call torch on NHWC tensors viewed as channels-last NCHW (`torch_nhwc`), without the layout
+copies of Keras' torch backend.
+
+JAX: plain Keras ops. How each backend computes a grouped convolution is
 `grouped_conv_formulation()`, chosen by measurement on CPU (`python -m benchmarks.grouped_conv`
 times every formulation under every backend): XLA:CPU's native grouped convolution
 (`feature_group_count`) is much slower than one convolution per group, so JAX splits too.
@@ -28,6 +32,11 @@ _GROUPED_CONV_BY_BACKEND = {"tensorflow": "per_group", "jax": "per_group", "torc
 def tensorflow_fast_paths():
     """True on the TensorFlow backend, where the TF-only fast paths above are taken."""
     return keras.backend.backend() == "tensorflow" and not _portable
+
+
+def torch_fast_paths():
+    """True on the PyTorch backend, where `torch_nhwc` computes convolutions and BatchNorm."""
+    return keras.backend.backend() == "torch" and not _portable
 
 
 def tensorflow_fused_batch_norm():

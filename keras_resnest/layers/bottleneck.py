@@ -7,6 +7,7 @@ conv1 -> bn1 -> (dropblock) -> relu -> [avd if avd_first] -> SplitAttention -> [
 import keras
 from keras import ops
 
+from keras_resnest.layers.conv import Conv2D
 from keras_resnest.layers.drop_block import DropBlock2D
 from keras_resnest.layers.norm import batch_norm, resolve_synchronized
 from keras_resnest.layers.quantization_points import QuantizationPoints, build_norm
@@ -82,7 +83,7 @@ class ResNeStBottleneck(QuantizationPoints, keras.layers.Layer):
             return None
 
         self.conv1, self.bn1 = self._conv_layers(
-            keras.layers.Conv2D(group_width, 1, use_bias=False, kernel_initializer="he_normal",
+            Conv2D(group_width, 1, use_bias=False, kernel_initializer="he_normal",
                                 name="conv1"),
             batch_norm(name="bn1", synchronized=synchronized), relu=True)
         self.dropblock1 = dropblock("dropblock1")
@@ -95,7 +96,7 @@ class ResNeStBottleneck(QuantizationPoints, keras.layers.Layer):
             cardinality=cardinality, dropblock_rate=dropblock_rate, dropblock_size=dropblock_size,
             synchronized_batch_norm=synchronized, name="conv2")
         self.conv3, self.bn3 = self._conv_layers(
-            keras.layers.Conv2D(filters * EXPANSION, 1, use_bias=False,
+            Conv2D(filters * EXPANSION, 1, use_bias=False,
                                 kernel_initializer="he_normal", name="conv3"),
             batch_norm(name="bn3", gamma_initializer="zeros" if zero_init_last_gamma else "ones",
                        synchronized=synchronized))
@@ -109,7 +110,7 @@ class ResNeStBottleneck(QuantizationPoints, keras.layers.Layer):
             self.downsample_pool = (keras.layers.AveragePooling2D(strides, strides, padding="same")
                                     if strides > 1 else None)
             self.downsample_conv, self.downsample_bn = self._conv_layers(
-                keras.layers.Conv2D(filters * EXPANSION, 1, use_bias=False,
+                Conv2D(filters * EXPANSION, 1, use_bias=False,
                                     kernel_initializer="he_normal", name="downsample_conv"),
                 batch_norm(name="downsample_bn", synchronized=synchronized))
 

@@ -5,8 +5,8 @@ full-integer int8 model using the ranges they carry, so a model whose every tens
 fake-quantized converts with no calibration images, and training through the fake quantization
 (straight-through gradients) teaches the weights to live with int8 rounding. Keras 3 has the op
 (`keras.quantizers.fake_quant_with_min_max_vars`, which emits exactly the TF ops on the TF
-backend) but no QAT layers, and tfmot does not take Keras 3 models (README, "Quantization-aware
-training"), hence these.
+backend) but no QAT layers, and tfmot does not take Keras 3 models (docs/export.md,
+"Quantization-aware training"), hence these.
 
 * `ActivationQuantizer`: per-tensor int8 range, the exponential moving average of the batch
   min/max during training (tfmot's MovingAverageQuantizer); the first training batch sets it.

@@ -17,7 +17,7 @@ channels exactly as in PyTorch (group g reads input block g and writes output bl
 import keras
 from keras import ops
 
-from keras_resnest.layers.backend_paths import grouped_conv_formulation
+from keras_resnest.layers.backend_paths import grouped_conv_formulation, torch_fast_paths
 
 
 def pytorch_style_padding(inputs, padding, kernel_size, strides, dilation_rate):
@@ -103,7 +103,9 @@ class GroupedConv2D(keras.layers.Layer):
         ]
 
     def call(self, inputs):
-        if self.groups > 1 and grouped_conv_formulation() == "native":
+        if torch_fast_paths() and grouped_conv_formulation() == "native":
+            outputs = self._torch_conv(inputs)
+        elif self.groups > 1 and grouped_conv_formulation() == "native":
             # One native grouped convolution (the groups follow from the kernel's input depth).
             padded, conv_padding = self._padded(inputs)
             outputs = ops.conv(padded, ops.concatenate(self.group_kernels, axis=-1),
@@ -116,6 +118,14 @@ class GroupedConv2D(keras.layers.Layer):
         if self.use_bias:
             outputs = outputs + self.bias
         return outputs
+
+    def _torch_conv(self, inputs):
+        # One native grouped convolution without Keras' layout copies (`torch_nhwc`).
+        from keras_resnest.layers import torch_nhwc
+
+        kernels = [ops.convert_to_tensor(kernel) for kernel in self.group_kernels]
+        return torch_nhwc.conv2d(inputs, kernels, (self.strides,) * 2, (self.padding,) * 2,
+                                 (self.dilation_rate,) * 2, self.groups)
 
     def compute_output_shape(self, input_shape):
         def out_size(size):

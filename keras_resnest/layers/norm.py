@@ -2,7 +2,7 @@
 multi-replica strategy, and a fused inference path for TensorFlow."""
 import keras
 
-from keras_resnest.layers.backend_paths import tensorflow_fused_batch_norm
+from keras_resnest.layers.backend_paths import tensorflow_fused_batch_norm, torch_fast_paths
 
 # PyTorch BatchNorm2d: eps=1e-5 and momentum=0.1 for the *new* statistic, i.e. Keras momentum 0.9.
 TORCH_BN_EPSILON = 1e-5
@@ -26,12 +26,14 @@ def resolve_synchronized(synchronized):
 
 @keras.saving.register_keras_serializable(package="keras_resnest")
 class BatchNorm(keras.layers.BatchNormalization):
-    """`keras.layers.BatchNormalization` whose float32 inference uses TF's fused kernel.
+    """`keras.layers.BatchNormalization` whose float32 inference is one fused kernel on
+    TensorFlow and PyTorch.
 
     Why: Keras computes inference BN as separate multiply and add ops, which TensorFlow's graph
     optimizer cannot merge into the preceding convolution; the fused op can be (Conv2D +
-    FusedBatchNorm + ReLU become one oneDNN call). Same math, same variables, same config;
-    training, other dtypes and other backends use Keras' implementation unchanged.
+    FusedBatchNorm + ReLU become one oneDNN call). On PyTorch, torch's `batch_norm` is one pass
+    over the tensor where Keras' ops are several (`torch_nhwc`). Same math, same variables,
+    same config; training, other dtypes and JAX use Keras' implementation unchanged.
 
     Args:
         synchronized: bool or None. Whether training computes the batch statistics over the
@@ -46,16 +48,26 @@ class BatchNorm(keras.layers.BatchNormalization):
     def __init__(self, *args, synchronized=None, **kwargs):
         super().__init__(*args, synchronized=resolve_synchronized(synchronized), **kwargs)
 
-    def can_fuse(self, inputs, training=None, mask=None):
-        """Whether this call is a float32 NHWC inference that the fused op computes."""
+    def is_nhwc_inference(self, inputs, training=None, mask=None):
+        """Whether this call is a float32 NHWC inference with scale and center."""
         return not (training and self.trainable) and mask is None \
-            and tensorflow_fused_batch_norm() and inputs.dtype == "float32" \
+            and keras.backend.standardize_dtype(inputs.dtype) == "float32" \
             and len(inputs.shape) == 4 and self.axis in (-1, 3) and self.scale and self.center
 
+    def can_fuse(self, inputs, training=None, mask=None):
+        """Whether this call is a float32 NHWC inference that TF's fused op computes."""
+        return tensorflow_fused_batch_norm() and self.is_nhwc_inference(inputs, training, mask)
+
     def call(self, inputs, training=None, mask=None):
-        if not self.can_fuse(inputs, training, mask):
-            return super().call(inputs, training=training, mask=mask)
-        return self.fused_inference(inputs, 0, inputs.shape[-1])
+        if self.can_fuse(inputs, training, mask):
+            return self.fused_inference(inputs, 0, inputs.shape[-1])
+        if torch_fast_paths() and self.is_nhwc_inference(inputs, training, mask):
+            from keras_resnest.layers import torch_nhwc
+
+            return torch_nhwc.batch_norm_inference(
+                inputs, self.gamma.value, self.beta.value, self.moving_mean.value,
+                self.moving_variance.value, self.epsilon)
+        return super().call(inputs, training=training, mask=mask)
 
     def fused_inference(self, inputs, start, stop):
         """Inference BN of `inputs`, which hold channels [start, stop) of this layer's input."""

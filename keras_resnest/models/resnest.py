@@ -10,6 +10,7 @@ import os
 import keras
 
 from keras_resnest.layers import ResNeStBottleneck
+from keras_resnest.layers.conv import Conv2D
 from keras_resnest.layers.norm import batch_norm
 from keras_resnest.models.configs import MODEL_CONFIGS, resolve_model_name
 
@@ -77,15 +78,15 @@ def _stem(x, stem_width, synchronized_batch_norm=None):
     # Deep stem: three 3x3 convs; the first is the only stride-2 conv of the network. PyTorch
     # pads 1 on every side; TF 'same' pads asymmetrically for even sizes, so pad explicitly.
     x = keras.layers.ZeroPadding2D(1, name="conv1_0_pad")(x)
-    x = keras.layers.Conv2D(stem_width, 3, 2, use_bias=False, kernel_initializer="he_normal",
+    x = Conv2D(stem_width, 3, 2, use_bias=False, kernel_initializer="he_normal",
                             name="conv1_0")(x)
     x = batch_norm(name="conv1_1", synchronized=synchronized_batch_norm)(x)
     x = keras.layers.ReLU(name="conv1_2")(x)
-    x = keras.layers.Conv2D(stem_width, 3, padding="same", use_bias=False,
+    x = Conv2D(stem_width, 3, padding="same", use_bias=False,
                             kernel_initializer="he_normal", name="conv1_3")(x)
     x = batch_norm(name="conv1_4", synchronized=synchronized_batch_norm)(x)
     x = keras.layers.ReLU(name="conv1_5")(x)
-    x = keras.layers.Conv2D(stem_width * 2, 3, padding="same", use_bias=False,
+    x = Conv2D(stem_width * 2, 3, padding="same", use_bias=False,
                             kernel_initializer="he_normal", name="conv1_6")(x)
     x = batch_norm(name="bn1", synchronized=synchronized_batch_norm)(x)
     x = keras.layers.ReLU(name="relu")(x)
