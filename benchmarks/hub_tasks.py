@@ -7,7 +7,7 @@
   IoU 0.5 (right class, score >= --score-threshold) on held-out canvases.
 
 Both start from random weights (nothing is downloaded). The CI runs small settings
-(tests/test_hub.py); the defaults here are the longer run the README quotes.
+(tests/test_hub.py); the defaults here are the longer run docs/keras-hub.md quotes.
 
     python -m benchmarks.hub_tasks segmentation --output-stride 8
     python -m benchmarks.hub_tasks detection

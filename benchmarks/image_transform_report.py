@@ -3,7 +3,7 @@
 For each case of tests/test_export_image_transform.py (`CASES` below repeats them: same images,
 sizes and formats): the
 largest difference in grey levels and the share of pixel values (H x W x 3) that differ at all,
-then the worst of each. The test asserts bars at the README's claim, just above these figures.
+then the worst of each. The test asserts bars at docs/export.md's claim, just above these figures.
 
     python -m benchmarks.image_transform_report
 """

@@ -5,7 +5,7 @@ tests/helpers/torch_reference.py draws them), float32, on the inputs the parity 
 (tests/test_model_parity.py, tests/test_layers.py): every model at
 an odd 45x67, resnest14d and resnest50 at 224x224, the output stride 16/8 feature maps, and
 each SplitAttention configuration against the official SplAtConv2d. The tests' bars are set a
-little above these figures; the README's Faithfulness section quotes them.
+little above these figures; docs/faithfulness.md quotes them.
 
     python -m benchmarks.parity_report [--sections models native dilated layers]
         [--models resnest50 ...] [--height 45 --width 67]

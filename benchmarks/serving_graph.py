@@ -22,7 +22,7 @@ these settings is fixed when TensorFlow starts, so each is a process of its own.
 
 Prints images/s (median of the rounds, with the range), the ratio to `serving_default`'s
 graph in the same process, and each candidate's max relative logit difference to it. Measured
-only; the figures and the decision are in README.md ("Speed").
+only; the figures and the decision are in docs/benchmarks.md.
 """
 import argparse
 import json

@@ -1,4 +1,4 @@
-"""Prints the README's TFLite accuracy table: each quantization mode against its Keras model.
+"""Prints the TFLite table of docs/export.md: each quantization mode against its Keras model.
 
 The models, images and conversions are those of tests/test_export_tflite.py, which asserts
 bars just above these figures (benchmarks.common builds the same models as the tests' helpers):

@@ -3,7 +3,7 @@
 Both send encoded image files to the `serving_bytes` signature, so the server does the decoding
 and the official evaluation transform; the reply holds the top-5 `classes`, `scores`, `labels`.
 
-Example (with `docker run ... tensorflow/serving` from the README running):
+Example (with `docker run ... tensorflow/serving` from docs/export.md running):
     >>> body = rest_request_body([b"<jpeg bytes>"])
     >>> sorted(body)
     ['instances', 'signature_name']

@@ -21,7 +21,7 @@ How the graph is built, chosen by measurement (resnest50, 224 px, onnxruntime 1.
   Three patterns tf2onnx leaves and onnxruntime does not fuse are then rewritten exactly
   (`onnx_rewrites.py`: the input scale, the stem's pad before max pooling, the attention's
   BatchNorm behind a reshape).
-  The measured speed is in README.md ("Speed") and `benchmarks/inference.py` prints it.
+  The measured speed is in docs/benchmarks.md and `benchmarks/inference.py` prints it.
 
 int8 uses onnxruntime's own static quantizer (QDQ format, per-channel int8 weights, int8
 activations calibrated with min/max on an image folder), after its `quant_pre_process` shape

@@ -48,8 +48,8 @@ def test_graph_transform_matches_official_pil_transform(shape, size, image_forma
     assert actual.shape == (size, size, 3) and actual.dtype == np.float32
     difference = np.abs(actual - expected)
     # Same pixels except rare one-level rounding differences (PIL uses fixed-point weights):
-    # the README's "under 0.1% of the pixel values"; `python -m benchmarks.image_transform_report`
-    # prints the share of each case (worst 0.017%).
+    # "under 0.1% of the pixel values" (docs/export.md);
+    # `python -m benchmarks.image_transform_report` prints the share of each case (worst 0.017%).
     assert difference.max() <= 1.0
     assert np.mean(difference > 0) < 0.001
 

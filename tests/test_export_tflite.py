@@ -2,8 +2,8 @@
 
 Float modes use ResNeSt-14d at 64 px with reference-converted (official random init, random BN
 state) weights. The int8 accuracy test uses a ResNeSt-14d trained on real images (the digits).
-`python -m benchmarks.tflite_report` prints the figures these tests measure (the README's
-TFLite table); the bars sit just above them.
+`python -m benchmarks.tflite_report` prints the figures these tests measure (the TFLite
+table of docs/export.md); the bars sit just above them.
 """
 import numpy as np
 import pytest

@@ -417,10 +417,10 @@ def test_the_stand_in_answers_the_revision_lookup_as_the_hub_does(hub):
 
 # --- documentation -----------------------------------------------------------------------------
 
-def test_the_readme_table_of_hub_repositories_is_the_code_s():
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+def test_the_docs_table_of_hub_repositories_is_the_code_s():
+    page = (ROOT / "docs" / "weights.md").read_text(encoding="utf-8")
     rows = dict(re.findall(r"^\| (resnest\w+) \| (?:`hf://([\w./-]+)`|not on the Hub) \|$",
-                           readme, re.MULTILINE))
+                           page, re.MULTILINE))
     assert sorted(rows) == keras_resnest.list_models()
     assert {name: repo for name, repo in rows.items() if repo} == HUB_REPOS
     assert set(HUB_REPOS) <= set(pretrained.PRETRAINED_FILES)

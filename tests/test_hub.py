@@ -139,7 +139,7 @@ def test_preset_classifier_matches_the_official_model_and_round_trips(served_14d
         assert type(loaded) is ResNeStImageClassifier
         np.testing.assert_array_equal(keras.ops.convert_to_numpy(loaded(inputs)), logits)
     backbone = ResNeStBackbone.from_preset("resnest14d_imagenet", output_stride=8)
-    assert sorted(backbone.pyramid_outputs) == ["P2", "P3"]  # the README's dilated backbone
+    assert sorted(backbone.pyramid_outputs) == ["P2", "P3"]  # docs/keras-hub.md's dilated backbone
     np.testing.assert_array_equal(backbone.get_layer("layer4_0").get_weights()[0],
                                   classifier.backbone.get_layer("layer4_0").get_weights()[0])
 

@@ -3,7 +3,7 @@ the float32 error of both against the official model run in float64.
 
 The bars are what the port achieves, not the public PARITY_TOLERANCE (1e-4, the bar of
 `keras-resnest convert --check`): `python -m benchmarks.parity_report` prints every figure
-these tests measure, 4e-07 to 8e-07 (README, Faithfulness). A systematic slip such as a
+these tests measure, 4e-07 to 8e-07 (docs/faithfulness.md). A systematic slip such as a
 BatchNorm epsilon of 2e-5 instead of 1e-5 stays under 1e-4 but not under these bars; the
 margin (about 6x) covers the float32 summation order of other CPUs and thread counts.
 """

@@ -512,12 +512,12 @@ def test_cli_reports_bad_input_clearly(tmp_path, capsys):
     assert "epochs" in capsys.readouterr().err
 
 
-# ---------------------------------------------------------------- README: model.fit with a new head
+# ------------------------------------------------------- the docs: model.fit with a new head
 
 
 @pytest.mark.slow
 def test_readme_fit_on_resnest50_without_top_plus_a_new_head():
-    # The README's fine-tuning example, with weights=None and a small input to stay offline/fast.
+    # The docs' fine-tuning example, with weights=None and a small input to stay offline/fast.
     base = keras_resnest.ResNeSt50(
         weights=None, include_top=False, pooling="avg", input_shape=(32, 32, 3)
     )
@@ -552,6 +552,6 @@ def test_readme_fit_on_resnest50_without_top_plus_a_new_head():
     )
     history = model.fit(images, labels, batch_size=6, epochs=1, verbose=0)
     # (A random backbone gives no useful features, so learning itself is shown by the digits
-    # runs; here the point is that the README's two phases run and touch the right weights.)
+    # runs; here the point is that the docs' two phases run and touch the right weights.)
     assert np.all(np.isfinite(history.history["loss"]))
     assert not all(np.array_equal(a, b) for a, b in zip(base.get_weights(), frozen_before))
