@@ -95,7 +95,8 @@ def _make_strategy(name, cpu_devices):
     device = "GPU:0" if gpus else "CPU"
     if name == "none":
         return strategy, f"one device ({device}): --strategy none"
-    return strategy, f"one device ({device}, no GPU found): --strategy mirrored for MirroredStrategy"
+    hint = "--strategy mirrored for MirroredStrategy"
+    return strategy, f"one device ({device}, no GPU found): {hint}"
 
 
 def _export(model_path, output, phases):

@@ -44,7 +44,9 @@ def test_the_demo_runs_end_to_end_and_prints_only_its_own_lines(tmp_path):
 
 def _strategy_line(args, tmp_path):
     """The demo's strategy line for `args`, chosen in a fresh process (a CPU split needs one)."""
-    code = ("import sys; from keras_resnest.quiet_start import import_tensorflow_quietly; "
+    # keras_resnest_cli first, as `make demo` does: the package then defers TensorFlow.
+    code = ("import sys, keras_resnest_cli; "
+            "from keras_resnest.quiet_start import import_tensorflow_quietly; "
             "import_tensorflow_quietly(); from keras_resnest import demo; "
             "args = demo._parse(sys.argv[1:]); "
             "strategy, line = demo._make_strategy(args.strategy, args.cpu_devices); "
@@ -69,3 +71,16 @@ def _strategy_line(args, tmp_path):
 ])
 def test_one_device_by_default_without_gpus_and_mirrored_when_asked(tmp_path, args, expected):
     assert _strategy_line(args, tmp_path) == expected
+
+
+def test_converter_and_interpreter_lines_are_dropped_and_errors_kept():
+    from keras_resnest.quiet_start import TFLITE_CHATTER, captured_stderr, filtered_stderr
+
+    # The lines the int8 conversion and the LiteRT interpreter wrote before the demo hid them.
+    chatter = (b"fully_quantize: 0, inference_type: 6, input_inference_type: UINT8, "
+               b"output_inference_type: UINT8\n"
+               b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\n")
+    with captured_stderr() as capture:
+        with filtered_stderr(drop=TFLITE_CHATTER):
+            os.write(2, chatter + b"RuntimeError: TFLite conversion (int8) failed\n")
+    assert capture.text == "RuntimeError: TFLite conversion (int8) failed\n"
