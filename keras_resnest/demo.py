@@ -2,12 +2,12 @@
 `python -m keras_resnest.demo`): the end-to-end job on the embedded digits.
 
 Trains resnest14d on scikit-learn's handwritten digits (1,797 real 8x8 scans, upsampled to
-32 px RGB; no download) for three short epochs (about half the training images each),
-evaluates it, saves it, and prints a short results table with the time of each phase. It trains
-on one device on a machine without a GPU (MirroredStrategy over logical CPU devices would only
-add copying and synchronisation on the same cores), under MirroredStrategy over all GPUs when
-there are any, and under MirroredStrategy over the CPU split into `--cpu-devices` logical
-devices (2 unless given) with `--strategy mirrored`; its first line says which and why.
+32 px RGB; no download) for three short epochs (on one device, about half the training images
+each), evaluates it, saves it, and prints a short results table with the time of each phase.
+It trains on one device on a machine without a GPU (MirroredStrategy over logical CPU devices
+would only add copying and synchronisation on the same cores), under MirroredStrategy over all
+GPUs when there are any, and under MirroredStrategy over the CPU split into `--cpu-devices`
+logical devices (2 unless given) with `--strategy mirrored`; its first line says which and why.
 It starts from random weights, because the demo must run offline; the same command with
 `--weights imagenet` fine-tunes pretrained weights.
 
@@ -30,12 +30,13 @@ from keras_resnest.quiet_start import TFLITE_CHATTER, filtered_stderr, import_te
 DEMO_MODEL = "resnest14d"
 DEMO_IMAGE_SIZE = 32
 DEMO_EPOCHS = 3
-# About half the training images per epoch: three short epochs learn the digits and show the
-# learning curve, and a newcomer's first run takes minutes.
-DEMO_IMAGES_PER_EPOCH = 704
+# About half the training images per epoch on one device: three short epochs learn the digits
+# and show the learning curve, and a newcomer's first run takes minutes.
+DEMO_STEPS_PER_EPOCH = 22
 DEMO_BATCH_PER_REPLICA = 32
-# Peak learning rate: above the recipe's (scaled to the batch), for a run this short.
-DEMO_LEARNING_RATE = 0.025
+# Base of the linear scaling rule (peak = base x global batch / 256): twice the recipe's SGD
+# base, for a run this short.
+DEMO_BASE_LEARNING_RATE = 0.2
 DEMO_CPU_DEVICES = 2  # logical CPU devices of `--strategy mirrored` on a machine without a GPU
 
 
@@ -87,6 +88,8 @@ def _make_strategy(name, cpu_devices):
     if cpu_devices or (name == "mirrored" and not gpus):
         strategy_lib.split_cpu(cpu_devices or DEMO_CPU_DEVICES)
     strategy = strategy_lib.make_strategy(name)
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return strategy, "MultiWorkerMirroredStrategy: TF_CONFIG names several workers"
     if isinstance(strategy, tf.distribute.MirroredStrategy):
         devices = [device.split("device:")[-1] for device in strategy.extended.worker_devices]
         why = "GPUs found" if name == "auto" else "--strategy mirrored"
@@ -173,6 +176,7 @@ def main(argv=None):
 
 def _run(args, strategy, strategy_line, phases, started):
     """Trains, evaluates, saves and exports; returns the rows of the results table."""
+    from keras_resnest.training import recipe
     from keras_resnest.training.augment import AugmentConfig
     from keras_resnest.training.data import digits_data
     from keras_resnest.training.loop import TrainConfig, train
@@ -187,8 +191,8 @@ def _run(args, strategy, strategy_line, phases, started):
         image_size=DEMO_IMAGE_SIZE,
         epochs=args.epochs,
         batch_size=DEMO_BATCH_PER_REPLICA,
-        steps_per_epoch=max(1, DEMO_IMAGES_PER_EPOCH // global_batch),
-        learning_rate=DEMO_LEARNING_RATE,
+        steps_per_epoch=DEMO_STEPS_PER_EPOCH,
+        learning_rate=recipe.scaled_learning_rate("sgd", global_batch, DEMO_BASE_LEARNING_RATE),
         warmup_epochs=1,
         augment=AugmentConfig(min_area=0.5, flip=False),  # digits: no flips, no tiny crops
     )
