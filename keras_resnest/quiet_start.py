@@ -162,3 +162,10 @@ def _import_quietly():
     except BaseException:
         sys.stderr.write(capture.text)  # the import failed: what it printed is the user's clue
         raise
+
+
+# What the TFLite converter and the LiteRT interpreter write to descriptor 2 from C++ on every
+# conversion or interpreter start, whatever TF_CPP_MIN_LOG_LEVEL says: for `filtered_stderr`.
+TFLITE_CHATTER = re.compile(
+    rb"(fully_quantize: \d|INFO: Created TensorFlow Lite \w+ delegate"
+    rb"|INFO: Initialized TensorFlow Lite runtime)")
