@@ -20,6 +20,8 @@ import time
 import numpy as np
 import pytest
 
+from tests.helpers import scratch
+
 pytestmark = pytest.mark.slow  # the whole file: see `make test-fast`
 
 MODELS = ("resnest14d", "resnest50_fast_1s4x24d")
@@ -172,17 +174,17 @@ def backend_results(tmp_path_factory):
     import resnest  # noqa: F401  (the official reference: the test extra installs it)
     import torch  # noqa: F401
 
-    directory = tmp_path_factory.mktemp("backends")
-    # TensorFlow first: the others load its files. JAX and PyTorch then run side by side
-    # (mostly single-threaded op dispatch at 64 px).
-    results = {"tensorflow": _finish_worker(
-        "tensorflow", _start_worker("tensorflow", directory), directory)}
-    if "error" in results["tensorflow"]:
+    with scratch.module_folder(tmp_path_factory, "backends") as directory:
+        # TensorFlow first: the others load its files. JAX and PyTorch then run side by side
+        # (mostly single-threaded op dispatch at 64 px).
+        results = {"tensorflow": _finish_worker(
+            "tensorflow", _start_worker("tensorflow", directory), directory)}
+        if "error" in results["tensorflow"]:
+            return results
+        processes = {backend: _start_worker(backend, directory) for backend in BACKENDS[1:]}
+        for backend, process in processes.items():
+            results[backend] = _finish_worker(backend, process, directory)
         return results
-    processes = {backend: _start_worker(backend, directory) for backend in BACKENDS[1:]}
-    for backend, process in processes.items():
-        results[backend] = _finish_worker(backend, process, directory)
-    return results
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -18,6 +18,7 @@ import tensorflow as tf
 from keras_resnest import cli
 
 from tests.helpers import export_helpers as helpers
+from tests.helpers import scratch
 
 
 def run(argv, capsys=None):
@@ -35,13 +36,13 @@ def run(argv, capsys=None):
 @pytest.fixture(scope="module")
 def digits_files(tmp_path_factory):
     """The trained digits model as a .keras file, a calibration and a held-out image folder."""
-    root = tmp_path_factory.mktemp("digits")
-    model = helpers.digits_model()
-    model.save(root / "digits.keras")
-    train_images, _, test_images, test_labels = helpers.digits_split()
-    helpers.write_digit_folder(root / "calibration", train_images[:100])
-    helpers.write_digit_folder(root / "heldout", test_images)
-    return root, test_labels
+    with scratch.module_folder(tmp_path_factory, "digits") as root:
+        model = helpers.digits_model()
+        model.save(root / "digits.keras")
+        train_images, _, test_images, test_labels = helpers.digits_split()
+        helpers.write_digit_folder(root / "calibration", train_images[:100])
+        helpers.write_digit_folder(root / "heldout", test_images)
+        yield root, test_labels
 
 
 @pytest.fixture(scope="module")

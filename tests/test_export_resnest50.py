@@ -12,6 +12,7 @@ from keras_resnest.export import image_transform
 from keras_resnest.export.saved_model import export_saved_model
 
 from tests.helpers import export_helpers as helpers
+from tests.helpers import scratch
 from tests.helpers import torch_reference as ref
 
 pytestmark = pytest.mark.slow  # the whole file: see `make test-fast`
@@ -24,8 +25,9 @@ def resnest50(tmp_path_factory):
     reference = ref.build_randomized("resnest50", seed=5)
     model = keras_resnest.create_model("resnest50", weights=None, input_shape=(SIZE, SIZE, 3))
     keras_resnest.load_torch_state_dict(model, ref.state_dict_numpy(reference))
-    path = export_saved_model(model, tmp_path_factory.mktemp("resnest50") / "saved_model")
-    return reference, model, tf.saved_model.load(str(path))
+    with scratch.module_folder(tmp_path_factory, "resnest50") as folder:
+        path = export_saved_model(model, folder / "saved_model")
+        yield reference, model, tf.saved_model.load(str(path))
 
 
 def softmax(logits):

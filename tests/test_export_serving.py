@@ -22,6 +22,7 @@ from keras_resnest.export import client, image_transform, serving
 from keras_resnest.imagenet import imagenet_classes
 
 from tests.helpers import export_helpers as helpers
+from tests.helpers import scratch
 
 pytestmark = pytest.mark.slow  # the whole file: see `make test-fast`
 
@@ -54,25 +55,26 @@ def packages_without_keras(directory):
 @pytest.fixture(scope="module")
 def probe_result(package, tmp_path_factory):
     """Run the probe once: its outputs, report and the inputs it was given."""
-    work = tmp_path_factory.mktemp("probe")
-    packages = packages_without_keras(work / "site-packages")
-    rng = np.random.default_rng(0)
-    float_images = np.stack(
-        [helpers.natural_image(64, 64, seed) for seed in range(3)]
-    ).astype(np.float32)
-    float_images[2] = rng.uniform(0, 255, float_images[2].shape)  # one noise image too
-    encoded = helpers.sample_encoded_images()
-    files = {f"image_bytes_{i}": np.frombuffer(data, np.uint8) for i, data in enumerate(encoded)}
-    np.savez(work / "inputs.npz", image=float_images, **files)
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    subprocess.run(
-        [sys.executable, "-S", str(PROBE), str(packages), str(package), str(work / "inputs.npz"),
-         str(work)],
-        check=True, env=env, timeout=600,
-    )
-    outputs = dict(np.load(work / "outputs.npz", allow_pickle=False))
-    report = json.loads((work / "report.json").read_text())
-    return outputs, report, float_images, encoded
+    with scratch.module_folder(tmp_path_factory, "probe") as work:
+        packages = packages_without_keras(work / "site-packages")
+        rng = np.random.default_rng(0)
+        float_images = np.stack(
+            [helpers.natural_image(64, 64, seed) for seed in range(3)]
+        ).astype(np.float32)
+        float_images[2] = rng.uniform(0, 255, float_images[2].shape)  # one noise image too
+        encoded = helpers.sample_encoded_images()
+        files = {f"image_bytes_{i}": np.frombuffer(data, np.uint8)
+                 for i, data in enumerate(encoded)}
+        np.savez(work / "inputs.npz", image=float_images, **files)
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+        subprocess.run(
+            [sys.executable, "-S", str(PROBE), str(packages), str(package),
+             str(work / "inputs.npz"), str(work)],
+            check=True, env=env, timeout=600,
+        )
+        outputs = dict(np.load(work / "outputs.npz", allow_pickle=False))
+        report = json.loads((work / "report.json").read_text())
+        return outputs, report, float_images, encoded
 
 
 def test_package_layout_and_server_configs(package):

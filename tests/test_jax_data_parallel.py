@@ -22,6 +22,8 @@ import sys
 import numpy as np
 import pytest
 
+from tests.helpers import scratch
+
 pytestmark = pytest.mark.slow
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -109,16 +111,16 @@ def worker(directory):
 
 @pytest.fixture(scope="module")
 def result(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("jax_data_parallel")
-    env = dict(os.environ, KERAS_BACKEND="jax", TF_CPP_MIN_LOG_LEVEL="3",
-               XLA_FLAGS="--xla_force_host_platform_device_count=2",
-               PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    code = "import sys; from tests.test_jax_data_parallel import worker; worker(sys.argv[1])"
-    process = subprocess.run([sys.executable, "-c", code, str(directory)], cwd=ROOT, env=env,
-                             capture_output=True, text=True, timeout=600)
-    assert process.returncode == 0, f"JAX DataParallel worker failed:\n{process.stderr[-6000:]}"
-    with open(directory / "result.json") as f:
-        return json.load(f)
+    with scratch.module_folder(tmp_path_factory, "jax_data_parallel") as directory:
+        env = dict(os.environ, KERAS_BACKEND="jax", TF_CPP_MIN_LOG_LEVEL="3",
+                   XLA_FLAGS="--xla_force_host_platform_device_count=2",
+                   PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        code = "import sys; from tests.test_jax_data_parallel import worker; worker(sys.argv[1])"
+        process = subprocess.run([sys.executable, "-c", code, str(directory)], cwd=ROOT, env=env,
+                                 capture_output=True, text=True, timeout=600)
+        assert process.returncode == 0, f"JAX DataParallel worker failed:\n{process.stderr[-6000:]}"
+        with open(directory / "result.json") as f:
+            return json.load(f)
 
 
 def test_data_parallel_fit_has_the_losses_of_one_device(result):

@@ -21,6 +21,7 @@ import pytest
 from PIL import Image
 
 from tests.helpers import export_helpers as helpers
+from tests.helpers import scratch
 
 pytestmark = pytest.mark.slow  # the whole file: see `make test-fast`
 
@@ -105,18 +106,18 @@ def user(tmp_path_factory):
     assert re.search(rf"^{re.escape(README_INSTALL)}$", readme, re.MULTILINE), (
         f"the README no longer documents `{README_INSTALL}`: update this test with it"
     )
-    root = tmp_path_factory.mktemp("user")
-    wheel = _build_wheel(root)
-    venv.create(root / "venv", with_pip=True)
-    # The README's command, with the wheel standing in for the package index's copy.
-    subprocess.run(
-        [str(root / "venv" / "bin" / "pip"), "install", "-q", str(wheel)],
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=COMMAND_TIMEOUT,
-    )
-    return UserEnvironment(root)
+    with scratch.module_folder(tmp_path_factory, "user") as root:
+        wheel = _build_wheel(root)
+        venv.create(root / "venv", with_pip=True)
+        # The README's command, with the wheel standing in for the package index's copy.
+        subprocess.run(
+            [str(root / "venv" / "bin" / "pip"), "install", "-q", str(wheel)],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=COMMAND_TIMEOUT,
+        )
+        yield UserEnvironment(root)
 
 
 def _write_image(path, seed, size=40):

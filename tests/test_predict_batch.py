@@ -20,6 +20,8 @@ from PIL import Image
 from keras_resnest.cli import main
 from keras_resnest.predict import load_images
 
+from tests.helpers import scratch
+
 SIZE = 32
 CLASSES = [f"class_{index}" for index in range(10)]
 GOOD_IMAGES = 500
@@ -34,28 +36,28 @@ def image_files(tmp_path_factory):
 
     import keras_resnest
 
-    root = tmp_path_factory.mktemp("predict_batch")
-    keras.utils.set_random_seed(0)
-    model = keras_resnest.create_model("resnest14d", weights=None, input_shape=(SIZE, SIZE, 3),
-                                       classes=len(CLASSES))
-    model.save(root / "model.keras")
-    (root / "class_names.json").write_text(json.dumps(CLASSES))
-    folder = root / "images"
-    folder.mkdir()
-    rng = np.random.default_rng(0)
-    good = []
-    for index in range(GOOD_IMAGES):
-        height, width = rng.integers(24, 81, size=2)
-        pixels = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
-        path = folder / f"image{index:03d}.{'png' if index % 2 else 'jpg'}"
-        Image.fromarray(pixels).save(path)
-        good.append(str(path))
-    (folder / BAD_FILES[0]).write_text("not an image")
-    (folder / BAD_FILES[1]).write_bytes(b"")
-    jpeg = (folder / "image000.jpg").read_bytes()
-    (folder / BAD_FILES[2]).write_bytes(jpeg[:len(jpeg) // 2])
-    bad = [str(folder / name) for name in BAD_FILES]
-    return root / "model.keras", model, folder, good, bad
+    with scratch.module_folder(tmp_path_factory, "predict_batch") as root:
+        keras.utils.set_random_seed(0)
+        model = keras_resnest.create_model("resnest14d", weights=None, input_shape=(SIZE, SIZE, 3),
+                                           classes=len(CLASSES))
+        model.save(root / "model.keras")
+        (root / "class_names.json").write_text(json.dumps(CLASSES))
+        folder = root / "images"
+        folder.mkdir()
+        rng = np.random.default_rng(0)
+        good = []
+        for index in range(GOOD_IMAGES):
+            height, width = rng.integers(24, 81, size=2)
+            pixels = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+            path = folder / f"image{index:03d}.{'png' if index % 2 else 'jpg'}"
+            Image.fromarray(pixels).save(path)
+            good.append(str(path))
+        (folder / BAD_FILES[0]).write_text("not an image")
+        (folder / BAD_FILES[1]).write_bytes(b"")
+        jpeg = (folder / "image000.jpg").read_bytes()
+        (folder / BAD_FILES[2]).write_bytes(jpeg[:len(jpeg) // 2])
+        bad = [str(folder / name) for name in BAD_FILES]
+        yield root / "model.keras", model, folder, good, bad
 
 
 def read_jsonl(pattern):

@@ -15,6 +15,8 @@ import keras_resnest
 from keras_resnest.cli import main
 from keras_resnest.predict import load_images
 
+from tests.helpers import scratch
+
 SIZE = 32
 CLASSES = [f"class_{chr(ord('a') + i)}" for i in range(10)]
 
@@ -24,20 +26,20 @@ def trained(tmp_path_factory):
     """(run directory, model, two image paths)."""
     from keras_resnest.training.finetune import build_classifier
 
-    root = tmp_path_factory.mktemp("predict")
-    run = root / "run"
-    run.mkdir()
-    model = build_classifier("resnest14d", num_classes=len(CLASSES), image_size=SIZE,
-                             weights=None)
-    model.save(run / "model.keras")
-    (run / "class_names.json").write_text(json.dumps(CLASSES))
-    rng = np.random.default_rng(0)
-    images = []
-    for index, shape in enumerate([(40, 56, 3), (64, 48, 3)]):
-        path = root / f"image{index}.png"
-        Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8)).save(path)
-        images.append(str(path))
-    return run, model, images
+    with scratch.module_folder(tmp_path_factory, "predict") as root:
+        run = root / "run"
+        run.mkdir()
+        model = build_classifier("resnest14d", num_classes=len(CLASSES), image_size=SIZE,
+                                 weights=None)
+        model.save(run / "model.keras")
+        (run / "class_names.json").write_text(json.dumps(CLASSES))
+        rng = np.random.default_rng(0)
+        images = []
+        for index, shape in enumerate([(40, 56, 3), (64, 48, 3)]):
+            path = root / f"image{index}.png"
+            Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8)).save(path)
+            images.append(str(path))
+        yield run, model, images
 
 
 def expected_lines(model, images, top, names):

@@ -14,6 +14,7 @@ import sys
 import numpy as np
 import pytest
 
+from tests.helpers import scratch
 from tests.helpers.training_runs import TRAIN, read_json, train_env, train_killed_after
 
 pytestmark = pytest.mark.slow  # the whole file: see `make test-fast`
@@ -31,53 +32,54 @@ AGREEMENT_BAR = 0.95
 def qat_run(tmp_path_factory):
     """A float epoch then two QAT epochs through `keras-resnest train` under MirroredStrategy
     (2 CPU replicas), killed at a checkpoint of the QAT phase (as a crash would) and restarted."""
-    run_dir = str(tmp_path_factory.mktemp("qat") / "run")
-    args = [
-        "--epochs",
-        "1",
-        "--qat-epochs",
-        "2",
-        "--steps-per-epoch",
-        str(STEPS),
-        "--batch-size",
-        "8",
-        "--warmup-epochs",
-        "0",
-        "--checkpoint-every",
-        "4",
-        "--strategy",
-        "mirrored",
-        "--cpu-devices",
-        "2",
-        "--seed",
-        "0",
-        "-o",
-        run_dir,
-    ]
-    killed = subprocess.run(
-        train_killed_after(KILL_AT) + args,
-        env=train_env(),
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert killed.returncode == -signal.SIGKILL, killed.stdout[-2000:] + killed.stderr[-2000:]
-    assert "2 replica(s) x 8 = global batch 16" in killed.stdout
-    assert os.path.exists(os.path.join(run_dir, "model.keras"))  # the float phase had finished
-    assert read_json(os.path.join(run_dir, "qat", "backup", "progress.json")) == {
-        "epoch": 1,
-        "step": 4,
-    }
-    assert not os.path.exists(os.path.join(run_dir, "qat", "model.keras"))
+    with scratch.module_folder(tmp_path_factory, "qat") as folder:
+        run_dir = str(folder / "run")
+        args = [
+            "--epochs",
+            "1",
+            "--qat-epochs",
+            "2",
+            "--steps-per-epoch",
+            str(STEPS),
+            "--batch-size",
+            "8",
+            "--warmup-epochs",
+            "0",
+            "--checkpoint-every",
+            "4",
+            "--strategy",
+            "mirrored",
+            "--cpu-devices",
+            "2",
+            "--seed",
+            "0",
+            "-o",
+            run_dir,
+        ]
+        killed = subprocess.run(
+            train_killed_after(KILL_AT) + args,
+            env=train_env(),
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+        assert killed.returncode == -signal.SIGKILL, killed.stdout[-2000:] + killed.stderr[-2000:]
+        assert "2 replica(s) x 8 = global batch 16" in killed.stdout
+        assert os.path.exists(os.path.join(run_dir, "model.keras"))  # the float phase had finished
+        assert read_json(os.path.join(run_dir, "qat", "backup", "progress.json")) == {
+            "epoch": 1,
+            "step": 4,
+        }
+        assert not os.path.exists(os.path.join(run_dir, "qat", "model.keras"))
 
-    resumed = subprocess.run(
-        TRAIN + args, env=train_env(), capture_output=True, text=True, timeout=900
-    )
-    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
-    assert re.search(r"resumed from \S+qat\S+: epoch 1 step 4", resumed.stdout), resumed.stdout[
-        -2000:
-    ]
-    return run_dir
+        resumed = subprocess.run(
+            TRAIN + args, env=train_env(), capture_output=True, text=True, timeout=900
+        )
+        assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+        assert re.search(r"resumed from \S+qat\S+: epoch 1 step 4", resumed.stdout), resumed.stdout[
+            -2000:
+        ]
+        yield run_dir
 
 
 def test_qat_phase_writes_a_quantize_aware_model_next_to_the_float_one(qat_run):
