@@ -1,8 +1,9 @@
 """Image folders as model inputs: calibration data for int8 and held-out data for reports.
 
-Images are found recursively (class sub-folders are fine), in sorted order, and prepared with
-exactly the transform the served graph uses (`image_transform`: decode, official crop, bicubic
-resize), so calibration sees what the deployed model will see.
+Images are found recursively (class sub-folders are fine), in sorted order, and read by
+`keras_resnest.images` (the pixels the served graph decodes, under the same pixel limit) with the
+official evaluation transform, so calibration sees what the deployed model will see. A file that
+cannot be used is named with its reason and skipped.
 
 Example:
     >>> import numpy as np, pathlib, tempfile
@@ -12,7 +13,6 @@ Example:
     >>> load_images(list_images(folder), 32).shape
     (1, 32, 32, 3)
 """
-import re
 import sys
 from pathlib import Path
 
@@ -20,10 +20,9 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
-from keras_resnest.export import image_transform
-from keras_resnest.quiet_start import captured_stderr
+from keras_resnest.images import FORMAT_NAMES, inspect_image, read_for_eval
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 
 
 def list_images(directory, limit=None):
@@ -51,33 +50,41 @@ def list_images(directory, limit=None):
     return paths
 
 
-def load_images(paths, image_size, progress=False):
-    """Decode and transform image files into float32 `[N, size, size, 3]` (RGB 0..255).
+def check_images(directory):
+    """`list_images(directory)`, refused before any work unless at least one file's header is
+    that of a usable image (`keras_resnest.images.inspect_image`: no pixel is decoded).
 
-    Raises ValueError naming the first file that cannot be decoded.
+    Raises FileNotFoundError or ValueError as `list_images`, and ValueError naming each file's
+    reason when none is usable.
     """
-    transform = tf.function(
-        lambda data: image_transform.decode_and_transform(data, image_size),
-        input_signature=[tf.TensorSpec([], tf.string)],
-    )
-    # Traced here, so that what the loop captures from descriptor 2 is the decoding's own.
-    transform.get_concrete_function()
-    images = []
+    paths = list_images(directory)
+    reasons = [(path, inspect_image(path)) for path in paths]
+    if all(reason is not None for _, reason in reasons):
+        named = "; ".join(f"{path.name}: {reason}" for path, reason in reasons[:3])
+        raise ValueError(f"image folder {directory}: none of its {len(paths)} image files can be "
+                         f"read ({named}{'; ...' if len(paths) > 3 else ''})")
+    return paths
+
+
+def load_images(paths, image_size, progress=False):
+    """Read and transform image files into float32 `[N, size, size, 3]` (RGB 0..255), with
+    `keras_resnest.images` (the pixels of the served graph's decoder, whose pixel limit it
+    applies) and the official evaluation transform.
+
+    A file that cannot be used is named on stderr with its reason and skipped; ValueError if
+    none can.
+    """
+    images, skipped = [], 0
     for path in tqdm(paths, desc="reading images", unit="image", disable=not progress):
-        # libjpeg writes its complaints to descriptor 2; this file is named instead.
-        with captured_stderr() as decoder:
-            try:
-                images.append(transform(tf.constant(Path(path).read_bytes())).numpy())
-            except (tf.errors.InvalidArgumentError, tf.errors.UnknownError) as error:
-                # Drop TF's "{{function_node ...}}" prefix: the decoder's own words are enough.
-                message = re.sub(r"\{\{[^}]*\}\}", "", str(error)).strip() or "bad data"
-                message = message.splitlines()[0]
-                raise ValueError(
-                    f"cannot read image {path}: {message} (expected a JPEG, PNG, BMP or GIF file)"
-                ) from None
-        if decoder.text.strip():
-            tqdm.write(f"warning: {path}: the decoder reported damaged image data; using what "
-                       "it recovered", file=sys.stderr)
+        image, reason = read_for_eval(path, image_size)
+        if reason is None:
+            images.append(image)
+        else:
+            skipped += 1
+            tqdm.write(f"warning: {path}: {reason}; skipped", file=sys.stderr)
+    if not images:
+        raise ValueError(f"none of the {skipped} image files can be read (each is named above; "
+                         f"expected {FORMAT_NAMES} images)")
     return np.stack(images).astype(np.float32)
 
 

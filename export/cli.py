@@ -155,14 +155,14 @@ def run_export(args):
         output_paths.refuse_existing(target, args.overwrite)
     for folder in (args.calibration, args.report_images):
         if folder is not None:
-            calibration.list_images(folder)
+            calibration.check_images(folder)
 
     from keras_resnest.labels import read_labels
     from keras_resnest.model_source import load_model_for_export
 
     labels = read_labels(args.labels) if args.labels is not None else None
     model = load_model_for_export(args.model, args.weights, args.image_size)
-    from keras_resnest.export.image_transform import DEFAULT_MAX_PIXELS
+    from keras_resnest.images import DEFAULT_MAX_PIXELS
 
     max_pixels = DEFAULT_MAX_PIXELS if args.max_pixels is None else args.max_pixels
     if args.format == "saved_model":

@@ -31,6 +31,7 @@ from keras_resnest import classifier
 from keras_resnest.export import image_transform
 from keras_resnest.export.output_paths import replace_directory
 from keras_resnest.imagenet import imagenet_classes
+from keras_resnest.images import DEFAULT_MAX_PIXELS
 
 FLOAT_SIGNATURE = "serving_default"
 BYTES_SIGNATURE = "serving_bytes"
@@ -65,7 +66,7 @@ def check_max_pixels(max_pixels):
 
 
 def build_export_archive(model, image_size, labels, labels_path,
-                         max_pixels=image_transform.DEFAULT_MAX_PIXELS):
+                         max_pixels=DEFAULT_MAX_PIXELS):
     """An ExportArchive with both serving signatures; `labels` are written to `labels_path`."""
     head = classifier.classifier_head(model)
     num_classes = classifier.num_classes(model)
@@ -126,7 +127,7 @@ def build_export_archive(model, image_size, labels, labels_path,
 
 
 def write_saved_model(model, directory, *, image_size=None, labels=None,
-                      max_pixels=image_transform.DEFAULT_MAX_PIXELS):
+                      max_pixels=DEFAULT_MAX_PIXELS):
     """Write the SavedModel into `directory` (which must not exist); returns the image size."""
     check_max_pixels(max_pixels)
     image_size = classifier.resolve_image_size(model, image_size)
@@ -140,7 +141,7 @@ def write_saved_model(model, directory, *, image_size=None, labels=None,
 
 
 def export_saved_model(model, path, *, image_size=None, labels=None, overwrite=False,
-                       max_pixels=image_transform.DEFAULT_MAX_PIXELS):
+                       max_pixels=DEFAULT_MAX_PIXELS):
     """Export `model` as a SavedModel at `path` with the `serving_default` and `serving_bytes`
     signatures.
 

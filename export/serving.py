@@ -27,8 +27,9 @@ from google.protobuf import text_format
 from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
 from tensorflow_serving.config import model_server_config_pb2
 
-from keras_resnest.export import image_transform, saved_model
+from keras_resnest.export import saved_model
 from keras_resnest.export.output_paths import replace_directory, write_file_atomically
+from keras_resnest.images import DEFAULT_MAX_PIXELS
 
 WARMUP_FILE = Path("assets.extra") / "tf_serving_warmup_requests"
 MODELS_CONFIG = "models.config"
@@ -150,7 +151,7 @@ def batching_config_text(parameters=None):
 
 def export_serving_package(
     model, output_dir, model_name, version=1, *, image_size=None, labels=None, overwrite=False,
-    max_pixels=image_transform.DEFAULT_MAX_PIXELS,
+    max_pixels=DEFAULT_MAX_PIXELS,
 ):
     """Export `model` for TF-Serving as `output_dir/<model_name>/<version>/`.
 

@@ -1,6 +1,7 @@
 """The official ResNeSt evaluation transform, as TensorFlow graph ops: the one implementation
 that training validation, `keras-resnest predict`, the serving graph, the TFLite/ONNX reports
-and calibration, and the keras-hub image converter all use.
+and calibration, and the keras-hub image converter all use. Decoding is `keras_resnest.images`
+(Python) and `keras_resnest.image_decoding` (graph ops).
 
 The official `scripts/torch/verify.py` transform (`ECenterCrop`) does, with PIL:
 
@@ -52,19 +53,6 @@ def static_center_crop_box(height, width, image_size):
     (16, 48, 224, 224)
     """
     return _crop_box(height, width, image_size, min, round)
-
-
-def decode_rgb(image_bytes):
-    """One encoded JPEG/PNG/BMP/GIF (first frame)/WebP image -> uint8 RGB `[H, W, 3]`, decoded
-    as PIL decodes it: PIL uses the accurate integer DCT for JPEGs, where TensorFlow's default
-    (fast) DCT differs by about one grey level per pixel."""
-    image = tf.cond(
-        tf.io.is_jpeg(image_bytes),
-        lambda: tf.io.decode_jpeg(image_bytes, channels=3, dct_method="INTEGER_ACCURATE"),
-        lambda: tf.io.decode_image(image_bytes, channels=3, expand_animations=False),
-    )
-    image.set_shape([None, None, 3])
-    return image
 
 
 def eval_transform(images, image_size):

@@ -14,7 +14,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from keras_resnest import preprocessing
+from keras_resnest import image_decoding, preprocessing
 from keras_resnest.export import image_transform
 from keras_resnest.weights.reference import official_eval_crop
 
@@ -103,9 +103,9 @@ def test_header_dimensions_match_the_decoded_image(fmt, options, channels):
             buffer, fmt, **options
         )
         data = tf.constant(buffer.getvalue())
-        assert image_transform.header_dimensions(data).numpy().tolist() == [height, width]
+        assert image_decoding.header_dimensions(data).numpy().tolist() == [height, width]
         if not (fmt == "WEBP" and channels == 4):  # TF's decoder refuses RGB from RGBA WebP
-            assert image_transform.decode_image(data).shape[:2] == (height, width)
+            assert image_decoding.decode_image(data).shape[:2] == (height, width)
 
 
 def test_header_dimensions_of_top_down_bmp_truncated_and_unknown_bytes():
@@ -113,12 +113,12 @@ def test_header_dimensions_of_top_down_bmp_truncated_and_unknown_bytes():
     Image.fromarray(np.zeros((20, 30, 3), np.uint8)).save(buffer, "BMP")
     top_down = bytearray(buffer.getvalue())
     top_down[22:26] = (-20).to_bytes(4, "little", signed=True)  # rows stored top-down
-    assert image_transform.header_dimensions(tf.constant(bytes(top_down))).numpy().tolist() == [
+    assert image_decoding.header_dimensions(tf.constant(bytes(top_down))).numpy().tolist() == [
         20,
         30,
     ]
     for data in (b"", b"not an image", b"\x89PNG", b"II*\x00 a TIFF"):
-        assert image_transform.header_dimensions(tf.constant(data)).numpy().tolist() == [-1, -1]
+        assert image_decoding.header_dimensions(tf.constant(data)).numpy().tolist() == [-1, -1]
 
 
 def test_pixel_limit_refuses_before_decoding_in_a_graph():

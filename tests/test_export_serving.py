@@ -20,6 +20,7 @@ from tensorflow_serving.config import model_server_config_pb2
 
 from keras_resnest.export import client, image_transform, serving
 from keras_resnest.imagenet import imagenet_classes
+from keras_resnest.images import DEFAULT_MAX_PIXELS
 
 from tests.helpers import export_helpers as helpers
 from tests.helpers import scratch
@@ -110,7 +111,7 @@ def test_a_decompression_bomb_is_refused_before_decoding_and_serving_goes_on(pro
     _, report, _, _ = probe_result
     bomb = report["bomb"]
     print(bomb)  # the measured figures (pytest -s)
-    assert bomb["max_pixels"] == image_transform.DEFAULT_MAX_PIXELS == 50_000_000
+    assert bomb["max_pixels"] == DEFAULT_MAX_PIXELS == 50_000_000
     assert bomb["bomb_bytes"] < 1_000_000
     assert bomb["refusal"] is not None, "the 225-megapixel PNG was decoded"
     assert "15000 x 15000 pixels is over the limit of 50000000 pixels" in bomb["refusal"]

@@ -12,6 +12,7 @@ import tensorflow as tf
 from keras_resnest.export import calibration, report, tflite
 
 from tests.helpers import export_helpers as helpers
+from tests.helpers import odd_images
 
 pytestmark = pytest.mark.slow  # the whole file: its float32 flatbuffer fixture converts a model
 
@@ -86,7 +87,7 @@ def test_int8_with_int8_io_from_a_tf_data_dataset():
     assert result["top1_agreement"] >= 0.99
 
 
-def test_calibration_folder_errors(tmp_path):
+def test_calibration_folder_errors(tmp_path, capsys):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         calibration.list_images(tmp_path / "missing")
     (tmp_path / "empty").mkdir()
@@ -96,8 +97,19 @@ def test_calibration_folder_errors(tmp_path):
     bad = tmp_path / "bad"
     helpers.write_digit_folder(bad, helpers.digits_split()[0][:2])
     (bad / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
-    with pytest.raises(ValueError, match="cannot read image .*broken.jpg"):
-        calibration.load_image_folder(bad, 32)
+    # A bad file is named with its reason and skipped; the good ones calibrate.
+    assert calibration.load_image_folder(bad, 32).shape == (2, 32, 32, 3)
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"warning: {bad / 'broken.jpg'}: cannot decode the image")
+    assert line.endswith("; skipped")
+    only_bad = tmp_path / "only_bad"
+    only_bad.mkdir()
+    (only_bad / "bomb.png").write_bytes(odd_images.png_header_bomb(20000, 20000))
+    with pytest.raises(ValueError, match="none of its 1 image files can be read "
+                       r"\(bomb.png: declares 20000x20000 pixels; the limit is 50000000"):
+        calibration.check_images(only_bad)
+    with pytest.raises(ValueError, match="none of the 1 image files can be read"):
+        calibration.load_image_folder(only_bad, 32)
 
 
 def test_calibration_folder_reproduces_training_images(tmp_path):

@@ -17,6 +17,8 @@ from keras_resnest.training import augment, data, evaluate, finetune, recipe
 from keras_resnest.training import strategy as strategy_lib
 from keras_resnest.training.digits import load_digits_dataset
 
+from tests.helpers import odd_images
+
 # ---------------------------------------------------------------- digits
 
 
@@ -64,12 +66,19 @@ def _make_folder(root, per_class=6, with_val=False):
 def test_folder_reader_skips_non_images_and_corrupt_images_without_failing(tmp_path, capsys):
     root = _make_folder(tmp_path, per_class=10)
     (root / "train" / "cat" / "notes.txt").write_text("not an image")
-    # A JPEG header followed by garbage passes the header check and fails in the decoder.
-    (root / "train" / "dog" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0" + b"garbage" * 20)
+    # A header that declares a bomb: named with the reader's reason and never decoded.
+    (root / "train" / "cat" / "zz_bomb.png").write_bytes(odd_images.png_header_bomb(20000, 20000))
+    # A JPEG cut inside its image data passes the header check and fails in the decoder.
+    jpeg = odd_images.encode(odd_images.picture(128, 128), "JPEG")
+    (root / "train" / "dog" / "broken.jpg").write_bytes(jpeg[:len(jpeg) // 2])
     loaded = data.folder_data(str(root), val_fraction=0.2, seed=3)
-    assert "notes.txt" in capsys.readouterr().err
+    err = capsys.readouterr().err.splitlines()
+    assert f"warning: {root}/train/cat/notes.txt: not a JPEG, PNG, GIF, BMP or WebP image; " \
+           "skipped" in err
+    assert f"warning: {root}/train/cat/zz_bomb.png: declares 20000x20000 pixels; the limit is " \
+           "50000000 pixels; skipped" in err
     assert loaded.class_names == ["cat", "dog"]
-    assert [os.path.basename(p) for p in loaded.skipped_files] == ["notes.txt"]
+    assert [os.path.basename(p) for p in loaded.skipped_files] == ["notes.txt", "zz_bomb.png"]
     assert loaded.train_size + loaded.val_size == 21  # 20 PNGs + the corrupt JPEG
     # Seeded split: 2 of 10 (or 11) per class, the same for the same seed.
     again = data.folder_data(str(root), val_fraction=0.2, seed=3)

@@ -9,12 +9,14 @@ tf.data datasets of `(item, label)`). The pipeline functions turn a source into 
 * validation: decode and the official evaluation transform, in order.
 
 Folder layout: `DIR/train/<class>/*.jpg|png|...` and optionally `DIR/val/<class>/...`; without
-`val/`, a seeded, per-class split holds out `val_fraction` of the training images. Files that are
-not images (by their header bytes) are reported and skipped up front; images that are corrupt
-inside are skipped by the pipeline and the epoch continues, each failed read named on stderr
-(`warning: PATH: cannot decode the image; skipped`; `keras-resnest train` shows it once per file).
+`val/`, a seeded, per-class split holds out `val_fraction` of the training images. Each file's
+header is read up front by `keras_resnest.images.inspect_image`: a file of another format, or one
+that declares more than `DEFAULT_MAX_PIXELS` pixels (a decompression bomb), is named with its
+reason and skipped before any pixel is decoded. Images that are corrupt inside are skipped by the
+pipeline and the epoch continues, each failed read named on stderr (`warning: PATH: cannot decode
+the image; skipped`; `keras-resnest train` shows it once per file).
 
-TFRecord: `tf.train.Example`s with `image/encoded` (JPEG/PNG/GIF/BMP bytes) and
+TFRecord: `tf.train.Example`s with `image/encoded` (JPEG/PNG/GIF/BMP/WebP bytes) and
 `image/class/label` (int64, 0-based), optionally `image/class/text`; the ImageNet/TF-Slim layout.
 
 Example:
@@ -34,12 +36,14 @@ from typing import Callable
 import numpy as np
 import tensorflow as tf
 
-from keras_resnest.preprocessing import decode_rgb, eval_transform
+from keras_resnest.image_decoding import decode_image
+from keras_resnest.images import DEFAULT_MAX_PIXELS, inspect_image
+from keras_resnest.preprocessing import eval_transform
 from keras_resnest.training import augment as augment_lib
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp")
-# Header bytes of the formats tf.io.decode_image reads: a file without one cannot be decoded.
-_MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp")
+# Skipped files named one per line, up to this many; then a count of the rest.
+_NAMED_SKIPS = 20
 
 
 @dataclass
@@ -79,15 +83,6 @@ def digits_data(image_size=32):
     )
 
 
-def _is_image_file(path):
-    try:
-        with open(path, "rb") as handle:
-            head = handle.read(8)
-    except OSError:
-        return False
-    return any(head.startswith(magic) for magic in _MAGIC)
-
-
 def _list_class_folder(root, class_names=None):
     """Returns (paths, labels, class_names, skipped) for `root/<class>/<file>`."""
     if class_names is None:
@@ -109,11 +104,12 @@ def _list_class_folder(root, class_names=None):
             path = os.path.join(folder, file_name)
             if file_name.startswith(".") or not os.path.isfile(path):
                 continue
-            if _is_image_file(path):
+            reason = inspect_image(path)
+            if reason is None:
                 paths.append(path)
                 labels.append(label)
             else:
-                skipped.append(path)
+                skipped.append((path, reason))
     return paths, labels, class_names, skipped
 
 
@@ -135,7 +131,17 @@ def _decode_image_file(path):
 
 
 def _decode_image_bytes(encoded):
-    return tf.cast(decode_rgb(encoded), tf.float32)
+    # The pixel limit again, in the graph: TFRecord bytes are never listed, and a listed file
+    # may change before it is read. A refused image fails like a corrupt one and is skipped.
+    return tf.cast(decode_image(encoded, max_pixels=DEFAULT_MAX_PIXELS), tf.float32)
+
+
+def _report_skipped(skipped):
+    """One stderr line per skipped (path, reason), the first `_NAMED_SKIPS`, then a count."""
+    lines = [f"warning: {path}: {reason}; skipped" for path, reason in skipped[:_NAMED_SKIPS]]
+    if len(skipped) > _NAMED_SKIPS:
+        lines.append(f"warning: {len(skipped) - _NAMED_SKIPS} more unusable file(s) skipped")
+    print("\n".join(lines), file=sys.stderr)
 
 
 def folder_data(directory, val_fraction=0.1, seed=0):
@@ -170,12 +176,7 @@ def folder_data(directory, val_fraction=0.1, seed=0):
         val_paths, val_labels = [paths[i] for i in val_idx], [labels[i] for i in val_idx]
         paths, labels = [paths[i] for i in train_idx], [labels[i] for i in train_idx]
     if skipped:
-        print(
-            f"warning: skipped {len(skipped)} non-image file(s): "
-            + ", ".join(skipped[:10])
-            + (" ..." if len(skipped) > 10 else ""),
-            file=sys.stderr,
-        )
+        _report_skipped(skipped)
     if not paths:
         raise ValueError(f"{train_dir}: no image files ({', '.join(IMAGE_EXTENSIONS)}) found.")
     return TrainingData(
@@ -187,7 +188,7 @@ def folder_data(directory, val_fraction=0.1, seed=0):
         train_size=len(paths),
         val_size=len(val_paths),
         decode=_decode_image_file,
-        skipped_files=tuple(skipped),
+        skipped_files=tuple(path for path, _ in skipped),
     )
 
 
