@@ -3,12 +3,18 @@
     keras-resnest predict cat.jpg dog.png --model resnest50 --top 5
     keras-resnest predict photo.jpg --weights runs/photos/model.keras   # a model you trained
 
-TensorFlow is imported by the handler, not at registration, so `--help` stays fast.
+Files are read and predicted --batch-size at a time, each printed as soon as it is predicted. A
+file that cannot be used is named on stderr with its reason and the others go on; the command
+then exits 1. TensorFlow is imported by the handler, not at registration, so `--help` stays fast.
 """
 import os
+import sys
 from pathlib import Path
 
-DEFAULT_TOP = 5  # keras_resnest.predict.DEFAULT_TOP; not imported here: it imports TensorFlow
+# keras_resnest.predict.DEFAULT_TOP and DEFAULT_BATCH_SIZE; not imported here: that module
+# imports TensorFlow.
+DEFAULT_TOP = 5
+DEFAULT_BATCH_SIZE = 32
 
 
 def register(subparsers):
@@ -18,13 +24,17 @@ def register(subparsers):
         "of size/(size+32) of the short side, bicubic resize). With --weights MODEL.keras (e.g. "
         "`keras-resnest train`'s model.keras) the file is the model: its architecture, input "
         "size and head are used and the class names are read from class_names.json beside it "
-        "(or --labels).")
+        "(or --labels). A file that cannot be used (not a JPEG, PNG, GIF, BMP or WebP image, "
+        "damaged, or over 50,000,000 pixels) is named with its reason and the others are "
+        "predicted; the exit status is then 1.")
     predict.add_argument("images", nargs="+", metavar="IMAGE")
     add_model_arguments(predict)
     predict.add_argument("--top", type=int, default=None,
                          help=f"classes per image (default {DEFAULT_TOP}, or all if fewer)")
     predict.add_argument("--size", type=int, default=None,
                          help="evaluation crop (default: the model's, e.g. 224 for resnest50)")
+    predict.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE,
+                         help=f"images read and predicted at a time (default {DEFAULT_BATCH_SIZE})")
     predict.set_defaults(func=run_predict)
 
 
@@ -49,7 +59,7 @@ def add_model_arguments(parser, weights_note=""):
 def run_predict(args):
     from keras_resnest import classifier
     from keras_resnest.models import resolve_model_name
-    from keras_resnest.predict import predict_top_classes
+    from keras_resnest.predict import predict_files
 
     # Everything that can be checked without the model is checked before it is built.
     model_name = resolve_model_name(args.model)
@@ -57,9 +67,10 @@ def run_predict(args):
         raise ValueError(f"--size {args.size}: must be >= 32")
     if args.top is not None and args.top < 1:
         raise ValueError(f"--top {args.top}: must be >= 1")
-    missing = [path for path in args.images if not os.path.isfile(path)]
-    if missing:
-        raise FileNotFoundError(f"no such image: {', '.join(missing)}")
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size {args.batch_size}: must be >= 1")
+    if not any(os.path.isfile(path) for path in args.images):
+        raise FileNotFoundError(f"no such image: {', '.join(args.images)}")
     class_names, names_source = read_class_names(args)
 
     model, size = load_predict_model(model_name, args)
@@ -71,12 +82,21 @@ def run_predict(args):
         raise ValueError(f"--top {args.top}: the model has only {num_classes} classes")
     top = args.top or min(DEFAULT_TOP, num_classes)
 
-    best_per_image = predict_top_classes(model, args.images, size, top, class_names)
-    for path, best in zip(args.images, best_per_image):
-        print(path)
-        for rank, (name, score) in enumerate(best, start=1):
-            print(f"  {rank}. {score:.4f}  {name}")
-    return 0
+    unusable = 0
+    for prediction in predict_files(model, args.images, size, top, class_names,
+                                    batch_size=args.batch_size):
+        if prediction.reason is not None:
+            unusable += 1
+            print(f"keras-resnest predict: error: {prediction.path}: {prediction.reason}",
+                  file=sys.stderr, flush=True)
+            continue
+        lines = [prediction.path] + [f"  {rank}. {score:.4f}  {name}"
+                                     for rank, (name, score) in enumerate(prediction.best, 1)]
+        print("\n".join(lines), flush=True)
+    if unusable and len(args.images) > 1:
+        print(f"keras-resnest predict: {unusable} of {len(args.images)} files could not be used "
+              "(named above)", file=sys.stderr)
+    return 1 if unusable else 0
 
 
 def load_predict_model(model_name, args):

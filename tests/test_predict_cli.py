@@ -12,10 +12,12 @@ import pytest
 from PIL import Image
 
 import keras_resnest
+from keras_resnest import images as reader
+from keras_resnest import predict as predict_lib
 from keras_resnest.cli import main
 from keras_resnest.predict import load_images
 
-from tests.helpers import scratch
+from tests.helpers import odd_images, scratch
 
 SIZE = 32
 CLASSES = [f"class_{chr(ord('a') + i)}" for i in range(10)]
@@ -145,3 +147,45 @@ def test_imagenet_head_keeps_wordnet_names(trained, capsys):
     assert out[0] == images[0] and len(out) == 3
     names = {f"{name} ({wordnet_id})" for wordnet_id, name in keras_resnest.imagenet_classes()}
     assert all(line.split("  ", 2)[2] in names for line in out[1:]), out
+
+
+def test_every_odd_file_is_named_once_and_the_others_are_predicted(trained, tmp_path, capsys):
+    run, model, images = trained
+    odd = []
+    for name, data in odd_images.odd_files().items():
+        (tmp_path / name).write_bytes(data)
+        odd.append(str(tmp_path / name))
+    paths = [images[0], *odd, str(tmp_path / "missing.png"), images[1]]
+    code, out, err = predict([*paths, "--weights", run / "model.keras", "--top", "3",
+                              "--batch-size", "4"], capsys)
+    assert code == 1
+    reasons = {path: reader.read_for_eval(path, SIZE)[1] for path in paths}
+    usable = [path for path in paths if reasons[path] is None]
+    # The 16-bit, palette, alpha, CMYK and animated files are predicted as read; a 1-pixel
+    # side has no 32-pixel crop (at 224 it has: tests/test_images.py).
+    assert {"grey16.png", "palette.png", "rgba.png", "cmyk.jpg", "animated.gif"} <= {
+        path.rsplit("/", 1)[-1] for path in usable}
+    assert "too small for the 32-pixel evaluation crop" in reasons[str(tmp_path /
+                                                                     "one_pixel_high.png")]
+    assert out == expected_lines(model, usable, 3, CLASSES)
+    bad = [path for path in paths if reasons[path] is not None]
+    assert err.splitlines() == [f"keras-resnest predict: error: {path}: {reasons[path]}"
+                                for path in bad] + [
+        f"keras-resnest predict: {len(bad)} of {len(paths)} files could not be used "
+        "(named above)"]
+
+
+def test_predict_files_reads_one_batch_at_a_time(trained, monkeypatch):
+    _, model, images = trained
+    reads = []
+
+    def counting_read(path, size):
+        reads.append(path)
+        return reader.read_for_eval(path, size)
+
+    monkeypatch.setattr(predict_lib, "read_for_eval", counting_read)
+    stream = predict_lib.predict_files(model, images * 5, SIZE, top=1, batch_size=3)
+    first = next(stream)
+    assert first.path == images[0] and first.reason is None
+    assert len(reads) == 3  # the first batch only: memory does not grow with the file count
+    assert len(list(stream)) == 9 and len(reads) == 10
