@@ -107,12 +107,15 @@ def test_folder_reader_uses_val_folder_and_reports_bad_layout(tmp_path):
 
 def test_tfrecord_reader_with_class_text_and_seeded_holdout(tmp_path):
     path = str(tmp_path / "train-00000.tfrecord")
+    # Every 8th record declares a 20000x20000 bomb: refused from its header in the graph (the
+    # message below) and skipped like a corrupt image.
+    bomb = odd_images.png_header_bomb(20000, 20000)
     with tf.io.TFRecordWriter(path) as writer:
         for i in range(40):
             label = i % 3
             feature = {
                 "image/encoded": tf.train.Feature(
-                    bytes_list=tf.train.BytesList(value=[_png_bytes(i)])
+                    bytes_list=tf.train.BytesList(value=[bomb if i % 8 == 7 else _png_bytes(i)])
                 ),
                 "image/class/label": tf.train.Feature(int64_list=tf.train.Int64List(value=[label])),
                 "image/class/text": tf.train.Feature(
@@ -126,8 +129,10 @@ def test_tfrecord_reader_with_class_text_and_seeded_holdout(tmp_path):
     assert loaded.class_names == ["class0", "class1", "class2"]
     assert loaded.train_size + loaded.val_size == 40 and loaded.val_size > 0
     assert sum(1 for _ in loaded.val_source) == loaded.val_size
-    batch = next(iter(data.training_batches(loaded, epoch=0, batch_size=4, image_size=24, steps=1)))
-    assert batch[0].shape == (4, 24, 24, 3)
+    batches = list(data.training_batches(loaded, epoch=0, batch_size=4, image_size=24, steps=5))
+    assert len(batches) == 5 and all(x.shape == (4, 24, 24, 3) for x, _ in batches)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="over the limit of 50000000"):
+        loaded.decode(tf.constant(bomb))
     with pytest.raises(FileNotFoundError, match="no files match"):
         data.tfrecord_data(str(tmp_path / "nothing-*"))
 
