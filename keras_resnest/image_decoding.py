@@ -12,8 +12,9 @@ Example:
 """
 import tensorflow as tf
 
-# Enough of the file for every header below (WebP's VP8 frame header ends at byte 30).
-HEADER_BYTES = 32
+# Enough of the file for every header below (WebP's VP8 frame header ends at byte 30, a BMP's
+# compression field at 34).
+HEADER_BYTES = 34
 
 
 def _header(image_bytes):
@@ -106,7 +107,15 @@ def decode_rgb(image_bytes):
     (fast) DCT differs by about one grey level per pixel, and looks 8-bit BMPs up in their
     palette, where TensorFlow's BMP decoder returns the palette indices."""
     header = _header(image_bytes)
-    palette_bmp = _starts_with(header, 0, b"BM") & tf.equal(_number(header, 28, 2), 8)
+    bmp = _starts_with(header, 0, b"BM")
+    # What keras_resnest.images reads of BMPs (see its _bmp_reason): TensorFlow's decoder
+    # would read a compressed one as if it were not, and give wrong pixels without an error.
+    compression = _number(header, 30, 4)
+    supported = tf.logical_not(bmp) | (tf.equal(compression, 0) | tf.equal(compression, 3))
+    check = tf.Assert(supported, ["a compressed BMP; expected an uncompressed BMP"])
+    with tf.control_dependencies([check]):
+        image_bytes = tf.identity(image_bytes)
+    palette_bmp = bmp & tf.equal(_number(header, 28, 2), 8)
     image = tf.case([
         (tf.io.is_jpeg(image_bytes),
          lambda: tf.io.decode_jpeg(image_bytes, channels=3, dct_method="INTEGER_ACCURATE")),

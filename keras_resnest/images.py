@@ -44,6 +44,8 @@ FORMAT_NAMES = "JPEG, PNG, GIF, BMP or WebP"
 DEFAULT_MAX_PIXELS = 50_000_000
 # PIL's modes of samples wider than 8 bits; each keeps its high byte (see `_to_rgb`).
 _WIDE_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+# Enough of the file for every format's signature and a BMP's info header fields.
+_PREFIX_BYTES = 34
 
 
 @dataclass(frozen=True)
@@ -140,13 +142,17 @@ def _with_image(source, max_pixels, use):
 
 
 def _open_and_use(handle, max_pixels, use):
-    prefix = handle.read(16)
+    prefix = handle.read(_PREFIX_BYTES)
     if not prefix:
         return ImageRead(reason="empty file")
-    image = _open_as_known_format(handle, prefix)
+    image = _open_as_known_format(handle, prefix[:16])
     if image is None:
-        return ImageRead(reason=_unknown_format_reason(prefix))
+        return ImageRead(reason=_unknown_format_reason(prefix[:16]))
     with image:
+        if image.format == "BMP":
+            reason = _bmp_reason(prefix)
+            if reason is not None:
+                return ImageRead(reason=reason)
         width, height = image.size
         if width * height > max_pixels:
             return ImageRead(reason=f"declares {width}x{height} pixels; the limit is "
@@ -159,6 +165,21 @@ def _open_and_use(handle, max_pixels, use):
             warnings.simplefilter("ignore")
             image.seek(0)  # the first frame of an animation
             return use(image)
+
+
+def _bmp_reason(prefix):
+    """Why TensorFlow's BMP decoder, and so the serving graph, cannot read this BMP, or None:
+    it reads uncompressed (or bit-field) BMPs of 8, 24 or 32 bits per pixel with a Windows
+    info header, and PIL reads more; one reader must read only what both read."""
+    info_size = int.from_bytes(prefix[14:18], "little")
+    bits = int.from_bytes(prefix[28:30], "little")
+    compression = int.from_bytes(prefix[30:34], "little")
+    if info_size < 40:
+        return "an OS/2 BMP; expected a Windows BMP of 8, 24 or 32 bits per pixel"
+    if bits not in (8, 24, 32) or compression not in (0, 3):
+        what = f"{bits} bits per pixel" + (", compressed" if compression not in (0, 3) else "")
+        return f"a BMP of {what}; expected an uncompressed BMP of 8, 24 or 32 bits per pixel"
+    return None
 
 
 def _open_as_known_format(handle, prefix):

@@ -75,6 +75,8 @@ def test_an_animation_gives_its_first_frame():
     ("truncated.jpg", "cannot decode the image (Truncated File Read)"),
     ("truncated.qoi", "a QOI image; expected a JPEG, PNG, GIF, BMP or WebP image"),
     ("image.tiff", "a TIFF image; expected a JPEG, PNG, GIF, BMP or WebP image"),
+    ("one_bit.bmp", "a BMP of 1 bits per pixel; expected an uncompressed BMP of 8, 24 or 32 bits "
+                    "per pixel"),
     ("empty.png", "empty file"),
     ("text.jpg", "not a JPEG, PNG, GIF, BMP or WebP image"),
 ])

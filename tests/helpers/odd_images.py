@@ -90,6 +90,7 @@ def odd_files():
         "truncated.jpg": encode(rgb, "JPEG")[:300],
         "truncated.qoi": encode(rgb, "QOI")[:40],
         "image.tiff": encode(rgb, "TIFF"),
+        "one_bit.bmp": encode(Image.fromarray(rgb).convert("1"), "BMP"),
         "empty.png": b"",
         "text.jpg": b"this is not an image\n",
     }
