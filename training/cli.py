@@ -222,13 +222,11 @@ def load_data(args, image_size):
 
 def run(args, callbacks=()):
     """Runs `keras-resnest train` for parsed `args`; `callbacks` go to `loop.train`."""
-    from keras_resnest.models import resolve_model_name
-
-    # The registry's names and aliases (resnest50d), canonical from here on (logs, configs).
-    args.model = resolve_model_name(args.model)
+    # The registry's names and aliases (resnest50d), canonical from here on (logs, configs), as
+    # train() makes them for its Python callers.
+    config = config_from_args(args).resolved()
     if args.val_tfrecord and not args.tfrecord:
         raise ValueError("--val-tfrecord needs --tfrecord.")
-    config = config_from_args(args)
     # Fail before work: the checks that need neither TensorFlow devices nor the data come first;
     # train() checks the rest (classes, batch, validation split) before it builds the model.
     config.validate()

@@ -42,6 +42,7 @@ Example (a tiny run on the embedded digits; `keras-resnest train` wraps this):
 """
 
 import csv
+import dataclasses
 import json
 import os
 import tempfile
@@ -98,6 +99,14 @@ class TrainConfig:
     val_batch_size: int = 64
     qat_epochs: int = 0  # quantization-aware epochs after the float ones (training/qat_phase.py)
     qat_learning_rate: float = None  # None: a tenth of the float phase's default peak
+
+    def resolved(self):
+        """This configuration with the canonical `model_name` (a timm alias or tag resolved, as
+        `resolve_model_name` does): what `train` and `keras-resnest train` both run, log and
+        record. Raises ValueError naming the valid names for an unknown model."""
+        from keras_resnest.models import resolve_model_name
+
+        return dataclasses.replace(self, model_name=resolve_model_name(self.model_name))
 
     def validate(self):
         checks = [
@@ -229,6 +238,7 @@ def train(config, data, run_dir, strategy=None, log=print, callbacks=()):
     """Trains `config.model_name` on `data`, writing checkpoints and outputs under `run_dir`.
 
     Restarting with the same arguments after an interruption resumes from the last checkpoint.
+    `config.model_name` may be a timm alias or tag (`resnest50d`), resolved as the command does.
 
     Args:
         config: TrainConfig. The run's configuration.
@@ -249,6 +259,7 @@ def train(config, data, run_dir, strategy=None, log=print, callbacks=()):
     """
     from keras_resnest.training import run as run_lib
 
+    config = config.resolved()  # "resnest50d" is "resnest50" from here on, as in the command
     strategy = strategy or tf.distribute.get_strategy()
     chief = strategy_lib.is_chief(strategy)
     out_dir = (
