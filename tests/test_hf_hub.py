@@ -283,6 +283,8 @@ def test_train_in_python_takes_a_timm_alias_as_the_command_does(hub, monkeypatch
     with pytest.raises(AssertionError, match="built"):  # past the checks, at the build
         train(config, digits_data(32), str(tmp_path / "run"), log=lambda *a, **k: None)
     assert built == ["resnest50"]
+    record = json.loads((tmp_path / "run" / "train_config.json").read_text())
+    assert record["model_name"] == "resnest50"
 
 
 def test_predict_takes_hub_weights(served, capsys, tmp_path):

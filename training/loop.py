@@ -24,6 +24,9 @@ step written with `strategy.run` works the same under the default strategy, Mirr
 * Fail before work: everything knowable at the start (output directory, seed, classes,
   training images for one global batch, a non-empty validation split, the weights file) is
   checked before the model is built, each with one line naming the problem and the fix.
+* Run folders know their run: `train_config.json` (written at the start) records the
+  configuration and data; resuming with options that the checkpoint cannot take (another model,
+  classes, data, optimizer, EMA on/off, ...) stops with one line (training/run_record.py).
 * QAT (`qat_epochs`): after the float epochs, the same loop trains the quantization-aware copy
   in `RUN_DIR/qat/` (training/qat_phase.py), with its own checkpoints and outputs.
 * `deterministic=True` seeds everything from `seed` and turns on TensorFlow's op determinism
@@ -237,7 +240,9 @@ def evaluate_model(model, data, config, infer=None):
 def train(config, data, run_dir, strategy=None, log=print, callbacks=()):
     """Trains `config.model_name` on `data`, writing checkpoints and outputs under `run_dir`.
 
-    Restarting with the same arguments after an interruption resumes from the last checkpoint.
+    Restarting with the same arguments after an interruption resumes from the last checkpoint;
+    arguments that the checkpoint cannot take (another model, classes, data, optimizer, EMA
+    on/off, ...; training/run_record.py) raise a one-line ValueError before any work.
     `config.model_name` may be a timm alias or tag (`resnest50d`), resolved as the command does.
 
     Args:
@@ -258,6 +263,7 @@ def train(config, data, run_dir, strategy=None, log=print, callbacks=()):
         dict. The history, the final evaluation (chief), throughput figures and the model.
     """
     from keras_resnest.training import run as run_lib
+    from keras_resnest.training import run_record
 
     config = config.resolved()  # "resnest50d" is "resnest50" from here on, as in the command
     strategy = strategy or tf.distribute.get_strategy()
@@ -269,6 +275,9 @@ def train(config, data, run_dir, strategy=None, log=print, callbacks=()):
     )
     log = log if chief else (lambda *a, **k: None)
     run_lib.preflight(config, data, out_dir, strategy)
+    # Every worker records the run in its own folder, holding its own backup: a killed run's
+    # folder says what it was, and the next command is checked against it (run_record.py).
+    run_record.write_record(out_dir, config, getattr(data, "source", None), data.class_names)
 
     # Op determinism and the dtype policy are process-wide: leave them as they were found.
     was_deterministic = is_op_determinism_enabled()
