@@ -264,6 +264,29 @@ def test_train_checks_the_repository_before_building_the_model(served, monkeypat
     assert not served.requested("model.safetensors")
 
 
+def test_train_in_python_takes_a_timm_alias_as_the_command_does(hub, monkeypatch, tmp_path):
+    # "resnest50d" is timm's name of resnest50: the repository check sees the canonical name.
+    from keras_resnest.training import finetune
+    from keras_resnest.training.data import digits_data
+    from keras_resnest.training.loop import TrainConfig, train
+
+    built = []
+
+    def build_classifier(model_name, **kwargs):
+        built.append(model_name)
+        raise AssertionError("built")
+
+    monkeypatch.setattr(finetune, "build_classifier", build_classifier)
+    hub.repos["timm/resnest50d.in1k"] = {"main": {"config.json": timm_config("resnest50d")}}
+    config = TrainConfig(model_name="resnest50d", weights="hf://timm/resnest50d.in1k",
+                         image_size=32, epochs=1, batch_size=16)
+    with pytest.raises(AssertionError, match="built"):  # past the checks, at the build
+        train(config, digits_data(32), str(tmp_path / "run"), log=lambda *a, **k: None)
+    assert built == ["resnest50"]
+    record = json.loads((tmp_path / "run" / "train_config.json").read_text())
+    assert record["model_name"] == "resnest50"
+
+
 def test_predict_takes_hub_weights(served, capsys, tmp_path):
     from PIL import Image
 

@@ -273,6 +273,18 @@ def test_a_killed_run_resumes_at_the_same_epoch_and_step(tmp_path):
     assert os.path.exists(os.path.join(run_dir, "model.keras"))
     assert os.path.exists(os.path.join(run_dir, "best.keras"))
 
+    # The finished folder knows its run: with EMA its checkpoint cannot be restored (a traceback
+    # of 87 unbound objects before run_record.py); the command, started as `keras-resnest` is
+    # (TensorFlow's start-up lines hidden), says so in one line and does no work.
+    command = [sys.executable, "-m", "keras_resnest_cli", "train", *TRAIN[3:], "--ema", "0.999"]
+    proc = subprocess.run(command + args, env=train_env(), capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+        f"keras-resnest train: error: {run_dir} holds a run with other options (EMA off -> "
+        "0.999): rerun with the same options, or choose a new -o folder."
+    ], proc.stderr[-3000:]
+    assert read_json(os.path.join(run_dir, "run_summary.json")) == summary
+
 
 def test_a_lost_worker_ends_the_survivor_with_one_line(tmp_path):
     # Worker 1 dies right after checkpoint 2 (epoch 0 step 2); the chief, waiting in the next

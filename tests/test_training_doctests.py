@@ -4,7 +4,7 @@ import importlib
 
 import pytest
 
-MODULES = ["augment", "data", "digits", "evaluate", "finetune", "recipe", "strategy"]
+MODULES = ["augment", "data", "digits", "evaluate", "finetune", "recipe", "run_record", "strategy"]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -257,3 +257,72 @@ def test_training_goes_on_without_tensorboard_and_says_so_once_before_the_first_
     assert (run_dir / "model.keras").exists()
     logs = run_dir / "logs"
     assert not logs.exists() or not any(name.startswith("events.out") for name in os.listdir(logs))
+
+
+# ---------------------------------------------------------------- a folder of another run
+
+
+def _saved_digits_run(run_dir, *options):
+    """A run folder as `train --model resnest14d --dataset digits OPTIONS` leaves it, as far as
+    the resume check reads it: its record and a backup checkpoint (no real training)."""
+    from keras_resnest.cli import build_parser
+    from keras_resnest.training import run_record
+    from keras_resnest.training.cli import config_from_args
+
+    args = build_parser().parse_args(
+        ["train", "--model", "resnest14d", "--dataset", "digits", *options, "-o", str(run_dir)])
+    (run_dir / "backup").mkdir(parents=True)
+    (run_dir / "backup" / "checkpoint").write_text('model_checkpoint_path: "ckpt-10"\n')
+    run_record.write_record(str(run_dir), config_from_args(args).resolved(),
+                            run_record.data_source(dataset="digits"), [str(d) for d in range(10)])
+    return run_dir
+
+
+def test_a_folder_of_another_run_stops_the_command_before_the_data_is_read(
+    tmp_path, capsys, monkeypatch, no_model
+):
+    from keras_resnest.training import cli as train_cli
+    from keras_resnest.training import strategy as strategy_lib
+
+    def not_reached(*args, **kwargs):
+        raise AssertionError("reached after the check")
+
+    monkeypatch.setattr(train_cli, "load_data", not_reached)
+    monkeypatch.setattr(strategy_lib, "make_strategy", not_reached)
+    run_dir = _saved_digits_run(tmp_path / "run")
+    saved = (run_dir / "train_config.json").read_text()
+    code = main(["train", "--model", "resnest26d", "--dataset", "digits", "--ema", "0.999",
+                 "-o", str(run_dir)])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and lines == [
+        f"{ERROR}{run_dir} holds a run with other options (model resnest14d -> resnest26d; EMA "
+        "off -> 0.999): rerun with the same options, or choose a new -o folder."
+    ]
+    assert (run_dir / "train_config.json").read_text() == saved
+
+
+def test_a_folder_of_the_same_run_resumes_with_options_its_checkpoint_takes(tmp_path, no_model):
+    # More epochs, another size, learning rate and batch: past the check, up to the model build.
+    run_dir = _saved_digits_run(tmp_path / "run", "--epochs", "2")
+    with pytest.raises(AssertionError, match="the model was built"):
+        main(["train", "--model", "resnest14d", "--dataset", "digits", "--epochs", "8",
+              "--image-size", "64", "--lr", "0.05", "--batch-size", "8", "-o", str(run_dir)])
+    from tests.helpers.training_runs import read_json
+
+    assert read_json(run_dir / "train_config.json")["epochs"] == 8  # the new run's record
+
+
+def test_train_compares_the_classes_of_the_data_it_is_given(tmp_path, no_model):
+    # The library entry point: other class names of the same count would restore a head whose
+    # outputs mean other classes.
+    import dataclasses
+
+    from keras_resnest.training.data import digits_data
+    from keras_resnest.training.loop import TrainConfig, train
+
+    run_dir = _saved_digits_run(tmp_path / "run")
+    letters = dataclasses.replace(digits_data(32), class_names=list("abcdefghij"))
+    config = TrainConfig(model_name="resnest14d", image_size=32, epochs=10)
+    with pytest.raises(ValueError, match=r"classes 10 \(0, 1, 2, 3, 4, \.\.\.\) -> 10 "
+                                         r"\(a, b, c, d, e, \.\.\.\)\): rerun with the same"):
+        train(config, letters, str(run_dir), log=lambda *a, **k: None)

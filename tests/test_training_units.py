@@ -438,6 +438,102 @@ def test_a_resumed_history_keeps_the_finished_epochs_and_csvlogger_appends_after
     assert resumed_history(types.SimpleNamespace(chief=False, out_dir=str(tmp_path)), 1) == []
 
 
+# ---------------------------------------------------------------- run folders know their run
+
+
+DIGITS = [str(d) for d in range(10)]
+
+
+def _record(classes=DIGITS, source="digits", **changes):
+    from keras_resnest.training import run_record
+    from keras_resnest.training.loop import TrainConfig
+
+    config = TrainConfig(**{"model_name": "resnest14d", "image_size": 32, "epochs": 5, **changes})
+    return run_record.record(config, run_record.data_source(dataset=source), classes)
+
+
+@pytest.mark.parametrize(
+    "changes, label, saved, new",
+    [
+        ({"model_name": "resnest26d"}, "model", "resnest14d", "resnest26d"),
+        ({"optimizer": "adamw"}, "optimizer", "sgd", "adamw"),
+        ({"momentum": 0.0}, "momentum", "0.9", "0.0"),
+        ({"ema_momentum": 0.9999}, "EMA", "off", "0.9999"),
+        ({"precision": "mixed_float16"}, "precision", "float32", "mixed_float16"),
+    ],
+)
+def test_a_resumed_run_must_keep_what_its_checkpoint_holds(changes, label, saved, new):
+    # Each one fails the restore or drops saved state, either way round (run_record.py).
+    from keras_resnest.training import run_record
+
+    assert run_record.differences(_record(), _record(**changes)) == [f"{label} {saved} -> {new}"]
+    assert run_record.differences(_record(**changes), _record()) == [f"{label} {new} -> {saved}"]
+
+
+def test_a_resumed_run_may_change_what_its_checkpoint_does_not_hold():
+    from keras_resnest.training import augment as augment_lib
+    from keras_resnest.training import run_record
+
+    changed = _record(
+        epochs=50, qat_epochs=2, image_size=64, learning_rate=0.4, batch_size=8,
+        warmup_epochs=0.0, weight_decay=0.0, label_smoothing=0.0, precision="mixed_bfloat16",
+        weights="imagenet", last_gamma=False, drop_rate=0.2, drop_path_rate=0.1,
+        dropblock_rate=0.1, freeze_backbone=True, seed=7, deterministic=True,
+        steps_per_epoch=3, checkpoint_every=1, augment=augment_lib.AugmentConfig(mixup_alpha=0.2),
+    )
+    assert run_record.differences(_record(), changed) == []
+    # Another EMA momentum keeps the averages; a saved record without a field compares nothing.
+    assert run_record.differences(_record(ema_momentum=0.99), _record(ema_momentum=0.9)) == []
+    old = {k: v for k, v in _record().items() if k not in ("data_source", "class_names")}
+    assert run_record.differences(old, _record(source="other", classes=["a", "b"])) == []
+
+
+def test_a_resumed_run_must_keep_its_data_and_classes():
+    from keras_resnest.training import run_record
+
+    assert run_record.differences(_record(), _record(source="imagenet")) == [
+        "data dataset digits -> dataset imagenet"]
+    assert run_record.differences(_record(), _record(classes=["cat", "dog"])) == [
+        "classes 10 (0, 1, 2, 3, 4, ...) -> 2 (cat, dog)"]
+    # The same count with other names: the first that differs is shown.
+    renamed = [*DIGITS[:7], "seven", *DIGITS[8:]]
+    assert run_record.differences(_record(), _record(classes=renamed)) == [
+        "classes 10 (..., 7, 8, 9) -> 10 (..., seven, 8, 9)"]
+    assert run_record.data_source(folder="photos") == f"folder {os.path.abspath('photos')}"
+
+
+def test_once_qat_started_its_float_model_is_fixed():
+    from keras_resnest.training import run_record
+
+    assert run_record.differences(_record(), _record(epochs=8)) == []
+    assert run_record.differences(_record(), _record(epochs=8), qat_started=True) == [
+        "QAT start 5 float epochs -> 8 float epochs"]
+    from_file = _record(epochs=0, qat_epochs=2, weights="a.keras")
+    assert run_record.differences(
+        from_file, _record(epochs=0, qat_epochs=4, weights="b.keras"), qat_started=True
+    ) == ["QAT start weights a.keras -> weights b.keras"]
+
+
+def test_only_a_folder_with_saved_progress_is_compared(tmp_path):
+    from keras_resnest.training import run_record
+    from keras_resnest.training.loop import TrainConfig
+
+    saved = TrainConfig(model_name="resnest14d", image_size=32)
+    other = TrainConfig(model_name="resnest26d", image_size=32)
+    run_record.write_record(str(tmp_path), saved, run_record.data_source("digits"), DIGITS)
+    run_record.check_resume(str(tmp_path), other)  # no checkpoint yet: nothing to resume
+    for backup in ("backup", os.path.join("qat", "backup")):  # the float or the QAT phase's
+        (tmp_path / backup).mkdir(parents=True)
+        (tmp_path / backup / "checkpoint").write_text('model_checkpoint_path: "ckpt-1"\n')
+        with pytest.raises(run_record.RunMismatchError) as caught:
+            run_record.check_resume(str(tmp_path), other)
+        assert str(caught.value) == (
+            f"{tmp_path} holds a run with other options (model resnest14d -> resnest26d): rerun "
+            "with the same options, or choose a new -o folder.")
+        run_record.check_resume(str(tmp_path), saved, run_record.data_source("digits"), DIGITS)
+        (tmp_path / backup / "checkpoint").unlink()
+
+
 # ---------------------------------------------------------------- evaluation
 
 

@@ -10,7 +10,9 @@ Examples:
         keras-resnest train --model resnest50 --tfrecord 'shards/train-*' \\
         --strategy multiworker ... -o runs/x
 
-A killed run restarted with the same command resumes where it stopped (see RUN_DIR/backup).
+A killed run restarted with the same command resumes where it stopped (see RUN_DIR/backup);
+options its checkpoint cannot take (another model, classes, data, optimizer, EMA on/off, ...)
+stop the command with one line instead (RUN_DIR/train_config.json records the run).
 """
 
 import argparse
@@ -222,13 +224,13 @@ def load_data(args, image_size):
 
 def run(args, callbacks=()):
     """Runs `keras-resnest train` for parsed `args`; `callbacks` go to `loop.train`."""
-    from keras_resnest.models import resolve_model_name
+    from keras_resnest.training import run_record
 
-    # The registry's names and aliases (resnest50d), canonical from here on (logs, configs).
-    args.model = resolve_model_name(args.model)
+    # The registry's names and aliases (resnest50d), canonical from here on (logs, configs), as
+    # train() makes them for its Python callers.
+    config = config_from_args(args).resolved()
     if args.val_tfrecord and not args.tfrecord:
         raise ValueError("--val-tfrecord needs --tfrecord.")
-    config = config_from_args(args)
     # Fail before work: the checks that need neither TensorFlow devices nor the data come first;
     # train() checks the rest (classes, batch, validation split) before it builds the model.
     config.validate()
@@ -236,6 +238,13 @@ def run(args, callbacks=()):
     from keras_resnest.training.loop import check_output_dir, train
 
     check_output_dir(args.output)
+    # A folder of another run stops here, before the data is read; train() compares the
+    # classes once it has them.
+    source = run_record.data_source(
+        dataset=args.dataset, folder=args.data, tfrecord=args.tfrecord,
+        val_tfrecord=args.val_tfrecord,
+    )
+    run_record.check_resume(args.output, config, source)
     # Device layout and the strategy come first: both must exist before any other TF op.
     from keras_resnest.training import strategy as strategy_lib
 

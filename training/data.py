@@ -40,6 +40,7 @@ from keras_resnest.image_decoding import decode_image
 from keras_resnest.images import DEFAULT_MAX_PIXELS, inspect_image
 from keras_resnest.preprocessing import eval_transform
 from keras_resnest.training import augment as augment_lib
+from keras_resnest.training import run_record
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp")
 # Skipped files named one per line, up to this many; then a count of the rest.
@@ -58,6 +59,8 @@ class TrainingData:
     decode: Callable  # item -> float32 image (H, W, 3), 0..255, any size
     already_sized: bool = False  # items are final-size images: validation needs no crop
     skipped_files: tuple = ()
+    # Where the images come from (run_record.data_source): a resumed run must read the same.
+    source: str = None
 
     @property
     def num_classes(self):
@@ -80,6 +83,7 @@ def digits_data(image_size=32):
         val_size=len(split.val_labels),
         decode=lambda image: tf.cast(image, tf.float32),
         already_sized=True,
+        source=run_record.data_source(dataset="digits"),
     )
 
 
@@ -189,6 +193,7 @@ def folder_data(directory, val_fraction=0.1, seed=0):
         val_size=len(val_paths),
         decode=_decode_image_file,
         skipped_files=tuple(path for path, _ in skipped),
+        source=run_record.data_source(folder=directory),
     )
 
 
@@ -267,6 +272,7 @@ def tfrecord_data(pattern, val_pattern=None, val_fraction=0.1, seed=0):
         train_size=train_size,
         val_size=val_count,
         decode=_decode_image_bytes,
+        source=run_record.data_source(tfrecord=pattern, val_tfrecord=val_pattern),
     )
 
 

@@ -24,6 +24,9 @@ step written with `strategy.run` works the same under the default strategy, Mirr
 * Fail before work: everything knowable at the start (output directory, seed, classes,
   training images for one global batch, a non-empty validation split, the weights file) is
   checked before the model is built, each with one line naming the problem and the fix.
+* Run folders know their run: `train_config.json` (written at the start) records the
+  configuration and data; resuming with options that the checkpoint cannot take (another model,
+  classes, data, optimizer, EMA on/off, ...) stops with one line (training/run_record.py).
 * QAT (`qat_epochs`): after the float epochs, the same loop trains the quantization-aware copy
   in `RUN_DIR/qat/` (training/qat_phase.py), with its own checkpoints and outputs.
 * `deterministic=True` seeds everything from `seed` and turns on TensorFlow's op determinism
@@ -42,6 +45,7 @@ Example (a tiny run on the embedded digits; `keras-resnest train` wraps this):
 """
 
 import csv
+import dataclasses
 import json
 import os
 import tempfile
@@ -98,6 +102,14 @@ class TrainConfig:
     val_batch_size: int = 64
     qat_epochs: int = 0  # quantization-aware epochs after the float ones (training/qat_phase.py)
     qat_learning_rate: float = None  # None: a tenth of the float phase's default peak
+
+    def resolved(self):
+        """This configuration with the canonical `model_name` (a timm alias or tag resolved, as
+        `resolve_model_name` does): what `train` and `keras-resnest train` both run, log and
+        record. Raises ValueError naming the valid names for an unknown model."""
+        from keras_resnest.models import resolve_model_name
+
+        return dataclasses.replace(self, model_name=resolve_model_name(self.model_name))
 
     def validate(self):
         checks = [
@@ -228,7 +240,10 @@ def evaluate_model(model, data, config, infer=None):
 def train(config, data, run_dir, strategy=None, log=print, callbacks=()):
     """Trains `config.model_name` on `data`, writing checkpoints and outputs under `run_dir`.
 
-    Restarting with the same arguments after an interruption resumes from the last checkpoint.
+    Restarting with the same arguments after an interruption resumes from the last checkpoint;
+    arguments that the checkpoint cannot take (another model, classes, data, optimizer, EMA
+    on/off, ...; training/run_record.py) raise a one-line ValueError before any work.
+    `config.model_name` may be a timm alias or tag (`resnest50d`), resolved as the command does.
 
     Args:
         config: TrainConfig. The run's configuration.
@@ -248,7 +263,9 @@ def train(config, data, run_dir, strategy=None, log=print, callbacks=()):
         dict. The history, the final evaluation (chief), throughput figures and the model.
     """
     from keras_resnest.training import run as run_lib
+    from keras_resnest.training import run_record
 
+    config = config.resolved()  # "resnest50d" is "resnest50" from here on, as in the command
     strategy = strategy or tf.distribute.get_strategy()
     chief = strategy_lib.is_chief(strategy)
     out_dir = (
@@ -258,6 +275,9 @@ def train(config, data, run_dir, strategy=None, log=print, callbacks=()):
     )
     log = log if chief else (lambda *a, **k: None)
     run_lib.preflight(config, data, out_dir, strategy)
+    # Every worker records the run in its own folder, holding its own backup: a killed run's
+    # folder says what it was, and the next command is checked against it (run_record.py).
+    run_record.write_record(out_dir, config, getattr(data, "source", None), data.class_names)
 
     # Op determinism and the dtype policy are process-wide: leave them as they were found.
     was_deterministic = is_op_determinism_enabled()

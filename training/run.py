@@ -18,7 +18,7 @@ import tensorflow as tf
 from keras_resnest.training import callbacks as callbacks_lib
 from keras_resnest.training import data as data_lib
 from keras_resnest.training import evaluate as evaluate_lib
-from keras_resnest.training import finetune, recipe
+from keras_resnest.training import finetune, recipe, run_record
 from keras_resnest.training.loop import (
     _atomic_write,
     _read_history,
@@ -110,6 +110,8 @@ def preflight(config, data, out_dir, strategy):
     it could have told at its start."""
     config.validate()
     check_output_dir(out_dir)
+    # First: a folder of another run explains any error that follows from the difference.
+    run_record.check_resume(out_dir, config, getattr(data, "source", None), data.class_names)
     if data.num_classes < 2:
         raise ValueError(f"{data.num_classes} class found: a classifier needs at least 2 "
                          "(one folder or label per class).")
@@ -310,7 +312,8 @@ def save_outputs(run, result):
             saver.save(os.path.join(out, "model.keras"))
             _write_json(os.path.join(out, "class_names.json"), run.data.class_names)
             _write_json(os.path.join(out, "evaluation.json"), report)
-            _write_json(os.path.join(out, "train_config.json"), dataclasses.asdict(run.config))
+            run_record.write_record(out, run.config, getattr(run.data, "source", None),
+                                    run.data.class_names)
             result["evaluation"] = report
             run.log(f"saved {os.path.join(out, 'model.keras')} and class_names.json")
     result["model"] = run.model
