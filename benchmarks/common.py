@@ -162,3 +162,53 @@ def host_cpu_flags():
                   if line.startswith("flags")), [])
     return " ".join(flag for flag in CPU_FLAGS if flag in flags) or "none of " + ", ".join(
         CPU_FLAGS)
+
+
+def run_measured(command, cwd=ROOT):
+    """Run `command` to its end: (its own peak resident memory in MB, seconds, stderr text).
+
+    Raises SystemExit with the end of its stderr if it fails.
+    """
+    import os
+    import subprocess
+    import tempfile
+
+    start = time.perf_counter()
+    with tempfile.TemporaryFile("w+") as stderr:
+        child = subprocess.Popen(command, cwd=cwd, stdout=subprocess.DEVNULL, stderr=stderr,
+                                 text=True)
+        # os.wait4 gives this child's own peak RSS (RUSAGE_CHILDREN: the largest child so far).
+        _, status, usage = os.wait4(child.pid, 0)
+        seconds = time.perf_counter() - start
+        stderr.seek(0)
+        text = stderr.read()
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"{' '.join(map(str, command[:6]))} ... failed: {text[-2000:]}")
+    return usage.ru_maxrss / 1024, seconds, text
+
+
+def png_file(height, width, seed=0):
+    """An RGB PNG of uniform noise (what the memory benchmarks read)."""
+    from PIL import Image
+
+    pixels = np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def png_bomb(side):
+    """A valid 8-bit grey PNG of side x side black pixels: a few hundred kilobytes of zlib.
+    (tests/helpers/odd_images.py makes the same file; benchmarks and tests share no code.)"""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+
+    compressor, row = zlib.compressobj(9), bytes(side + 1)  # filter byte 0, then the pixels
+    data = b"".join(compressor.compress(row) for _ in range(side)) + compressor.flush()
+    header = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", data)
+            + chunk(b"IEND", b""))

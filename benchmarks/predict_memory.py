@@ -9,16 +9,12 @@ were decoded into one array first, as `predict` did before it streamed.
     python -m benchmarks.predict_memory --counts 100 1000 10000 --size 224
 """
 import argparse
-import resource
 import shutil
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-from benchmarks.common import ROOT, host_cpu_flags
-from tests.helpers.odd_images import encode, picture
+from benchmarks.common import host_cpu_flags, png_file, run_measured
 
 
 def write_files(folder, count):
@@ -26,7 +22,7 @@ def write_files(folder, count):
     originals = []
     for index in range(8):
         path = folder / f"original_{index}.png"
-        path.write_bytes(encode(picture(96, 128, seed=index), "PNG"))
+        path.write_bytes(png_file(96, 128, seed=index))
         originals.append(path)
     paths = []
     for index in range(count):
@@ -40,24 +36,18 @@ def peak_rss_of_predict(paths, size, batch_size):
     """(peak RSS in MB, seconds) of one `keras-resnest predict` process over `paths`."""
     # The paths go through a file list: 10,000 arguments would pass the command-line limit
     # on some systems, so the child reads them itself.
-    listing = Path(tempfile.mkdtemp()) / "paths.txt"
+    folder = Path(tempfile.mkdtemp())
+    listing = folder / "paths.txt"
     listing.write_text("\n".join(map(str, paths)))
     code = ("import sys, keras_resnest_cli; paths = open(sys.argv[1]).read().split(); "
             "sys.exit(keras_resnest_cli.main(['predict', *paths, *sys.argv[2:]]))")
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    start = time.perf_counter()
-    result = subprocess.run(
-        [sys.executable, "-c", code, str(listing), "--model", "resnest14d", "--weights", "none",
-         "--size", str(size), "--batch-size", str(batch_size), "--top", "1"],
-        cwd=ROOT, capture_output=True, text=True)
-    seconds = time.perf_counter() - start
-    shutil.rmtree(listing.parent)
-    if result.returncode != 0:
-        raise SystemExit(f"predict failed ({result.returncode}): {result.stderr[-2000:]}")
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    # ru_maxrss of the children is the largest of any child so far: counts run in ascending
-    # order, so a growing peak shows; an equal one means "no more than the last".
-    return max(peak, before) / 1024, seconds
+    try:
+        peak, seconds, _ = run_measured(
+            [sys.executable, "-c", code, str(listing), "--model", "resnest14d", "--weights",
+             "none", "--size", str(size), "--batch-size", str(batch_size), "--top", "1"])
+    finally:
+        shutil.rmtree(folder)
+    return peak, seconds
 
 
 def main(argv=None):
