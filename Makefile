@@ -5,6 +5,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
+DOCS_STAMP := $(VENV)/.docs-stamp
+
 .PHONY: venv test test-fast demo bench docs clean
 
 $(STAMP): setup.py Makefile
@@ -38,8 +40,16 @@ bench: venv
 	$(PY) -m benchmarks.inference
 
 # The documentation site (mkdocs.yml, docs/) into site/; --strict fails on any warning, such as
-# a broken link or an API entry that does not resolve.
-docs: venv
+# a broken link or an API entry that does not resolve. It needs the package (the API reference
+# imports it) and the docs extra only, not the test extra's torch, JAX, Beam and OpenVINO: a
+# .venv that `make test` built has both already and this install finds nothing to do.
+$(DOCS_STAMP): setup.py Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip setuptools wheel
+	$(PY) -m pip install -q -e ".[docs]"
+	touch $(DOCS_STAMP)
+
+docs: $(DOCS_STAMP)
 	$(PY) -m mkdocs build --strict --site-dir site
 
 clean:

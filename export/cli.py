@@ -49,10 +49,15 @@ def register(subparsers):
     )
     export.add_argument("--image-size", type=int, help="input size (default: the model's crop)")
     export.add_argument("--version", default="1", help="TF-Serving version number (default 1)")
-    export.add_argument("--name", help="TF-Serving model name (default: the model name)")
+    export.add_argument(
+        "--name", help="TF-Serving model name, the one serve-request's --model-name asks for "
+        "(default: the Keras model's name: resnest50 for --model resnest50, "
+        "resnest50_classifier for a model from train)")
     export.add_argument(
         "--labels", type=Path,
-        help="class names, one per line (default: ImageNet names for 1000 classes, else 0..N-1)",
+        help="class names: a text file, one per line, or a JSON list such as the "
+        "class_names.json of train (default: class_names.json beside a .keras model, else "
+        "ImageNet names for 1000 classes, else 0..N-1)",
     )
     export.add_argument(
         "--max-pixels", type=int, default=None,
@@ -117,6 +122,10 @@ def check_export_arguments(args):
         from keras_resnest.export.saved_model import check_max_pixels
 
         check_max_pixels(args.max_pixels)
+    if args.labels is not None and args.format in ("tflite", "onnx"):
+        # Only the SavedModel graphs carry class names (their `labels` output).
+        raise ValueError(f"--labels applies to --format saved_model and serving, not "
+                         f"{args.format}")
     if args.format == "serving":
         from keras_resnest.export.serving import check_version
 
@@ -157,11 +166,12 @@ def run_export(args):
         if folder is not None:
             calibration.check_images(folder)
 
-    from keras_resnest.labels import read_labels
     from keras_resnest.model_source import load_model_for_export
 
-    labels = read_labels(args.labels) if args.labels is not None else None
+    labels, labels_source = export_labels(args)
     model = load_model_for_export(args.model, args.weights, args.image_size)
+    if labels is not None:
+        print(f"class names from {labels_source}")
     from keras_resnest.images import DEFAULT_MAX_PIXELS
 
     max_pixels = DEFAULT_MAX_PIXELS if args.max_pixels is None else args.max_pixels
@@ -191,6 +201,43 @@ def run_export(args):
     else:
         export_tflite(model, args)
     return 0
+
+
+def read_labels_file(path):
+    """Class names from `--labels`: a JSON list (train's class_names.json) or plain text, one
+    name a line."""
+    from keras_resnest.labels import read_labels
+
+    path = Path(path)
+    if path.suffix.lower() != ".json":
+        return read_labels(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"--labels {path}: no such file")
+    try:
+        names = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as error:
+        raise ValueError(f"--labels {path}: expected a JSON list of class names; got a file "
+                         f"that is not JSON ({error})") from None
+    if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
+        raise ValueError(f"--labels {path}: expected a JSON list of class names (strings); got "
+                         f"{type(names).__name__}")
+    return names
+
+
+def export_labels(args):
+    """(class names, where from): --labels, else the class_names.json that train wrote beside
+    a .keras model (so a fine-tuned model exports with its classes), else (None, None): the
+    export then names 1000 classes by ImageNet and others 0..N-1."""
+    from keras_resnest.labels import class_names_beside
+    from keras_resnest.model_source import is_keras_model_file
+
+    if args.format not in ("saved_model", "serving"):
+        return None, None
+    if args.labels is not None:
+        return read_labels_file(args.labels), f"--labels {args.labels}"
+    if is_keras_model_file(args.weights):
+        return class_names_beside(args.weights)
+    return None, None
 
 
 def export_tflite(model, args):
@@ -283,9 +330,20 @@ def run_serve_request(args):
     try:
         predictions = _request(client, args, images)
     except Exception as error:  # grpc.RpcError, urllib's URLError: no server, wrong model...
-        raise ValueError(f"the TF-Serving request failed: {error}") from error
+        raise ValueError(
+            f"the TF-Serving request failed (model {args.model_name!r} at {args.host}:"
+            f"{args.port or (8501 if args.rest else 8500)}); expected a server there "
+            f"serving that name (export --name); got {_request_error(error)}") from None
     print(client.format_predictions(args.images, predictions))
     return 0
+
+
+def _request_error(error):
+    """One line for a failed request: gRPC's status and details (its str() spans lines)."""
+    code, details = getattr(error, "code", None), getattr(error, "details", None)
+    if callable(code) and callable(details):
+        return f"{code().name}: {' '.join(str(details()).split())}"
+    return " ".join(str(error).split())
 
 
 def _request(client, args, images):

@@ -3,13 +3,18 @@
 * The site builds with `mkdocs build --strict`, so a broken link, a missing anchor or an API
   entry (`::: name`) that does not resolve fails the suite.
 * Every ```python block of the site and of the README runs in a fresh Python process, in a
-  temporary directory, as a reader would paste it. A block that cannot run offline on a CPU
-  carries `<!-- skip: REASON -->` on the line before its fence (it downloads weights, needs a
-  GPU or a running server); it is reported as skipped with that reason.
+  temporary directory, as a reader would paste it. A block that downloads weights carries
+  `<!-- offline: imagenet MODEL... hf OWNER/NAME... -->` on the line before its fence and runs
+  against local stand-ins: the Keras cache holds those models' converted ImageNet weights
+  (random ones, the file `weights="imagenet"` and the presets read after a download), and the
+  Hub stand-in (tests/helpers/hf_hub_standin.py, on HF_ENDPOINT) serves those repositories as
+  timm does. Only a block that truly cannot run here carries `<!-- skip: REASON -->` (it
+  needs the internet or a GPU); it is reported as skipped with that reason.
 * bash and console blocks are not executed (they install packages, start servers or train for
   minutes); each `keras-resnest <command>` they name must be a real subcommand.
 """
 import argparse
+import json
 import os
 import re
 import subprocess
@@ -21,13 +26,16 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 SKIP_MARKER = re.compile(r"^<!--\s*skip:\s*(?P<reason>.+?)\s*-->$")
+OFFLINE_MARKER = re.compile(r"^<!--\s*offline:\s*(?P<needs>.+?)\s*-->$")
 FENCE = re.compile(r"^(?P<ticks>`{3,})(?P<lang>[\w-]*)\s*$")
 # A block runs in a fresh interpreter that imports TensorFlow and builds a small model.
 BLOCK_TIMEOUT_S = 600
 
 
 def code_blocks(path):
-    """`(line, language, code, skip reason or None)` of each fenced block of a markdown file.
+    """`(line, language, code, skip reason or None, offline needs)` of each fenced block of a
+    markdown file; the needs are `{"imagenet": [model, ...], "hf": [repo, ...]}` (empty lists
+    without an `offline:` marker).
 
     Args:
         path: Path. The markdown file.
@@ -51,8 +59,10 @@ def code_blocks(path):
             previous = next((lines[i].strip() for i in range(start - 1, -1, -1)
                              if lines[i].strip()), "")
             marker = SKIP_MARKER.match(previous)
+            offline = OFFLINE_MARKER.match(previous)
             blocks.append((start + 1, language, "\n".join(body) + "\n",
-                           marker["reason"] if marker else None))
+                           marker["reason"] if marker else None,
+                           offline_needs(offline["needs"] if offline else "")))
             opened = None
         else:
             body.append(line)
@@ -60,13 +70,27 @@ def code_blocks(path):
     return blocks
 
 
+def offline_needs(text):
+    """`"imagenet resnest50 hf timm/resnest50d.in1k"` -> {"imagenet": [...], "hf": [...]}."""
+    needs, kind = {"imagenet": [], "hf": []}, None
+    for word in text.split():
+        if word in needs:
+            kind = word
+        elif kind is None:
+            raise ValueError(f"offline marker {text!r}: expected 'imagenet' or 'hf' before "
+                             f"{word!r}")
+        else:
+            needs[kind].append(word)
+    return needs
+
+
 def markdown_files():
     return [*sorted(DOCS.glob("*.md")), ROOT / "README.md"]
 
 
 def python_blocks(paths):
-    return [pytest.param(path, line, code, reason, id=f"{path.name}:{line}")
-            for path in paths for line, language, code, reason in code_blocks(path)
+    return [pytest.param(path, line, code, reason, needs, id=f"{path.name}:{line}")
+            for path in paths for line, language, code, reason, needs in code_blocks(path)
             if language == "python"]
 
 
@@ -74,19 +98,84 @@ SITE_BLOCKS = python_blocks(sorted(DOCS.glob("*.md")))
 README_BLOCKS = python_blocks([ROOT / "README.md"])
 
 
-def run_block(path, line, code, reason, tmp_path):
+@pytest.fixture(scope="session")
+def imagenet_files(tmp_path_factory):
+    """`model -> path` of random converted ImageNet weights, made once per session: what
+    `weights="imagenet"` finds in the Keras cache after its download and conversion."""
+    folder = tmp_path_factory.mktemp("imagenet_weights")
+    made = {}
+
+    def weights_file(model_name):
+        if model_name not in made:
+            import keras_resnest
+            from keras_resnest.weights import pretrained
+
+            entry = pretrained.PRETRAINED_FILES[model_name]
+            made[model_name] = folder / entry.converted_filename
+            keras_resnest.create_model(model_name, weights=None).save_weights(made[model_name])
+        return made[model_name]
+
+    return weights_file
+
+
+@pytest.fixture(scope="session")
+def hub_repos():
+    """`repo -> files` of timm-style repositories (config.json and model.safetensors of the
+    official model with random weights), made once per session."""
+    made = {}
+
+    def repo_files(repo):
+        if repo not in made:
+            import safetensors.torch
+
+            from keras_resnest.models.configs import resolve_model_name
+
+            from tests.helpers import torch_reference as ref
+
+            architecture = repo.split("/", 1)[1].split(".")[0]
+            model = ref.build_randomized(resolve_model_name(architecture))
+            made[repo] = {"config.json": json.dumps({"architecture": architecture,
+                                                     "num_classes": 1000}).encode(),
+                          "model.safetensors": safetensors.torch.save(model.state_dict())}
+        return made[repo]
+
+    return repo_files
+
+
+def run_block(path, line, code, reason, needs, tmp_path, request):
     if reason is not None:
         pytest.skip(f"{path.name}:{line} is marked: {reason}")
+    keras_home = tmp_path / "keras_home"
+    if needs["imagenet"]:
+        from keras_resnest.weights import pretrained
+
+        (keras_home / pretrained.CACHE_SUBDIR).mkdir(parents=True)
+        for model_name in needs["imagenet"]:
+            source = request.getfixturevalue("imagenet_files")(model_name)
+            os.link(source, keras_home / pretrained.CACHE_SUBDIR / source.name)
+    hub = None
+    if needs["hf"]:
+        from tests.helpers.hf_hub_standin import HubStandIn
+
+        repo_files = request.getfixturevalue("hub_repos")
+        hub = HubStandIn({repo: {"main": repo_files(repo)} for repo in needs["hf"]})
+        request.addfinalizer(hub.stop)
     script = tmp_path / "example.py"
     script.write_text(code, encoding="utf-8")
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", KERAS_HOME=str(tmp_path / "keras_home"),
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", KERAS_HOME=str(keras_home),
                CUDA_VISIBLE_DEVICES="")
     env.pop("KERAS_BACKEND", None)  # an example that needs another backend sets it itself
+    if needs["imagenet"]:
+        # Nothing is downloaded: a file missing from the cache fails the block at once.
+        env["KERAS_RESNEST_WEIGHTS_URL"] = str(tmp_path / "no_mirror")
     result = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env,
                             capture_output=True, text=True, timeout=BLOCK_TIMEOUT_S)
     assert result.returncode == 0, (
         f"the python block at {path.name}:{line} failed (exit {result.returncode}):\n"
         f"{result.stderr[-3000:]}")
+    if hub is not None:
+        for repo in needs["hf"]:
+            assert any(repo in r["path"] for r in hub.requests), f"{repo} was never requested"
 
 
 def test_the_site_builds_strictly(tmp_path):
@@ -122,24 +211,28 @@ def test_a_broken_link_fails_the_strict_build(tmp_path):
 def test_the_block_reader_finds_markers_and_nested_fences(tmp_path):
     page = tmp_path / "page.md"
     page.write_text("\n".join([
-        "<!-- skip: needs download -->", "```python", "a = 1", "```", "",
+        "<!-- skip: needs a GPU -->", "```python", "a = 1", "```", "",
         "````markdown", "```python", "not a block", "```", "````", "",
+        "<!-- offline: imagenet resnest50 resnest101 hf timm/resnest50d.in1k -->",
         "```python", "b = 2", "```"]), encoding="utf-8")
-    assert code_blocks(page) == [(2, "python", "a = 1\n", "needs download"),
-                                 (6, "markdown", "```python\nnot a block\n```\n", None),
-                                 (12, "python", "b = 2\n", None)]
+    none = {"imagenet": [], "hf": []}
+    assert code_blocks(page) == [
+        (2, "python", "a = 1\n", "needs a GPU", none),
+        (6, "markdown", "```python\nnot a block\n```\n", None, none),
+        (13, "python", "b = 2\n", None, {"imagenet": ["resnest50", "resnest101"],
+                                          "hf": ["timm/resnest50d.in1k"]})]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("path, line, code, reason", SITE_BLOCKS)
-def test_site_python_block_runs(path, line, code, reason, tmp_path):
-    run_block(path, line, code, reason, tmp_path)
+@pytest.mark.parametrize("path, line, code, reason, needs", SITE_BLOCKS)
+def test_site_python_block_runs(path, line, code, reason, needs, tmp_path, request):
+    run_block(path, line, code, reason, needs, tmp_path, request)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("path, line, code, reason", README_BLOCKS)
-def test_readme_python_block_runs(path, line, code, reason, tmp_path):
-    run_block(path, line, code, reason, tmp_path)
+@pytest.mark.parametrize("path, line, code, reason, needs", README_BLOCKS)
+def test_readme_python_block_runs(path, line, code, reason, needs, tmp_path, request):
+    run_block(path, line, code, reason, needs, tmp_path, request)
 
 
 def subcommands():
@@ -156,7 +249,7 @@ def test_every_keras_resnest_command_in_a_shell_block_exists():
     known = subcommands()
     named = {}
     for path in markdown_files():
-        for line, language, code, _ in code_blocks(path):
+        for line, language, code, _, _ in code_blocks(path):
             if language in ("bash", "console", "sh", "shell"):
                 for command in re.findall(r"\bkeras-resnest\s+([a-z][\w-]*)", code):
                     named.setdefault(command, f"{path.name}:{line}")
@@ -165,3 +258,18 @@ def test_every_keras_resnest_command_in_a_shell_block_exists():
     assert not unknown, (
         f"shell blocks name keras-resnest commands that do not exist; expected one of "
         f"{sorted(known)}; got {unknown}")
+
+
+# What a docs test cannot stand in for. Weights downloads are not on the list: the stand-ins
+# serve them (`offline:` markers).
+TRUE_SKIP_REASONS = ("the internet", "a GPU", "a TF-Serving server")
+
+
+def test_a_block_is_skipped_only_for_what_cannot_run_here():
+    skipped = {f"{path.name}:{line}": reason for path in markdown_files()
+               for line, language, _, reason, _ in code_blocks(path)
+               if language == "python" and reason is not None}
+    untrue = {where: reason for where, reason in skipped.items()
+              if not any(need in reason for need in TRUE_SKIP_REASONS)}
+    assert not untrue, (f"blocks skipped for a reason the tests can stand in for; expected one "
+                        f"of {TRUE_SKIP_REASONS} (else an offline: marker); got {untrue}")

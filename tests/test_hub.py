@@ -135,7 +135,9 @@ def test_preset_classifier_matches_the_official_model_and_round_trips(served_14d
     classifier.save_to_preset(str(saved))
     for loaded in (ResNeStImageClassifier.from_preset(str(saved)),
                    keras_hub_image_classifier(str(saved)),
-                   ResNeStImageClassifier.from_preset("resnest14d_imagenet")):
+                   ResNeStImageClassifier.from_preset("resnest14d_imagenet"),
+                   # keras-hub's own loader, by our registered name (docs/keras-hub.md)
+                   keras_hub_image_classifier("resnest14d_imagenet")):
         assert type(loaded) is ResNeStImageClassifier
         np.testing.assert_array_equal(keras.ops.convert_to_numpy(loaded(inputs)), logits)
     backbone = ResNeStBackbone.from_preset("resnest14d_imagenet", output_stride=8)
@@ -148,6 +150,17 @@ def keras_hub_image_classifier(preset):
     import keras_hub
 
     return keras_hub.models.ImageClassifier.from_preset(preset)
+
+
+def test_keras_hub_lists_our_presets_without_downloading(tmp_path, monkeypatch):
+    import keras_hub
+
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras_home"))
+    for cls in (keras_hub.models.ImageClassifier, keras_hub.models.Backbone,
+                ResNeStImageClassifier, ResNeStBackbone):
+        assert set(PRESETS) <= set(cls.presets), cls.__name__
+    assert ResNeStImageClassifier.presets["resnest50_imagenet"]["metadata"]["image_size"] == 224
+    assert not (tmp_path / "keras_home").exists()  # listing wrote and fetched nothing
 
 
 def test_unknown_preset_names_the_presets():

@@ -22,6 +22,13 @@ import sys
 from keras_resnest.training.strategy import STRATEGIES
 
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+# `--weights none` means random weights, as for predict and export (model_source.NO_WEIGHTS;
+# not imported from there, which would import Keras before the arguments parse).
+NO_WEIGHTS = ("none", "random")
+
+
+def weights_argument(value):
+    return None if value.lower() in NO_WEIGHTS else value
 # The digits are 8x8 scans upsampled: small crops would cut digits in half and flips change
 # their meaning, so their augmentation is milder unless the user says otherwise.
 DIGITS_DEFAULTS = {"image_size": 32, "min_crop_area": 0.5, "flip": False}
@@ -44,8 +51,9 @@ def add_arguments(parser):
     parser.add_argument(
         "--weights",
         default=None,
-        help="backbone weights: imagenet, a file or hf://<owner>/<name>[@revision] "
-        "(default: random init)",
+        type=weights_argument,
+        help="backbone weights: imagenet, none (random init, the default), a file or "
+        "hf://<owner>/<name>[@revision]",
     )
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument(
@@ -80,7 +88,8 @@ def add_arguments(parser):
         type=int,
         default=None,
         metavar="N",
-        help="split the CPU into N logical devices (mirrored training without GPUs)",
+        help="split the CPU into N logical devices and train on them under MirroredStrategy "
+        "(with --strategy auto or mirrored, on a machine without GPUs)",
     )
     parser.add_argument("--precision", choices=PRECISIONS, default="float32")
     parser.add_argument(
@@ -158,6 +167,15 @@ def add_arguments(parser):
     parser.add_argument(
         "-o", "--output", required=True, metavar="RUN_DIR", help="checkpoints, logs and the model"
     )
+
+
+def strategy_name(requested, cpu_devices, workers):
+    """The strategy to make: `requested`, except that `auto` with `--cpu-devices N` (N > 1) on
+    one machine is `mirrored`: splitting the CPU asks for replicas, and `auto` alone picks one
+    device when there is no GPU (with GPUs, `mirrored` uses them, as `auto` would)."""
+    if requested == "auto" and cpu_devices and cpu_devices > 1 and workers <= 1:
+        return "mirrored"
+    return requested
 
 
 def config_from_args(args):
@@ -250,7 +268,8 @@ def run(args, callbacks=()):
 
     if args.cpu_devices:
         strategy_lib.split_cpu(args.cpu_devices)
-    strategy = strategy_lib.make_strategy(args.strategy)
+    strategy = strategy_lib.make_strategy(
+        strategy_name(args.strategy, args.cpu_devices, strategy_lib.tf_config_workers()))
     data = load_data(args, config.image_size)
     from keras_resnest.quiet_start import filtered_stderr
     from keras_resnest.training import data as data_lib

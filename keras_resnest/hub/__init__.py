@@ -1,7 +1,8 @@
 """ResNeSt as a keras-hub model: a `FeaturePyramidBackbone` for keras-hub's task models
 (`DeepLabV3ImageSegmenter`, `RetinaNetObjectDetector`, ...), an `ImageClassifier` with the
-official evaluation transform, and presets for the 13 ImageNet models. `from_preset` also
-reads timm's repositories on the Hugging Face Hub (`"hf://timm/resnest50d.in1k"`;
+official evaluation transform, and presets for the 13 ImageNet models, registered with
+keras-hub (`keras_hub.models.ImageClassifier.from_preset("resnest50_imagenet")` finds them).
+`from_preset` also reads timm's repositories on the Hugging Face Hub (`"hf://timm/resnest50d.in1k"`;
 `keras_resnest.hub.timm_repos`).
 
 Needs keras-hub: `pip install "keras-resnest[hub]"`.
@@ -25,7 +26,11 @@ from keras_resnest.hub.classifier import (
     ResNeStImageClassifierPreprocessor,
     ResNeStImageConverter,
 )
-from keras_resnest.hub.presets import PRESETS, preset_directory
+from keras_resnest.hub.presets import PRESETS, preset_directory, register_with_keras_hub
+
+# keras-hub's own from_preset (keras_hub.models.ImageClassifier, Backbone, ...) finds our
+# preset names from here on, as it finds its built-in ones.
+register_with_keras_hub(ResNeStBackbone)
 
 __all__ = ["PRESETS", "ResNeStBackbone", "ResNeStImageClassifier",
            "ResNeStImageClassifierPreprocessor", "ResNeStImageConverter", "preset_directory"]

@@ -5,8 +5,13 @@ weights instead (the official file, downloaded once, SHA-256 checked, converted 
 and cached; `keras_resnest.weights.pretrained`). On first use a preset is written from them as
 a regular keras-hub preset directory (`save_to_preset`) in the Keras cache,
 `$KERAS_HOME/keras_resnest_presets/<preset>/`, so every keras-hub loader reads it the usual
-way afterwards, and `keras_hub.models.ImageClassifier.from_preset(preset_directory(...))`
-works too.
+way afterwards.
+
+The names are registered with keras-hub as its own presets are (`register_presets`, in
+`keras_resnest.hub`), so after `import keras_resnest.hub` keras-hub's base classes find them
+too: `keras_hub.models.ImageClassifier.from_preset("resnest50_imagenet")`. keras-hub resolves a
+registered name to its entry's "kaggle_handle" when it reads a file; our entries compute that
+handle on access: the local preset directory, written on first use.
 
 Example:
     >>> sorted(PRESETS)[:2]
@@ -36,6 +41,31 @@ PRESETS = {
     }
     for name, config in MODEL_CONFIGS.items()
 }
+
+
+class LocalPreset(dict):
+    """A keras-hub preset entry (`{"metadata": ...}`) whose "kaggle_handle", read by keras-hub's
+    `get_file` for each file of a registered preset, is our local preset directory, written on
+    first use (so registering downloads nothing, and `KERAS_HOME` is read when it is used)."""
+
+    def __init__(self, name, entry):
+        super().__init__(entry)
+        self.name = name
+
+    def __missing__(self, key):
+        if key == "kaggle_handle":
+            return preset_directory(self.name)
+        raise KeyError(key)
+
+
+def register_with_keras_hub(backbone_cls):
+    """Registers `PRESETS` with keras-hub for `backbone_cls`, as keras-hub registers its own
+    (`keras_hub.src.utils.preset_utils.register_presets`, the one way it offers: 0.32 has no
+    public API for it)."""
+    from keras_hub.src.utils.preset_utils import register_presets
+
+    register_presets({name: LocalPreset(name, entry) for name, entry in PRESETS.items()},
+                     backbone_cls)
 
 
 def presets_root():
