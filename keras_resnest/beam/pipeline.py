@@ -2,8 +2,8 @@
 keyed by path, write one row per image, and unreadable files to a side output.
 
     files = MatchFiles(glob) | ReadMatches
-      -> DecodeImage  (PIL, RGB, keras_resnest.preprocessing.eval_transform) -> (path, image)
-                      side output "unreadable": {"path", "reason"}
+      -> DecodeImage  (keras_resnest.images.read_for_eval) -> (path, image)
+                      side output "unreadable": {"path", "reason"}, whatever went wrong
       -> RunInference(KeyedModelHandler(ResNeStModelHandler))  -> (path, row of floats)
       -> rows {"path", "labels", "scores"} or {"path", "embedding"} -> JSON Lines or Parquet
 
@@ -11,7 +11,6 @@ Files are read through `apache_beam.io.fileio`, so the glob may name any Beam fi
 (local, gs://, s3://, hdfs://). Each output is a set of shards named like
 `PREFIX-00000-of-00002.jsonl`; the unreadable files go to `PREFIX-errors-...jsonl`.
 """
-import io
 import json
 from dataclasses import dataclass
 
@@ -39,6 +38,9 @@ class DecodeImage(beam.DoFn):
     """A matched file -> (path, evaluation-transformed float32 image), or an error record
     {"path", "reason"} on the "unreadable" output: a bad file never fails the job.
 
+    The file is read by `keras_resnest.images.read_for_eval`, the reader of `predict`, so the
+    same file gets the same pixels or the same reason on both paths.
+
     Args:
         image_size: int. Side of the evaluation crop.
     """
@@ -48,26 +50,35 @@ class DecodeImage(beam.DoFn):
         self._unreadable = Metrics.counter(METRICS_NAMESPACE, UNREADABLE)
 
     def process(self, readable_file):
-        import numpy as np
-        from PIL import Image, UnidentifiedImageError
-
-        from keras_resnest.preprocessing import eval_transform
-
         path = readable_file.metadata.path
-        # The same decoding and the same messages as keras_resnest.predict.load_images.
+        # One file must never fail the job (Beam retries a failed bundle, then fails the
+        # whole run): whatever goes wrong for this file, the reader's reasons or anything
+        # else (a file that vanished since the match, a filesystem error), is its row.
         try:
-            data = readable_file.read()
-            with Image.open(io.BytesIO(data)) as image:
-                pixels = np.asarray(image.convert("RGB"))
-        except UnidentifiedImageError:
-            reason = "not an image PIL can read"
-        except OSError as error:  # unreadable, or an image PIL knows damaged inside
-            reason = f"cannot decode the image ({error})"
-        else:
-            yield path, eval_transform(pixels, self._image_size).numpy()
+            image, reason = _read_for_eval(readable_file, self._image_size)
+        except Exception as error:  # noqa: BLE001
+            image, reason = None, f"cannot read the file ({_one_line(error)})"
+        if reason is None:
+            yield path, image
             return
         self._unreadable.inc()
         yield beam.pvalue.TaggedOutput(UNREADABLE, {"path": path, "reason": reason})
+
+
+def _read_for_eval(readable_file, image_size):
+    from keras_resnest.images import read_for_eval
+
+    # The open file, not its bytes: the reader looks at the header first, so a huge file that
+    # is no image (or a bomb) is refused without being read whole.
+    with readable_file.open(mime_type="application/octet-stream") as handle:
+        if not handle.seekable():  # the reader seeks back to the start after the header
+            return read_for_eval(handle.read(), image_size)
+        return read_for_eval(handle, image_size)
+
+
+def _one_line(error):
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text if len(text) <= 200 else text[:197] + "..."
 
 
 class ToRow(beam.DoFn):
