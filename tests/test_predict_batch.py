@@ -190,6 +190,48 @@ def test_a_glob_matching_nothing_is_one_line(tmp_path, capsys):
                     "matching image files, no file matches")
 
 
+def test_earlier_outputs_stop_the_run_before_the_model_is_loaded(tmp_path, capsys):
+    # The input in subfolders, named with "**" as Beam matches it (Python's glob would not).
+    (tmp_path / "photos" / "cats").mkdir(parents=True)
+    Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(tmp_path / "photos" / "cats" / "a.png")
+    earlier = [f"out-{index:05d}-of-00004.jsonl" for index in range(4)]
+    earlier += ["out-errors-00000-of-00001.jsonl", "out-00000-of-00001.parquet"]
+    for name in [*earlier, "out-notes.txt"]:
+        (tmp_path / name).write_text("{}\n")
+    argv = ["--input", tmp_path / "photos" / "**.png", "--output", tmp_path / "out",
+            # Loading this would be another error: the check comes first.
+            "--weights", tmp_path / "missing.keras"]
+    line = error_line(argv, capsys)
+    named = sorted(str(tmp_path / name) for name in earlier)[:3]
+    assert line == (f"keras-resnest predict-batch: error: --output {tmp_path / 'out'}: expected "
+                    "no outputs of an earlier run there (or --overwrite to remove them first; "
+                    f"mixed shards would read as one run), found 6 files: {', '.join(named)} "
+                    "and 3 more")
+    assert len(os.listdir(tmp_path)) == len(earlier) + 2  # nothing removed, nothing written
+
+
+def test_a_failed_run_leaves_neither_earlier_outputs_nor_temp_folders(one_image, tmp_path,
+                                                                      monkeypatch):
+    from keras_resnest.beam.model_handler import ResNeStModelHandler
+
+    seen = []
+
+    def fail(self, batch, model, inference_args=None):
+        seen.extend(os.listdir(tmp_path))  # what the run had written when it failed
+        raise RuntimeError("the model failed")
+
+    # The in-process DirectRunner runs the handler here, patched.
+    monkeypatch.setattr(ResNeStModelHandler, "run_inference", fail)
+    for name in ("out-00000-of-00002.jsonl", "out-00001-of-00002.jsonl",
+                 "out-errors-00000-of-00001.jsonl"):
+        (tmp_path / name).write_text("{}\n")
+    with pytest.raises(Exception, match="the model failed"):
+        main(["predict-batch", *one_image, "--overwrite", "--model", "resnest14d", "--weights",
+              "none", "--size", str(SIZE)])
+    assert any(name.startswith("beam-temp-out-") for name in seen), seen  # cleanup had work
+    assert sorted(os.listdir(tmp_path)) == ["grey.png"]
+
+
 class FakeReadableFile:
     """A matched file as `fileio.ReadMatches` gives it, opening `stream()`."""
 

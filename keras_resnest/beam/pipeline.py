@@ -12,6 +12,7 @@ Files are read through `apache_beam.io.fileio`, so the glob may name any Beam fi
 `PREFIX-00000-of-00002.jsonl`; the unreadable files go to `PREFIX-errors-...jsonl`.
 """
 import json
+import re
 from dataclasses import dataclass
 
 import apache_beam as beam
@@ -159,10 +160,23 @@ def _write_jsonl(prefix):
 def run(options, input_glob, output_prefix, handler, image_size, output_format="jsonl",
         top=None, class_names=None):
     """Run the pipeline to the end with `options` (apache_beam PipelineOptions; the runner is
-    among them) and return its `Summary`. The other arguments are those of `build`."""
-    with beam.Pipeline(options=options) as pipeline:
-        build(pipeline, input_glob, output_prefix, handler, image_size, output_format, top,
-              class_names)
+    among them) and return its `Summary`. The other arguments are those of `build`.
+
+    A run that fails leaves no `beam-temp-*` folder of its outputs behind (`remove_temp_folders`).
+    """
+    try:
+        with beam.Pipeline(options=options) as pipeline:
+            build(pipeline, input_glob, output_prefix, handler, image_size, output_format, top,
+                  class_names)
+    except BaseException:
+        # Beam removes its temporary folders only when the writes finish; a failed (or
+        # interrupted) run would leave them next to the outputs, and the run's error is what
+        # the user needs to see, not a failure to clean up.
+        try:
+            remove_temp_folders(output_prefix)
+        except Exception:  # noqa: BLE001
+            pass
+        raise
     counters = pipeline.result.metrics().query(
         MetricsFilter().with_namespace(METRICS_NAMESPACE))["counters"]
     totals = {UNREADABLE: 0, "predicted": 0}
@@ -174,3 +188,60 @@ def run(options, input_glob, output_prefix, handler, image_size, output_format="
     return Summary(predicted=totals["predicted"], unreadable=totals[UNREADABLE],
                    outputs=f"{output_prefix}-?????-of-?????{suffix}",
                    errors=f"{output_prefix}-errors-?????-of-?????.jsonl")
+
+
+def existing_outputs(output_prefix):
+    """The files a run with `output_prefix` writes that exist already, sorted: its shards in
+    any format (`PREFIX-00000-of-00002.jsonl`, `.parquet`) and its error shards
+    (`PREFIX-errors-...`), on any Beam filesystem. Other files that share the prefix
+    (`PREFIX-notes.txt`) are not outputs and are not listed."""
+    from apache_beam.io.filesystems import FileSystems
+
+    base, name = FileSystems.split(output_prefix)
+    # Beam's shard names: "-SSSSS-of-NNNNN", five digits or more.
+    shard = re.compile(re.escape(name) + r"(-errors)?-\d{5,}-of-\d{5,}\.(jsonl|parquet)\Z")
+    (matched,) = FileSystems.match([_escape_glob(output_prefix) + "-*"])
+    return sorted(metadata.path for metadata in matched.metadata_list
+                  if shard.match(FileSystems.split(metadata.path)[1]))
+
+
+def remove_temp_folders(output_prefix):
+    """Remove the `beam-temp-NAME-<hex>` and `beam-temp-NAME-errors-<hex>` folders Beam's
+    writers of `output_prefix` (`BASE/NAME`) make next to the outputs; returns what it
+    removed. Through `FileSystems`, so on every Beam filesystem (on object stores a folder is
+    the objects under it)."""
+    import os
+
+    from apache_beam.io.filesystems import FileSystems
+    from apache_beam.io.localfilesystem import LocalFileSystem
+
+    base, name = FileSystems.split(output_prefix)
+    temp_name = re.compile("beam-temp-" + re.escape(name) + r"(-errors)?-[0-9a-f]{32}\Z")
+    pattern = FileSystems.join(base, "beam-temp-" + _escape_glob(name) + "-*")
+    # Beam's match lists files, never folders: the files inside name their folders.
+    (matched,) = FileSystems.match([pattern + "/**"])
+    folders = set()
+    for metadata in matched.metadata_list:
+        relative = metadata.path[len(FileSystems.join(base, "")):]
+        folder = relative.replace("\\", "/").split("/")[0]
+        if temp_name.match(folder):
+            folders.add(FileSystems.join(base, folder))
+    if isinstance(FileSystems.get_filesystem(output_prefix), LocalFileSystem):
+        # A run that failed before writing leaves an empty folder, which no match finds.
+        folders.update(os.path.join(base or ".", entry) for entry in
+                       (os.listdir(base or ".") if os.path.isdir(base or ".") else [])
+                       if temp_name.match(entry))
+    folders = sorted(folders)
+    for folder in folders:
+        # Local and HDFS folders are deleted recursively; on object stores the folder itself
+        # is no object, so what is under it goes by its paths.
+        FileSystems.delete([folder])
+        (inside,) = FileSystems.match([_escape_glob(folder) + "/**"])
+        if inside.metadata_list:
+            FileSystems.delete([metadata.path for metadata in inside.metadata_list])
+    return folders
+
+
+def _escape_glob(path):
+    """`path` with Beam's glob characters (`*`, `?`, `[`) matching themselves."""
+    return re.sub(r"([*?[])", r"[\1]", path)
