@@ -7,7 +7,6 @@ Options this command does not know are Beam pipeline options, passed through to 
 (`--project`, `--region`, `--temp_location` for Dataflow, ...). Beam is imported by the
 handler, not at registration, so `--help` stays fast and works without it.
 """
-import glob
 import logging
 import os
 import re
@@ -18,6 +17,7 @@ RUNNERS = ("DirectRunner", "DataflowRunner", "FlinkRunner", "SparkRunner")
 FORMATS = ("jsonl", "parquet")  # keras_resnest.beam.pipeline.FORMATS; that module imports Beam
 DEFAULT_TOP = 5
 DEFAULT_MAX_BATCH_SIZE = 32
+NAMED_FILES = 3  # files an error line names before it counts the rest
 # What Beam's local worker processes print that a user cannot act on, hidden without --verbose:
 # TensorFlow's start-up lines, logged before absl is initialised (hence the zero date, "I0000
 # 00:00:..."; the launcher hides its own with quiet_start), and Beam's info and warning log
@@ -40,7 +40,10 @@ def register(subparsers):
     command.add_argument("--input", required=True, metavar="GLOB",
                          help="image files, on any Beam filesystem (quote the glob)")
     command.add_argument("--output", required=True, metavar="PREFIX",
-                         help="prefix of the output files (PREFIX-00000-of-0000N.jsonl)")
+                         help="prefix of the output files (PREFIX-00000-of-0000N.jsonl); "
+                         "the command stops if outputs of an earlier run are there")
+    command.add_argument("--overwrite", action="store_true",
+                         help="remove the outputs of an earlier run under --output first")
     add_model_arguments(command, weights_note="; readable where the workers run")
     command.add_argument("--format", default="jsonl", dest="output_format",
                          help="jsonl (default) or parquet")
@@ -91,13 +94,59 @@ def _check_then_predict(args):
     if args.batch_size < 1:
         raise ValueError(f"--batch-size {args.batch_size}: must be >= 1")
     model_name = resolve_model_name(args.model)
-    if "://" not in args.input and not any(map(os.path.isfile, glob.iglob(args.input))):
-        raise FileNotFoundError(f"--input {args.input}: expected a glob matching image files, "
+    _check_input(args.input)
+    earlier = _earlier_outputs(args.output)
+    if earlier and not args.overwrite:
+        raise FileExistsError(
+            f"--output {args.output}: expected no outputs of an earlier run there (or "
+            f"--overwrite to remove them first; mixed shards would read as one run), found "
+            f"{_some(earlier)}")
+    return _predict(args, model_name, earlier)
+
+
+def _check_input(pattern):
+    """One line if `pattern` matches no file, matched by Beam as the pipeline matches it (so
+    `**` crosses folders, and every Beam filesystem is listed the same way)."""
+    from apache_beam.io.filesystems import FileSystems
+
+    try:
+        (matched,) = FileSystems.match([pattern])
+    except Exception as error:  # noqa: BLE001  (no filesystem for the scheme, no access, ...)
+        raise ValueError(f"--input {pattern}: expected a glob Beam can list, listing it "
+                         f"failed: {_beam_error(error)}") from None
+    if not matched.metadata_list:
+        raise FileNotFoundError(f"--input {pattern}: expected a glob matching image files, "
                                 "no file matches")
-    return _predict(args, model_name)
 
 
-def _predict(args, model_name):
+def _earlier_outputs(prefix):
+    from keras_resnest.beam.pipeline import existing_outputs
+
+    try:
+        return existing_outputs(prefix)
+    except Exception as error:  # noqa: BLE001
+        raise ValueError(f"--output {prefix}: expected a prefix Beam can list, listing it "
+                         f"failed: {_beam_error(error)}") from None
+
+
+def _beam_error(error):
+    """The cause of a Beam filesystem error on one line: BeamIOError wraps the real one per
+    path (`exception_details`)."""
+    details = getattr(error, "exception_details", None)
+    if isinstance(details, dict) and details:
+        error = next(iter(details.values()))
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+def _some(paths):
+    """'3 files: a, b, c' or '12 files: a, b, c and 9 more'."""
+    named = ", ".join(paths[:NAMED_FILES])
+    rest = f" and {len(paths) - NAMED_FILES} more" if len(paths) > NAMED_FILES else ""
+    return f"{len(paths)} file{'s' if len(paths) > 1 else ''}: {named}{rest}"
+
+
+def _predict(args, model_name, earlier):
     from apache_beam.options.pipeline_options import PipelineOptions
 
     from keras_resnest import classifier
@@ -127,11 +176,25 @@ def _predict(args, model_name):
         # The worker processes log every bundle at INFO: as quiet as the other commands.
         "--default_sdk_harness_log_level=ERROR"]
     options = PipelineOptions([f"--runner={args.runner}", *quiet, *args.extra_options])
+    if earlier:  # --overwrite, and the model loaded: nothing else can stop the run now
+        _remove(args.output, earlier)
     summary = _run_quietly(args.verbose, lambda: pipeline.run(
         options, args.input, args.output, handler, size, args.output_format, top, class_names))
     print(f"predicted   {summary.predicted} images -> {summary.outputs}")
     print(f"unreadable  {summary.unreadable} files -> {summary.errors}")
     return 0
+
+
+def _remove(prefix, paths):
+    """Delete the earlier outputs before the run writes any, so that whatever happens next
+    (a failed run writes nothing) no old shard sits among new ones."""
+    from apache_beam.io.filesystems import FileSystems
+
+    try:
+        FileSystems.delete(paths)
+    except Exception as error:  # noqa: BLE001
+        raise ValueError(f"--output {prefix} --overwrite: expected to remove the earlier "
+                         f"outputs, removing them failed: {_beam_error(error)}") from None
 
 
 def _run_quietly(verbose, run):

@@ -1,12 +1,15 @@
 """`keras-resnest predict-batch`: Beam's RunInference over many image files.
 
 The main test runs the DirectRunner with two worker processes over about 500 generated images
-(24-80 px PNGs and JPEGs) and three bad files, with a small saved `.keras` model (ResNeSt-14d,
+(24-80 px PNGs and JPEGs), three bad files and, in a subfolder (`**`), a few hundred fuzzed
+and odd files (`tests/helpers/odd_images.py`), with a small saved `.keras` model (ResNeSt-14d,
 32 px, 10 classes, fixed seeds; untrained: the numbers only have to match single-process
-`keras_resnest.predict`). The fast tests check the one-line errors given before any work.
+`keras_resnest.predict` and `keras_resnest.images.read_for_eval`). The fast tests check the
+one-line errors given before any work.
 """
 import doctest
 import glob
+import io
 import json
 import os
 import subprocess
@@ -18,15 +21,17 @@ import pytest
 from PIL import Image
 
 from keras_resnest.cli import main
+from keras_resnest.images import read_for_eval
 from keras_resnest.predict import load_images
 
-from tests.helpers import scratch
+from tests.helpers import odd_images, scratch
 
 SIZE = 32
 CLASSES = [f"class_{index}" for index in range(10)]
 GOOD_IMAGES = 500
 COMMAND = os.path.join(os.path.dirname(sys.executable), "keras-resnest")
 BAD_FILES = ("notes.jpg", "empty.png", "truncated.jpg")
+FUZZ_PER_FORMAT = 50  # fuzzed files of each claimed format (5 formats), plus the odd files
 
 
 @pytest.fixture(scope="module")
@@ -60,6 +65,22 @@ def image_files(tmp_path_factory):
         yield root / "model.keras", model, folder, good, bad
 
 
+@pytest.fixture(scope="module")
+def fuzz_files(image_files):
+    """{path: (image, reason)}: fuzzed and odd files in IMAGES/fuzz, with what the reader makes
+    of each (`read_for_eval`, the single-process reference)."""
+    folder = image_files[2] / "fuzz"
+    folder.mkdir()
+    files = [*odd_images.fuzzed_files(FUZZ_PER_FORMAT, seed=29),
+             *odd_images.odd_files().items()]
+    expected = {}
+    for name, data in files:
+        path = folder / name
+        path.write_bytes(data)
+        expected[str(path)] = read_for_eval(str(path), SIZE)
+    return expected
+
+
 def read_jsonl(pattern):
     return [json.loads(line) for path in sorted(glob.glob(pattern))
             for line in open(path, encoding="utf-8")]
@@ -72,34 +93,40 @@ def probabilities_of(rows):
 
 
 @pytest.mark.slow
-def test_two_worker_processes_match_single_process_predict(image_files, tmp_path):
+def test_two_worker_processes_match_single_process_predict(image_files, fuzz_files, tmp_path):
     model_file, model, folder, good, bad = image_files
+    readable = [path for path, (_, reason) in fuzz_files.items() if reason is None]
+    unreadable = {path: reason for path, (_, reason) in fuzz_files.items() if reason is not None}
+    assert len(readable) > 50 and len(unreadable) > 50  # the fuzz exercises both outputs
     output = tmp_path / "out" / "predictions"
     result = subprocess.run(
-        [COMMAND, "predict-batch", "--input", str(folder / "*"), "--output", str(output),
+        # "**": the fuzzed files are in a subfolder, which Beam's "*" does not enter.
+        [COMMAND, "predict-batch", "--input", str(folder / "**"), "--output", str(output),
          "--weights", str(model_file), "--top", str(len(CLASSES)), "--runner", "DirectRunner",
          "--direct_num_workers=2", "--direct_running_mode=multi_processing"],
         capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-5000:]
-    assert f"predicted   {len(good)} images" in result.stdout, result.stdout
-    assert f"unreadable  {len(bad)} files" in result.stdout, result.stdout
+    assert f"predicted   {len(good) + len(readable)} images" in result.stdout, result.stdout
+    assert f"unreadable  {len(bad) + len(unreadable)} files" in result.stdout, result.stdout
     # Only the command's own lines: no TensorFlow start-up or Beam log lines from the workers.
     assert len(result.stdout.splitlines()) == 2 and result.stderr == "", result.stderr[-3000:]
 
     rows = read_jsonl(f"{output}-?????-of-?????.jsonl")
     paths = [row["path"] for row in rows]
-    assert sorted(paths) == sorted(good)  # each good file exactly once, no bad one
+    assert sorted(paths) == sorted(good + readable)  # each readable file once, no bad one
     expected = model.predict(load_images(good, SIZE), verbose=0)
     got = probabilities_of(rows)
     np.testing.assert_allclose(np.stack([got[path] for path in good]), expected, atol=1e-5)
+    expected = model.predict(np.stack([fuzz_files[path][0] for path in readable]), verbose=0)
+    np.testing.assert_allclose(np.stack([got[path] for path in readable]), expected, atol=1e-5)
     for row in rows:  # best first
         assert row["scores"] == sorted(row["scores"], reverse=True)
 
+    # Each bad file once, with the reason the reader gives it alone.
     errors = read_jsonl(f"{output}-errors-*.jsonl")
-    assert sorted(error["path"] for error in errors) == sorted(bad)
-    reasons = {os.path.basename(error["path"]): error["reason"] for error in errors}
-    assert reasons["notes.jpg"] == reasons["empty.png"] == "not an image PIL can read"
-    assert reasons["truncated.jpg"].startswith("cannot decode the image"), reasons
+    assert sorted(error["path"] for error in errors) == sorted([*bad, *unreadable])
+    unreadable.update((path, read_for_eval(path, SIZE)[1]) for path in bad)
+    assert {error["path"]: error["reason"] for error in errors} == unreadable
 
 
 @pytest.mark.slow
@@ -161,6 +188,110 @@ def test_a_glob_matching_nothing_is_one_line(tmp_path, capsys):
     line = error_line(["--input", pattern, "--output", tmp_path / "out"], capsys)
     assert line == (f"keras-resnest predict-batch: error: --input {pattern}: expected a glob "
                     "matching image files, no file matches")
+
+
+def test_earlier_outputs_stop_the_run_before_the_model_is_loaded(tmp_path, capsys):
+    # The input in subfolders, named with "**" as Beam matches it (Python's glob would not).
+    (tmp_path / "photos" / "cats").mkdir(parents=True)
+    Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(tmp_path / "photos" / "cats" / "a.png")
+    earlier = [f"out-{index:05d}-of-00004.jsonl" for index in range(4)]
+    earlier += ["out-errors-00000-of-00001.jsonl", "out-00000-of-00001.parquet"]
+    for name in [*earlier, "out-notes.txt"]:
+        (tmp_path / name).write_text("{}\n")
+    argv = ["--input", tmp_path / "photos" / "**.png", "--output", tmp_path / "out",
+            # Loading this would be another error: the check comes first.
+            "--weights", tmp_path / "missing.keras"]
+    line = error_line(argv, capsys)
+    named = sorted(str(tmp_path / name) for name in earlier)[:3]
+    assert line == (f"keras-resnest predict-batch: error: --output {tmp_path / 'out'}: expected "
+                    "no outputs of an earlier run there (or --overwrite to remove them first; "
+                    f"mixed shards would read as one run), found 6 files: {', '.join(named)} "
+                    "and 3 more")
+    assert len(os.listdir(tmp_path)) == len(earlier) + 2  # nothing removed, nothing written
+
+
+def test_a_failed_run_leaves_neither_earlier_outputs_nor_temp_folders(one_image, tmp_path,
+                                                                      monkeypatch):
+    from keras_resnest.beam.model_handler import ResNeStModelHandler
+
+    seen = []
+
+    def fail(self, batch, model, inference_args=None):
+        seen.extend(os.listdir(tmp_path))  # what the run had written when it failed
+        raise RuntimeError("the model failed")
+
+    # The in-process DirectRunner runs the handler here, patched.
+    monkeypatch.setattr(ResNeStModelHandler, "run_inference", fail)
+    for name in ("out-00000-of-00002.jsonl", "out-00001-of-00002.jsonl",
+                 "out-errors-00000-of-00001.jsonl"):
+        (tmp_path / name).write_text("{}\n")
+    with pytest.raises(Exception, match="the model failed"):
+        main(["predict-batch", *one_image, "--overwrite", "--model", "resnest14d", "--weights",
+              "none", "--size", str(SIZE)])
+    assert any(name.startswith("beam-temp-out-") for name in seen), seen  # cleanup had work
+    assert sorted(os.listdir(tmp_path)) == ["grey.png"]
+
+
+class FakeReadableFile:
+    """A matched file as `fileio.ReadMatches` gives it, opening `stream()`."""
+
+    def __init__(self, path, stream):
+        self.metadata = type("Metadata", (), {"path": path})()
+        self._stream = stream
+
+    def open(self, **_):
+        return self._stream()
+
+
+class CountingStream(io.BytesIO):
+    """An in-memory file that counts the bytes read, and may say it cannot seek."""
+
+    def __init__(self, data, seekable=True):
+        super().__init__(data)
+        self.bytes_read, self._seekable = 0, seekable
+
+    def read(self, size=-1):
+        data = super().read(size)
+        self.bytes_read += len(data)
+        return data
+
+    def seekable(self):
+        return self._seekable
+
+    def seek(self, *args):
+        if not self._seekable:  # as a pipe or a streaming download
+            raise io.UnsupportedOperation("seek")
+        return super().seek(*args)
+
+
+def decode(readable_file):
+    from keras_resnest.beam.pipeline import DecodeImage
+
+    (output,) = DecodeImage(SIZE).process(readable_file)
+    return output
+
+
+def test_decode_reads_a_file_as_the_reader_does_and_never_raises():
+    png = odd_images.encode(odd_images.picture(40, 50), "PNG")
+    image, reason = read_for_eval(png, SIZE)
+    assert reason is None
+    for seekable in (True, False):
+        path, got = decode(FakeReadableFile("a.png", lambda: CountingStream(png, seekable)))
+        assert path == "a.png"
+        np.testing.assert_array_equal(got, image)
+
+    # A large file that is no image: refused from its first bytes, not read whole.
+    stream = CountingStream(b"x" * 10_000_000)
+    output = decode(FakeReadableFile("big.jpg", lambda: stream))
+    assert output.tag == "unreadable" and stream.bytes_read < 100_000, stream.bytes_read
+    assert output.value == {"path": "big.jpg", "reason": read_for_eval(b"x" * 100, SIZE)[1]}
+
+    def gone():
+        raise PermissionError("[Errno 13] Permission denied: 'gone.jpg'")
+
+    output = decode(FakeReadableFile("gone.jpg", gone))  # anything else: a row, not a failure
+    assert output.value == {"path": "gone.jpg", "reason": "cannot read the file ([Errno 13] "
+                                                          "Permission denied: 'gone.jpg')"}
 
 
 def test_other_commands_still_refuse_unknown_options(capsys):

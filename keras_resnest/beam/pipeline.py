@@ -2,8 +2,8 @@
 keyed by path, write one row per image, and unreadable files to a side output.
 
     files = MatchFiles(glob) | ReadMatches
-      -> DecodeImage  (PIL, RGB, keras_resnest.preprocessing.eval_transform) -> (path, image)
-                      side output "unreadable": {"path", "reason"}
+      -> DecodeImage  (keras_resnest.images.read_for_eval) -> (path, image)
+                      side output "unreadable": {"path", "reason"}, whatever went wrong
       -> RunInference(KeyedModelHandler(ResNeStModelHandler))  -> (path, row of floats)
       -> rows {"path", "labels", "scores"} or {"path", "embedding"} -> JSON Lines or Parquet
 
@@ -11,8 +11,8 @@ Files are read through `apache_beam.io.fileio`, so the glob may name any Beam fi
 (local, gs://, s3://, hdfs://). Each output is a set of shards named like
 `PREFIX-00000-of-00002.jsonl`; the unreadable files go to `PREFIX-errors-...jsonl`.
 """
-import io
 import json
+import re
 from dataclasses import dataclass
 
 import apache_beam as beam
@@ -39,6 +39,9 @@ class DecodeImage(beam.DoFn):
     """A matched file -> (path, evaluation-transformed float32 image), or an error record
     {"path", "reason"} on the "unreadable" output: a bad file never fails the job.
 
+    The file is read by `keras_resnest.images.read_for_eval`, the reader of `predict`, so the
+    same file gets the same pixels or the same reason on both paths.
+
     Args:
         image_size: int. Side of the evaluation crop.
     """
@@ -48,26 +51,35 @@ class DecodeImage(beam.DoFn):
         self._unreadable = Metrics.counter(METRICS_NAMESPACE, UNREADABLE)
 
     def process(self, readable_file):
-        import numpy as np
-        from PIL import Image, UnidentifiedImageError
-
-        from keras_resnest.preprocessing import eval_transform
-
         path = readable_file.metadata.path
-        # The same decoding and the same messages as keras_resnest.predict.load_images.
+        # One file must never fail the job (Beam retries a failed bundle, then fails the
+        # whole run): whatever goes wrong for this file, the reader's reasons or anything
+        # else (a file that vanished since the match, a filesystem error), is its row.
         try:
-            data = readable_file.read()
-            with Image.open(io.BytesIO(data)) as image:
-                pixels = np.asarray(image.convert("RGB"))
-        except UnidentifiedImageError:
-            reason = "not an image PIL can read"
-        except OSError as error:  # unreadable, or an image PIL knows damaged inside
-            reason = f"cannot decode the image ({error})"
-        else:
-            yield path, eval_transform(pixels, self._image_size).numpy()
+            image, reason = _read_for_eval(readable_file, self._image_size)
+        except Exception as error:  # noqa: BLE001
+            image, reason = None, f"cannot read the file ({_one_line(error)})"
+        if reason is None:
+            yield path, image
             return
         self._unreadable.inc()
         yield beam.pvalue.TaggedOutput(UNREADABLE, {"path": path, "reason": reason})
+
+
+def _read_for_eval(readable_file, image_size):
+    from keras_resnest.images import read_for_eval
+
+    # The open file, not its bytes: the reader looks at the header first, so a huge file that
+    # is no image (or a bomb) is refused without being read whole.
+    with readable_file.open(mime_type="application/octet-stream") as handle:
+        if not handle.seekable():  # the reader seeks back to the start after the header
+            return read_for_eval(handle.read(), image_size)
+        return read_for_eval(handle, image_size)
+
+
+def _one_line(error):
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text if len(text) <= 200 else text[:197] + "..."
 
 
 class ToRow(beam.DoFn):
@@ -148,10 +160,23 @@ def _write_jsonl(prefix):
 def run(options, input_glob, output_prefix, handler, image_size, output_format="jsonl",
         top=None, class_names=None):
     """Run the pipeline to the end with `options` (apache_beam PipelineOptions; the runner is
-    among them) and return its `Summary`. The other arguments are those of `build`."""
-    with beam.Pipeline(options=options) as pipeline:
-        build(pipeline, input_glob, output_prefix, handler, image_size, output_format, top,
-              class_names)
+    among them) and return its `Summary`. The other arguments are those of `build`.
+
+    A run that fails leaves no `beam-temp-*` folder of its outputs behind (`remove_temp_folders`).
+    """
+    try:
+        with beam.Pipeline(options=options) as pipeline:
+            build(pipeline, input_glob, output_prefix, handler, image_size, output_format, top,
+                  class_names)
+    except BaseException:
+        # Beam removes its temporary folders only when the writes finish; a failed (or
+        # interrupted) run would leave them next to the outputs, and the run's error is what
+        # the user needs to see, not a failure to clean up.
+        try:
+            remove_temp_folders(output_prefix)
+        except Exception:  # noqa: BLE001
+            pass
+        raise
     counters = pipeline.result.metrics().query(
         MetricsFilter().with_namespace(METRICS_NAMESPACE))["counters"]
     totals = {UNREADABLE: 0, "predicted": 0}
@@ -163,3 +188,60 @@ def run(options, input_glob, output_prefix, handler, image_size, output_format="
     return Summary(predicted=totals["predicted"], unreadable=totals[UNREADABLE],
                    outputs=f"{output_prefix}-?????-of-?????{suffix}",
                    errors=f"{output_prefix}-errors-?????-of-?????.jsonl")
+
+
+def existing_outputs(output_prefix):
+    """The files a run with `output_prefix` writes that exist already, sorted: its shards in
+    any format (`PREFIX-00000-of-00002.jsonl`, `.parquet`) and its error shards
+    (`PREFIX-errors-...`), on any Beam filesystem. Other files that share the prefix
+    (`PREFIX-notes.txt`) are not outputs and are not listed."""
+    from apache_beam.io.filesystems import FileSystems
+
+    base, name = FileSystems.split(output_prefix)
+    # Beam's shard names: "-SSSSS-of-NNNNN", five digits or more.
+    shard = re.compile(re.escape(name) + r"(-errors)?-\d{5,}-of-\d{5,}\.(jsonl|parquet)\Z")
+    (matched,) = FileSystems.match([_escape_glob(output_prefix) + "-*"])
+    return sorted(metadata.path for metadata in matched.metadata_list
+                  if shard.match(FileSystems.split(metadata.path)[1]))
+
+
+def remove_temp_folders(output_prefix):
+    """Remove the `beam-temp-NAME-<hex>` and `beam-temp-NAME-errors-<hex>` folders Beam's
+    writers of `output_prefix` (`BASE/NAME`) make next to the outputs; returns what it
+    removed. Through `FileSystems`, so on every Beam filesystem (on object stores a folder is
+    the objects under it)."""
+    import os
+
+    from apache_beam.io.filesystems import FileSystems
+    from apache_beam.io.localfilesystem import LocalFileSystem
+
+    base, name = FileSystems.split(output_prefix)
+    temp_name = re.compile("beam-temp-" + re.escape(name) + r"(-errors)?-[0-9a-f]{32}\Z")
+    pattern = FileSystems.join(base, "beam-temp-" + _escape_glob(name) + "-*")
+    # Beam's match lists files, never folders: the files inside name their folders.
+    (matched,) = FileSystems.match([pattern + "/**"])
+    folders = set()
+    for metadata in matched.metadata_list:
+        relative = metadata.path[len(FileSystems.join(base, "")):]
+        folder = relative.replace("\\", "/").split("/")[0]
+        if temp_name.match(folder):
+            folders.add(FileSystems.join(base, folder))
+    if isinstance(FileSystems.get_filesystem(output_prefix), LocalFileSystem):
+        # A run that failed before writing leaves an empty folder, which no match finds.
+        folders.update(os.path.join(base or ".", entry) for entry in
+                       (os.listdir(base or ".") if os.path.isdir(base or ".") else [])
+                       if temp_name.match(entry))
+    folders = sorted(folders)
+    for folder in folders:
+        # Local and HDFS folders are deleted recursively; on object stores the folder itself
+        # is no object, so what is under it goes by its paths.
+        FileSystems.delete([folder])
+        (inside,) = FileSystems.match([_escape_glob(folder) + "/**"])
+        if inside.metadata_list:
+            FileSystems.delete([metadata.path for metadata in inside.metadata_list])
+    return folders
+
+
+def _escape_glob(path):
+    """`path` with Beam's glob characters (`*`, `?`, `[`) matching themselves."""
+    return re.sub(r"([*?[])", r"[\1]", path)
