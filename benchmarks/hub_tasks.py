@@ -30,7 +30,7 @@ def parse_args(argv=None):
                         help="backbone output stride (segmentation)")
     parser.add_argument("--dilation-rates", type=int, nargs=3, default=None,
                         help="DeepLabV3's atrous rates (default: scaled to the feature map, "
-                        "see keras_resnest.hub.tasks.ASPP_RATES)")
+                        "see digit_tasks.models.ASPP_RATES)")
     parser.add_argument("--size", type=int, default=64, help="canvas side in pixels")
     parser.add_argument("--digit-scale", type=int, default=3,
                         help="digits are enlarged from 8x8 by this factor")
@@ -52,7 +52,7 @@ def parse_args(argv=None):
 
 def fit_and_time(model, images, targets, args):
     """`model.fit` on the normalised canvases: (loss per epoch, training seconds)."""
-    from keras_resnest.hub.tasks import normalised
+    from digit_tasks.models import normalised
 
     start = time.perf_counter()
     history = model.fit(normalised(images), targets, batch_size=args.batch_size,
@@ -64,8 +64,8 @@ def segmentation(args, train, held_out):
     import keras
     import numpy as np
 
-    from keras_resnest.hub.digit_canvases import mean_iou
-    from keras_resnest.hub.tasks import deeplab_v3_segmenter, normalised
+    from digit_tasks.canvases import mean_iou
+    from digit_tasks.models import deeplab_v3_segmenter, normalised
 
     segmenter = deeplab_v3_segmenter(args.model, args.output_stride, args.size,
                                      args.dilation_rates)
@@ -91,8 +91,8 @@ def detection(args, train, held_out):
     import keras
     import numpy as np
 
-    from keras_resnest.hub.digit_canvases import NUM_DIGITS, average_precision, detection_scores
-    from keras_resnest.hub.tasks import normalised, retinanet_detector
+    from digit_tasks.canvases import NUM_DIGITS, average_precision, detection_scores
+    from digit_tasks.models import normalised, retinanet_detector
 
     if args.one_class:  # every digit is class 0; padding stays -1
         train, held_out = (replace(canvases, labels=np.minimum(canvases.labels, 0))
@@ -116,7 +116,7 @@ def main(argv=None):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import keras
 
-    from keras_resnest.hub.digit_canvases import make_canvases
+    from digit_tasks.canvases import make_canvases
 
     keras.utils.set_random_seed(args.seed)
     train = make_canvases(args.train, size=args.size, digit_scale=args.digit_scale,

@@ -92,10 +92,11 @@ def convert_to_onnx(model, quantize="none", calibration_data=None, image_size=No
     """The serialized ONNX model (bytes) of a classifier; see the module docstring.
 
     Args:
-        model: a ResNeSt classifier (Dense "fc" logits layer).
-        quantize: "none" (float32) or "int8" (static QDQ; needs `calibration_data`).
-        calibration_data: float32 images `[N, H, W, 3]`, RGB 0..255 at the export size.
-        image_size: the export size if the model accepts any size (default: its own).
+        model (keras.Model): a ResNeSt classifier (Dense "fc" logits layer).
+        quantize (str): "none" (float32) or "int8" (static QDQ; needs `calibration_data`).
+        calibration_data (np.ndarray or None): float32 images `[N, H, W, 3]`, RGB 0..255 at the
+            export size.
+        image_size (int or None): the export size if the model accepts any size (default: its own).
     """
     check_quantize_mode(quantize)
     check_onnx_installed(quantize)

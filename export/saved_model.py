@@ -147,17 +147,18 @@ def export_saved_model(model, path, *, image_size=None, labels=None, overwrite=F
     signatures.
 
     Args:
-        model: a Keras classifier (ResNeSt or any model with a Dense "fc" logits layer) taking
-            float RGB 0..255 and normalising inside (include_preprocessing=True).
-        path: output directory. Written to a temporary sibling first, then renamed.
-        image_size: square input size; defaults to the size the model was built for.
-        labels: class names (default: ImageNet names for 1000 classes, else "0", "1", ...).
-        overwrite: replace an existing non-empty `path`.
-        max_pixels: `serving_bytes` refuses images with more pixels (read from the header,
+        model (keras.Model): a Keras classifier (ResNeSt or any model with a Dense "fc" logits
+            layer) taking float RGB 0..255 and normalising inside (include_preprocessing=True).
+        path (str or Path): output directory. Written to a temporary sibling first, then renamed.
+        image_size (int or None): square input size; defaults to the size the model was built for.
+        labels (list of str or None): class names (default: ImageNet names for 1000 classes, else
+            "0", "1", ...).
+        overwrite (bool): replace an existing non-empty `path`.
+        max_pixels (int): `serving_bytes` refuses images with more pixels (read from the header,
             before decoding); default 50 million.
 
     Returns:
-        The `Path` of the SavedModel.
+        Path: the SavedModel.
     """
     check_max_pixels(max_pixels)
     path = Path(path)

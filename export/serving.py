@@ -161,7 +161,7 @@ def export_serving_package(
     `max_pixels` is the `serving_bytes` pixel limit (see `saved_model`).
 
     Returns:
-        The `Path` of the version directory.
+        Path: the version directory.
     """
     saved_model.check_max_pixels(max_pixels)
     output_dir = Path(output_dir)

@@ -111,16 +111,17 @@ def convert_to_tflite(
     """Convert a Keras classifier to a TFLite flatbuffer (bytes) with builtin ops only.
 
     Args:
-        model: Keras classifier with a Dense "fc" logits layer, taking RGB 0..255.
-        quantize: "none" (float32), "fp16" (float16 weights), "dynamic" (int8 weights, float
+        model (keras.Model): Keras classifier with a Dense "fc" logits layer, taking RGB 0..255.
+        quantize (str): "none" (float32), "fp16" (float16 weights), "dynamic" (int8 weights, float
             activations) or "int8" (full integer, calibrated; a quantization-aware model from
             `keras_resnest.quantization` / `train --qat-epochs` uses its learned ranges and
             needs no calibration).
-        image_size: square input size (default: the size the model was built for).
-        calibration_data: for int8: an image folder, a float32 array `[N, H, W, 3]` or a
-            `tf.data.Dataset` of images (RGB 0..255, eval-transformed).
-        num_calibration: at most this many calibration images are used.
-        int8_io: "uint8" or "int8" input/output type for full-integer models.
+        image_size (int or None): square input size (default: the size the model was built for).
+        calibration_data (str, np.ndarray, tf.data.Dataset or None): for int8: an image
+            folder, a float32 array `[N, H, W, 3]` or a `tf.data.Dataset` of images (RGB
+            0..255, eval-transformed).
+        num_calibration (int): at most this many calibration images are used.
+        int8_io (str): "uint8" or "int8" input/output type for full-integer models.
 
     Raises:
         ValueError: bad arguments or calibration data.

@@ -8,6 +8,7 @@ it is created as `open(path, "w")` would create it (0666 minus the umask), not w
 of `tempfile.mkstemp`, which would leave every output readable by its owner only.
 """
 import contextlib
+import json
 import os
 import secrets
 
@@ -77,3 +78,38 @@ def written_atomically(final):
     """
     with renamed_on_success(create_temporary_sibling(final), final) as temporary:
         yield temporary
+
+
+def write_atomically(final, write):
+    """Writes `final` through `write(temporary_path)`, creating its folder first: the file is
+    complete or left as it was (`written_atomically`).
+
+    Args:
+        final (str): The file to write.
+        write (callable): Writes the file at the path it is given, e.g. `model.save`; the
+            path keeps `final`'s extensions (".keras", ".weights.h5").
+    """
+    os.makedirs(os.path.dirname(os.path.abspath(final)), exist_ok=True)
+    with written_atomically(final) as temporary:
+        write(temporary)
+
+
+def write_json(final, value):
+    """Writes `value` as indented JSON to `final`, atomically (`write_atomically`).
+
+    Args:
+        final (str): The file to write.
+        value (object): Anything `json.dump` takes.
+
+    Example:
+    >>> import os, tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "run", "progress.json")
+    >>> write_json(path, {"epoch": 1})
+    >>> json.load(open(path))
+    {'epoch': 1}
+    """
+    def write(temporary):
+        with open(temporary, "w", encoding="utf-8") as handle:
+            json.dump(value, handle, indent=1)
+
+    write_atomically(final, write)

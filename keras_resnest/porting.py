@@ -141,17 +141,17 @@ def load_torch_state_dict(model, state_dict, strict=True):
     """Assigns a PyTorch-named ResNeSt state dict to `model`.
 
     Args:
-        model: a keras_resnest model (any configuration).
-        state_dict: mapping of PyTorch names to arrays (numpy, or anything `np.asarray` takes,
-            e.g. `{k: v.numpy() for k, v in torch_model.state_dict().items()}`).
-            `num_batches_tracked` entries are ignored.
-        strict: require every tensor to be used and every model weight to be assigned.
+        model (keras.Model): a keras_resnest model (any configuration).
+        state_dict (Mapping[str, array-like]): mapping of PyTorch names to arrays (numpy, or
+            anything `np.asarray` takes, e.g. `{k: v.numpy() for k, v in
+            torch_model.state_dict().items()}`). `num_batches_tracked` entries are ignored.
+        strict (bool): require every tensor to be used and every model weight to be assigned.
 
     If the model has no ImageNet head (`include_top=False`, or `classes` differs from the
     checkpoint's), the `fc.*` tensors are skipped and the report says so.
 
     Returns:
-        A `PortReport` (tensors and parameters assigned, skipped keys).
+        PortReport: tensors and parameters assigned, skipped keys.
 
     Raises:
         ValueError: naming the first missing or mis-shaped key in model order, else the first

@@ -59,13 +59,13 @@ def eval_transform(images, image_size):
     """The official evaluation transform of decoded RGB images.
 
     Args:
-        images: tensor or array `[H, W, 3]` or a batch `[N, H, W, 3]` of one size, any dtype,
-            values 0..255.
-        image_size: int. Side of the square output.
+        images (tf.Tensor or np.ndarray): `[H, W, 3]` or a batch `[N, H, W, 3]` of one size, any
+            dtype, values 0..255.
+        image_size (int): Side of the square output.
 
     Returns:
-        float32 `[image_size, image_size, 3]` (or `[N, image_size, image_size, 3]`) with
-        integral values in 0..255.
+        tf.Tensor: float32 `[image_size, image_size, 3]` (or `[N, image_size, image_size,
+            3]`) with integral values in 0..255.
     """
     images = tf.convert_to_tensor(images)
     shape = tf.shape(images)

@@ -105,9 +105,9 @@ def quantize_aware(model, momentum=DEFAULT_MOMENTUM):
     """A QAT copy of a float ResNeSt classifier (weights copied; `model` is left unchanged).
 
     Args:
-        model: a float32 classifier from `create_model(include_top=True)` or
+        model (keras.Model): a float32 classifier from `create_model(include_top=True)` or
             `keras-resnest train` (a chain ending in a Dense "fc", optionally a softmax).
-        momentum: EMA momentum of the activation ranges.
+        momentum (float): EMA momentum of the activation ranges.
 
     Raises:
         ValueError: `model` is already QAT, not float32, or not a plain ResNeSt classifier.

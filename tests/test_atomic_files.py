@@ -127,18 +127,19 @@ def test_serving_package_files_and_directories_have_plain_modes(tmp_path, umask,
 
 
 def test_training_outputs_have_the_mode_of_a_plain_new_file(tmp_path, umask):
-    """The training loop's writer: history.csv, evaluation.json, model.keras, weights."""
-    from keras_resnest.training import loop
+    """The training loop's writers: history.csv, evaluation.json, model.keras, weights."""
+    from keras_resnest.atomic_files import write_atomically, write_json
+    from keras_resnest.training import run
 
-    loop._write_history(str(tmp_path / "history.csv"), [])
-    loop._write_json(str(tmp_path / "evaluation.json"), {"top1": 1.0})
+    run.write_history(str(tmp_path / "history.csv"), [])
+    write_json(str(tmp_path / "evaluation.json"), {"top1": 1.0})
 
     def save(path):  # as keras.Model.save: the writer opens the (existing) temporary path
         assert path.endswith(".keras")
         with open(path, "wb") as handle:
             handle.write(b"zip")
 
-    loop._atomic_write(str(tmp_path / "model.keras"), save)
+    write_atomically(str(tmp_path / "model.keras"), save)
     expected = plain_file_mode(tmp_path)
     for name in ("history.csv", "evaluation.json", "model.keras"):
         assert mode(tmp_path / name) == expected, name

@@ -74,6 +74,16 @@ def test_benchmarks_and_tests_do_not_import_each_other():
             if top_package_imported(path, "benchmarks")} == {}
 
 
+def test_the_shared_digit_tasks_import_neither_side():
+    # digit_tasks/ serves both the benchmarks and the tests (its docstring says why it is a
+    # third package): importing either would tie them together again.
+    shared = sorted((ROOT / "digit_tasks").glob("**/*.py"))
+    assert shared
+    imported = {path.name: top_package_imported(path, "tests")
+                + top_package_imported(path, "benchmarks") for path in shared}
+    assert {name: found for name, found in imported.items() if found} == {}
+
+
 def test_no_benchmark_edits_sys_path():
     assert [path.name for path in sorted((ROOT / "benchmarks").glob("**/*.py"))
             if edits_sys_path(path)] == []

@@ -27,6 +27,8 @@ from keras_resnest.weights import (
     checkpoints,
     read_state_dict,
 )
+from keras_resnest.weights.checkpoints.pickle_guard import ALLOWED_GLOBALS
+from keras_resnest.weights.checkpoints.torch_files import LEGACY_MAGIC, LEGACY_PROTOCOL
 
 CHECKPOINTS = Path(checkpoints.__file__)
 MAX_SECONDS = 3.0
@@ -225,11 +227,11 @@ def test_a_build_on_the_allow_list_is_refused_and_later_reads_are_exact(tmp_path
 
 
 def test_the_allow_list_is_read_only():
-    storage = checkpoints._ALLOWED_GLOBALS[("torch", "FloatStorage")]
+    storage = ALLOWED_GLOBALS[("torch", "FloatStorage")]
     with pytest.raises(AttributeError):
         storage.is_bfloat16 = True
     with pytest.raises(TypeError):
-        checkpoints._ALLOWED_GLOBALS[("builtins", "eval")] = eval
+        ALLOWED_GLOBALS[("builtins", "eval")] = eval
     assert storage.is_bfloat16 is False
 
 
@@ -364,7 +366,7 @@ def _hostile_pickles():
 def _legacy_file(path, object_pickle, keys=(), storages=b""):
     """A legacy-format torch file around `object_pickle` (bytes of one pickle)."""
     with open(path, "wb") as file:
-        for header in (checkpoints._LEGACY_MAGIC, checkpoints._LEGACY_PROTOCOL,
+        for header in (LEGACY_MAGIC, LEGACY_PROTOCOL,
                        {"protocol_version": 1001, "little_endian": True}):
             pickle.dump(header, file, protocol=2)
         file.write(object_pickle)

@@ -8,7 +8,6 @@ beside a timm-style `config.json`.
 """
 import json
 import os
-import re
 import shutil
 import socket
 import subprocess
@@ -25,7 +24,7 @@ import torch
 import keras_resnest
 from keras_resnest.models import resnest
 from keras_resnest.weights import hf_hub, pretrained
-from keras_resnest.weights.hf_hub import HUB_REPOS, HubWeightsError
+from keras_resnest.weights.hf_hub import HubWeightsError
 
 from tests.helpers import torch_reference as ref
 from tests.helpers.hf_hub_standin import HubStandIn, directory_files
@@ -438,16 +437,7 @@ def test_the_stand_in_answers_the_revision_lookup_as_the_hub_does(hub):
         huggingface_hub.model_info("someone/y")
 
 
-# --- documentation -----------------------------------------------------------------------------
-
-def test_the_docs_table_of_hub_repositories_is_the_code_s():
-    page = (ROOT / "docs" / "weights.md").read_text(encoding="utf-8")
-    rows = dict(re.findall(r"^\| (resnest\w+) \| (?:`hf://([\w./-]+)`|not on the Hub) \|$",
-                           page, re.MULTILINE))
-    assert sorted(rows) == keras_resnest.list_models()
-    assert {name: repo for name, repo in rows.items() if repo} == HUB_REPOS
-    assert set(HUB_REPOS) <= set(pretrained.PRETRAINED_FILES)
-
+# --- documentation (the Hub table: tests/test_model_registry.py) -------------------------------
 
 def test_docstring_examples():
     import doctest

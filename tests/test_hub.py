@@ -1,7 +1,7 @@
 """keras-hub integration: `ResNeStBackbone` as a `FeaturePyramidBackbone`, the
 classifier with its preprocessing and presets, and keras-hub's DeepLabV3 and RetinaNet task
 models trained on the digit canvases (through `python -m benchmarks.hub_tasks`, small
-settings; the task models themselves come from keras_resnest.hub.tasks).
+settings; the task models themselves come from digit_tasks.models).
 
 Presets come through the weights download: the official reference with random weights is
 served from 127.0.0.1 as the resnest14d ImageNet file (tests/test_weights.py's server).
@@ -24,14 +24,14 @@ from keras_resnest.hub import (
     ResNeStImageConverter,
     preset_directory,
 )
-from keras_resnest.hub.tasks import (
+from keras_resnest.weights import pretrained
+
+from digit_tasks.models import (
     SEGMENTATION_KEYS,
     deeplab_v3_segmenter,
     normalised,
     retinanet_detector,
 )
-from keras_resnest.weights import pretrained
-
 from tests.helpers import torch_reference as ref
 from tests.test_weights import WeightsServer, publish, torch_bytes
 
@@ -196,7 +196,7 @@ SMALL = ["--size", "32", "--digit-scale", "2", "--train", "256", "--held-out", "
 def test_deeplab_v3_on_a_dilated_encoder_predicts_every_pixel(output_stride):
     # The pooled level and the upsampling to P2 must agree for each stride, or keras-hub's
     # decoder cannot join the two (it raises while building).
-    from keras_resnest.hub.digit_canvases import SEGMENTATION_CLASSES, make_canvases
+    from digit_tasks.canvases import SEGMENTATION_CLASSES, make_canvases
 
     size = 32
     segmenter = deeplab_v3_segmenter("resnest14d", output_stride, size)
@@ -219,7 +219,7 @@ def test_deeplab_v3_with_a_resnest_backbone_learns_to_segment_digits():
 
 
 def test_average_precision_follows_the_ranking_of_the_detections():
-    from keras_resnest.hub.digit_canvases import average_precision, make_canvases
+    from digit_tasks.canvases import average_precision, make_canvases
 
     canvases = make_canvases(8, size=32, digit_scale=2, seed=0)
     # Each digit detected once, plus a box 8 px off (IoU < 0.5) of the same class.
@@ -237,7 +237,7 @@ def test_average_precision_follows_the_ranking_of_the_detections():
 
 @pytest.mark.slow
 def test_retinanet_with_a_resnest_encoder_trains_and_decodes_to_the_canvas_boxes():
-    from keras_resnest.hub.digit_canvases import detection_scores, make_canvases
+    from digit_tasks.canvases import detection_scores, make_canvases
 
     # keras-hub's label encoding of the canvases' boxes, decoded back through our encoder's
     # anchors with certain class scores, must give the boxes again (no format or level mix-up).
@@ -264,7 +264,7 @@ def test_retinanet_with_a_resnest_encoder_trains_and_decodes_to_the_canvas_boxes
     assert trained["last_epoch_loss"] < trained["first_epoch_loss"], trained
 
 
-@pytest.mark.parametrize("name", ["keras_resnest.hub", "keras_resnest.hub.digit_canvases",
+@pytest.mark.parametrize("name", ["keras_resnest.hub", "digit_tasks.canvases",
                                   "keras_resnest.hub.presets",
                                   "keras_resnest.hub.classifier"])
 def test_docstring_examples(name):

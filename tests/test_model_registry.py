@@ -4,11 +4,16 @@
 with the registry's one-line message, before any model is built. The heavy step of each command
 is replaced by one that records the model name it was given and stops the command.
 """
+import re
+from pathlib import Path
+
 import pytest
 
 import keras_resnest
 from keras_resnest import cli
 from keras_resnest.models import ALIASES, MODEL_CONFIGS, list_models, resolve_model_name
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 class Reached(Exception):
@@ -17,6 +22,7 @@ class Reached(Exception):
     def __init__(self, model_name):
         super().__init__(model_name)
         self.model_name = model_name
+
 
 
 def unknown_message(name):
@@ -33,11 +39,18 @@ def test_names_and_aliases_come_from_one_table():
         assert resolve_model_name(name) == name
     assert resolve_model_name("resnest50d") == "resnest50"
     assert resolve_model_name("resnest50d_4s2x40d.in1k") == "resnest50_fast_4s2x40d"  # timm tag
-    # convert's historical import location is the same table.
-    from keras_resnest.weights import pretrained
 
-    assert pretrained.TIMM_NAMES is ALIASES
-    assert pretrained.resolve_model_name is resolve_model_name
+
+def test_the_weights_tables_are_derived_from_the_rows():
+    # One row per model (models/configs.py): the files, repositories and aliases follow it.
+    from keras_resnest.weights import hf_hub, pretrained
+
+    for name, config in MODEL_CONFIGS.items():
+        entry = pretrained.PRETRAINED_FILES[name]
+        assert (entry.filename, entry.base_url) == (config.weights_file, config.weights_url)
+        assert hf_hub.HUB_REPOS.get(name) == config.hub_repo
+        assert all(ALIASES[alias] == name for alias in config.aliases)
+    assert sorted(ALIASES) == sorted(a for c in MODEL_CONFIGS.values() for a in c.aliases)
 
 
 def test_unknown_name_message_names_what_is_valid():
@@ -101,3 +114,24 @@ def test_every_command_refuses_an_unknown_name_with_the_same_line(commands, comm
     captured = capsys.readouterr()
     assert captured.out == ""
     assert captured.err == f"keras-resnest {command}: error: {unknown_message('resnest51')}\n"
+
+
+def _table_rows(page, columns):
+    """The rows of `page`'s markdown table that start with a model name, as tuples of cells."""
+    text = (ROOT / page).read_text(encoding="utf-8")
+    rows = [[cell.strip() for cell in line.strip("|").split("|")]
+            for line in text.splitlines() if re.match(r"^\| resnest\w+ \|", line)]
+    assert rows and all(len(row) == columns for row in rows), page
+    return rows
+
+
+def test_the_docs_tables_are_the_rows():
+    # docs/weights.md: file, timm names and Hub repository of each model, in the rows' order.
+    expected = [[name, f"`{config.weights_file}`",
+                 ", ".join(f"`{alias}`" for alias in config.aliases) or "-",
+                 f"`hf://{config.hub_repo}`" if config.hub_repo else "not on the Hub"]
+                for name, config in MODEL_CONFIGS.items()]
+    assert _table_rows("docs/weights.md", 4) == expected
+    # docs/getting-started.md: every model once, at its evaluation size.
+    sizes = {row[0]: int(row[3]) for row in _table_rows("docs/getting-started.md", 5)}
+    assert sizes == {name: config.default_size for name, config in MODEL_CONFIGS.items()}

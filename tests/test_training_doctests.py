@@ -4,7 +4,8 @@ import importlib
 
 import pytest
 
-MODULES = ["augment", "data", "digits", "evaluate", "finetune", "recipe", "run_record", "strategy"]
+MODULES = ["augment", "config", "data", "digits", "evaluate", "finetune", "recipe", "run_record",
+           "strategy"]
 
 
 @pytest.mark.parametrize("name", MODULES)

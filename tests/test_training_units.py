@@ -382,7 +382,7 @@ def test_last_gamma_zero_init_and_sync_batchnorm_switch():
     count = recipe.synchronize_batch_norm(model)
     norms = [
         layer
-        for layer in recipe._walk_layers(model)
+        for layer in recipe.walk_layers(model)
         if isinstance(layer, keras.layers.BatchNormalization)
     ]
     assert count == len(norms) > 10 and all(norm.synchronized for norm in norms)

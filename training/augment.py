@@ -22,31 +22,15 @@ Example:
     TensorShape([224, 224, 3])
 """
 import hashlib
-from dataclasses import dataclass
 
 import tensorflow as tf
 
+# AugmentConfig is defined with the run's configuration (TensorFlow-free, for the command's
+# --help) and is used here: `augment.AugmentConfig` stays the name the pipeline's callers know.
+from keras_resnest.training.config import MIN_AREA, AugmentConfig  # noqa: F401
+
 # Official ERandomCrop bounds (resnest/torch/transforms/transforms.py).
-MIN_AREA = 0.1
 ASPECT_RATIO = (3.0 / 4.0, 4.0 / 3.0)
-
-
-@dataclass(frozen=True)
-class AugmentConfig:
-    """What the training pipeline does to each image and batch."""
-
-    min_area: float = MIN_AREA  # random resized crop keeps at least this fraction of the area
-    flip: bool = True
-    randaugment: bool = False  # Keras 3 RandAugment(num_ops=2, factor=0.5): AutoAugment's stand-in
-    mixup_alpha: float = 0.0  # 0 disables MixUp
-    cutmix_alpha: float = 0.0  # 0 disables CutMix
-
-    def __post_init__(self):
-        if not 0.0 < self.min_area <= 1.0:
-            raise ValueError(f"min_area={self.min_area!r}: expected a fraction in (0, 1].")
-        for name in ("mixup_alpha", "cutmix_alpha"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name}={getattr(self, name)!r}: expected >= 0 (0 disables it).")
 
 
 def op_seed(seed, name):

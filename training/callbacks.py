@@ -25,8 +25,8 @@ import os
 import keras
 import tensorflow as tf
 
+from keras_resnest.atomic_files import write_atomically, write_json
 from keras_resnest.training import recipe
-from keras_resnest.training.loop import _atomic_write, _write_json
 
 
 class BackupCheckpoint(keras.callbacks.Callback):
@@ -38,11 +38,11 @@ class BackupCheckpoint(keras.callbacks.Callback):
     that is already on disk (the tests' kill switch does).
 
     Args:
-        manager: tf.train.CheckpointManager. Saves the checkpoint holding `position`.
-        position: tf.Variable. The (epoch, step in epoch) pair that the checkpoint stores.
-        steps: int. Steps per epoch.
-        every: int. Steps between mid-epoch checkpoints.
-        listeners: list of callbacks. Told of each checkpoint written. Defaults to none.
+        manager (tf.train.CheckpointManager): Saves the checkpoint holding `position`.
+        position (tf.Variable): The (epoch, step in epoch) pair that the checkpoint stores.
+        steps (int): Steps per epoch.
+        every (int): Steps between mid-epoch checkpoints.
+        listeners (list of callbacks): Told of each checkpoint written. Defaults to none.
     """
 
     def __init__(self, manager, position, steps, every, listeners=()):
@@ -67,7 +67,7 @@ class BackupCheckpoint(keras.callbacks.Callback):
         self.position.assign([epoch, step])
         number = epoch * self.steps + step
         self.manager.save(checkpoint_number=number)
-        _write_json(os.path.join(self.manager.directory, "progress.json"),
+        write_json(os.path.join(self.manager.directory, "progress.json"),
                     {"epoch": epoch, "step": step})
         for listener in self.listeners:
             if hasattr(listener, "on_backup_saved"):
@@ -97,8 +97,8 @@ class PlainModelSaver:
     optimizer's average of the weights. All come back afterwards.
 
     Args:
-        model: keras.Model. The model being trained.
-        swap: keras.callbacks.SwapEMAWeights or None. Puts the average in. Defaults to None.
+        model (keras.Model): The model being trained.
+        swap (keras.callbacks.SwapEMAWeights or None): Puts the average in. Defaults to None.
     """
 
     def __init__(self, model, swap=None):
@@ -108,7 +108,7 @@ class PlainModelSaver:
     def plain(self):
         """The model as the plain classifier for a while (saving); the training state comes back."""
         model = self.model
-        norms = [layer for layer in recipe._walk_layers(model)
+        norms = [layer for layer in recipe.walk_layers(model)
                  if isinstance(layer, keras.layers.BatchNormalization)]
         synced = [norm.synchronized for norm in norms]
         trainable = [layer.trainable for layer in model.layers]
@@ -129,7 +129,7 @@ class PlainModelSaver:
     def save(self, path, overwrite=True):
         """Writes the plain classifier to `path` (`overwrite`: always, the write is atomic)."""
         with ema_weights(self.swap), self.plain() as model:
-            _atomic_write(path, model.save)
+            write_atomically(path, model.save)
 
 
 def tensorboard_callback(path, log):
@@ -157,9 +157,9 @@ def run_callbacks(run, start_epoch, best_top1):
     """The `CallbackList` of a run (see the module docstring for the order and why).
 
     Args:
-        run: run.Run. The built run (model, optimizer, checkpoint manager, `ema_swap`).
-        start_epoch: int. The epoch the run starts or resumes at.
-        best_top1: float or None. The best validation top-1 before `start_epoch` (resume).
+        run (run.Run): The built run (model, optimizer, checkpoint manager, `ema_swap`).
+        start_epoch (int): The epoch the run starts or resumes at.
+        best_top1 (float or None): The best validation top-1 before `start_epoch` (resume).
     """
     user = list(run.callbacks)
     ours = [run.ema_swap] if run.ema_swap is not None else []

@@ -19,9 +19,16 @@ import argparse
 import contextlib
 import sys
 
+from keras_resnest.training.config import (
+    DATASETS,
+    MIN_AREA,
+    OPTIMIZERS,
+    PRECISIONS,
+    AugmentConfig,
+    TrainConfig,
+)
 from keras_resnest.training.strategy import STRATEGIES
 
-PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 # `--weights none` means random weights, as for predict and export (model_source.NO_WEIGHTS;
 # not imported from there, which would import Keras before the arguments parse).
 NO_WEIGHTS = ("none", "random")
@@ -62,7 +69,7 @@ def add_arguments(parser):
     source.add_argument(
         "--tfrecord", metavar="GLOB", help="TFRecord shards (image/encoded, image/class/label)"
     )
-    source.add_argument("--dataset", choices=("digits",), help="embedded dataset (no download)")
+    source.add_argument("--dataset", choices=DATASETS, help="embedded dataset (no download)")
     parser.add_argument("--val-tfrecord", metavar="GLOB", help="validation shards for --tfrecord")
     parser.add_argument(
         "--val-fraction",
@@ -91,7 +98,7 @@ def add_arguments(parser):
         help="split the CPU into N logical devices and train on them under MirroredStrategy "
         "(with --strategy auto or mirrored, on a machine without GPUs)",
     )
-    parser.add_argument("--precision", choices=PRECISIONS, default="float32")
+    parser.add_argument("--precision", choices=PRECISIONS, default=TrainConfig.precision)
     parser.add_argument(
         "--freeze-backbone", action="store_true", help="train only the new head at first"
     )
@@ -102,7 +109,7 @@ def add_arguments(parser):
         help="epoch that unfreezes the backbone (epochs/2)",
     )
     recipe_group = parser.add_argument_group("recipe")
-    recipe_group.add_argument("--optimizer", choices=("sgd", "adamw"), default="sgd")
+    recipe_group.add_argument("--optimizer", choices=OPTIMIZERS, default=TrainConfig.optimizer)
     recipe_group.add_argument(
         "--lr", type=float, default=None, help="peak learning rate (0.1 x global batch / 256)"
     )
@@ -180,9 +187,6 @@ def strategy_name(requested, cpu_devices, workers):
 
 def config_from_args(args):
     """`TrainConfig` from parsed arguments (digits defaults applied where not given)."""
-    from keras_resnest.training.augment import MIN_AREA, AugmentConfig
-    from keras_resnest.training.loop import TrainConfig
-
     digits = args.dataset == "digits"
     defaults = (
         DIGITS_DEFAULTS if digits else {"image_size": 224, "min_crop_area": MIN_AREA, "flip": True}
@@ -253,7 +257,8 @@ def run(args, callbacks=()):
     # train() checks the rest (classes, batch, validation split) before it builds the model.
     config.validate()
     # Importing runs no TensorFlow op, so the device layout below can still be set.
-    from keras_resnest.training.loop import check_output_dir, train
+    from keras_resnest.training.loop import train
+    from keras_resnest.training.run import check_output_dir
 
     check_output_dir(args.output)
     # A folder of another run stops here, before the data is read; train() compares the

@@ -20,14 +20,17 @@ tflite --quantize int8` then needs no calibration images.
 import dataclasses
 import os
 
-QAT_DIR = "qat"
+import keras_resnest
+from keras_resnest import classifier
+from keras_resnest.training import finetune, recipe
+from keras_resnest.training.config import QAT_DIR
+from keras_resnest.training.run import train_phase
+
 QAT_LR_FACTOR = 0.1
 
 
 def qat_config(config, global_batch):
     """The `TrainConfig` of the QAT phase derived from the run's config."""
-    from keras_resnest.training import recipe
-
     learning_rate = config.qat_learning_rate or QAT_LR_FACTOR * recipe.scaled_learning_rate(
         config.optimizer, global_batch
     )
@@ -46,10 +49,6 @@ def qat_config(config, global_batch):
 
 def float_model(config, data, run_dir):
     """The trained float classifier QAT starts from (built outside any strategy scope)."""
-    import keras_resnest
-    from keras_resnest import classifier
-    from keras_resnest.training import finetune
-
     if config.epochs:
         # Every worker writes its final (EMA-applied) weights; only the chief writes model.keras.
         model = finetune.build_classifier(
@@ -77,8 +76,10 @@ def float_model(config, data, run_dir):
     return model
 
 
-def train_qat(config, data, run_dir, strategy, chief, log, callbacks, train_fn):
-    """Runs the QAT phase with the loop's `train_fn` (`loop._train`); returns its result."""
+def train_qat(config, data, run_dir, strategy, chief, log, callbacks):
+    """Runs the QAT phase through the same loop as the float phase (`run.train_phase`);
+    returns its result."""
+    # Imported here: the QAT layers are needed by this phase only.
     from keras_resnest.quantization import quantize_aware
 
     phase = qat_config(config, config.batch_size * strategy.num_replicas_in_sync)
@@ -89,7 +90,7 @@ def train_qat(config, data, run_dir, strategy, chief, log, callbacks, train_fn):
         f"quantization-aware training: {phase.epochs} epoch(s) at peak lr "
         f"{phase.learning_rate:g} -> {out_dir}"
     )
-    return train_fn(
+    return train_phase(
         phase,
         data,
         out_dir,

@@ -60,7 +60,8 @@ def warmup_cosine_schedule(peak_learning_rate, total_steps, warmup_steps):
     )
 
 
-def _walk_layers(layer):
+def walk_layers(layer):
+    """`layer` and every layer inside it, nested models included."""
     # Keras 3 has no public recursive layer walk; `_flatten_layers` is what Model.summary uses.
     return layer._flatten_layers(include_self=True, recursive=True)
 
@@ -68,7 +69,7 @@ def _walk_layers(layer):
 def no_weight_decay_variables(model):
     """BatchNorm gamma/beta and every bias: the variables the recipe does not decay."""
     excluded, seen = [], set()
-    for layer in _walk_layers(model):
+    for layer in walk_layers(model):
         candidates = []
         if isinstance(layer, keras.layers.BatchNormalization):
             candidates = [layer.gamma, layer.beta]
@@ -159,7 +160,7 @@ def build_optimizer(
 def zero_init_last_gamma(model):
     """Sets the gamma of every Bottleneck's last BatchNorm (`bn3`) to zero; returns how many."""
     count = 0
-    for layer in _walk_layers(model):
+    for layer in walk_layers(model):
         bn3 = getattr(layer, "bn3", None)
         if isinstance(bn3, keras.layers.BatchNormalization) and bn3.gamma is not None:
             # A shape, not the variable: jnp.zeros_like cannot read a Keras Variable on JAX.
@@ -175,7 +176,7 @@ def synchronize_batch_norm(model, enabled=True):
     before the first traced training step. Returns the number of layers changed.
     """
     layers = [
-        layer for layer in _walk_layers(model) if isinstance(layer, keras.layers.BatchNormalization)
+        layer for layer in walk_layers(model) if isinstance(layer, keras.layers.BatchNormalization)
     ]
     for layer in layers:
         layer.synchronized = enabled

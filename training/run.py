@@ -6,33 +6,35 @@ loops (training/callbacks.py says which callbacks, in which order, and why); the
 our `strategy.run` step (training/loop.py says why not `fit`).
 """
 import contextlib
+import csv
 import dataclasses
 import os
 import re
 import sys
+import tempfile
 import time
+from typing import Callable, Optional
 
 import keras
+import numpy as np
 import tensorflow as tf
 
+from keras_resnest.atomic_files import write_atomically, write_json
 from keras_resnest.training import callbacks as callbacks_lib
 from keras_resnest.training import data as data_lib
 from keras_resnest.training import evaluate as evaluate_lib
 from keras_resnest.training import finetune, recipe, run_record
-from keras_resnest.training.loop import (
-    _atomic_write,
-    _read_history,
-    _write_history,
-    _write_json,
-    check_output_dir,
-    evaluate_model,
-)
+from keras_resnest.training.config import TrainConfig
 from keras_resnest.weights import hf_hub
 
 # What a survivor's collective ops raise when a peer worker is gone (TF 2.21): the health check
 # aborts pending collectives (Unavailable, Cancelled, Aborted) or a collective times out.
 PEER_ERRORS = (tf.errors.UnavailableError, tf.errors.DeadlineExceededError,
                tf.errors.CancelledError, tf.errors.AbortedError)
+
+
+# The columns of history.csv, in the order keras.callbacks.CSVLogger writes them (sorted keys).
+HISTORY_FIELDS = ("epoch", "accuracy", "learning_rate", "loss", "seconds", "val_top1", "val_top5")
 
 
 class PeerLostError(RuntimeError):
@@ -44,36 +46,37 @@ class Run:
     """Everything one phase of training reads and builds.
 
     Args:
-        config: loop.TrainConfig. The phase's configuration.
-        data: data.Data. Training and validation images.
-        out_dir: str. Where this worker writes (the run directory, or workers/<i>/).
-        strategy: tf.distribute.Strategy. The strategy the steps run under.
-        chief: bool. Whether this worker writes the run's outputs.
-        log: callable. Prints one message (a no-op on other workers).
-        callbacks: list of keras.callbacks.Callback. The user's, after ours. Defaults to none.
-        build_model: callable or None. Builds the model in the strategy's scope instead of the
+        config (config.TrainConfig): The phase's configuration.
+        data (data.TrainingData): Training and validation images.
+        out_dir (str): Where this worker writes (the run directory, or workers/<i>/).
+        strategy (tf.distribute.Strategy): The strategy the steps run under.
+        chief (bool): Whether this worker writes the run's outputs.
+        log (callable): Prints one message (a no-op on other workers).
+        callbacks (list of keras.callbacks.Callback): The user's, after ours. Defaults to none.
+        build_model (callable or None): Builds the model in the strategy's scope instead of the
             classifier of `config` (the QAT phase passes its quantization-aware copy).
             Defaults to None.
     """
 
-    config: object
-    data: object
+    config: TrainConfig
+    data: data_lib.TrainingData
     out_dir: str
-    strategy: object
+    strategy: tf.distribute.Strategy
     chief: bool
-    log: object
-    callbacks: list = dataclasses.field(default_factory=list)
-    build_model: object = None
-    # Built by `build` and `restore`.
-    model: object = None
-    optimizer: object = None
-    loss_fn: object = None
-    infer: object = None
-    position: object = None
-    checkpoint: object = None
-    manager: object = None
-    tensorboard: object = None
-    ema_swap: object = None  # keras.callbacks.SwapEMAWeights when the optimizer averages
+    log: Callable[..., None]
+    callbacks: list[keras.callbacks.Callback] = dataclasses.field(default_factory=list)
+    build_model: Optional[Callable[[], keras.Model]] = None
+    # None until `run_training` builds them: `build` (model to infer, ema_swap), `restore`
+    # (position, checkpoint, manager) and, on the chief, the TensorBoard callback.
+    model: Optional[keras.Model] = None
+    optimizer: Optional[keras.optimizers.Optimizer] = None
+    loss_fn: Optional[keras.losses.Loss] = None
+    infer: Optional[Callable] = None  # the model's inference as a tf.function
+    position: Optional[tf.Variable] = None  # (epoch, step in epoch), saved in the checkpoint
+    checkpoint: Optional[tf.train.Checkpoint] = None
+    manager: Optional[tf.train.CheckpointManager] = None
+    tensorboard: Optional[keras.callbacks.TensorBoard] = None  # None: no logs/ (said at start)
+    ema_swap: Optional[keras.callbacks.SwapEMAWeights] = None  # when the optimizer averages
 
     @property
     def replicas(self):
@@ -103,6 +106,67 @@ class Run:
     def ema_active(self):
         inner = getattr(self.optimizer, "inner_optimizer", self.optimizer)  # LossScaleOptimizer
         return bool(inner.use_ema)
+
+
+def read_history(path, before_epoch):
+    """Rows of an earlier attempt, for epochs that the restored checkpoint had finished."""
+    if not os.path.exists(path):
+        return []
+    with open(path, newline="", encoding="utf-8") as handle:
+        return [row for row in csv.DictReader(handle) if int(row["epoch"]) < before_epoch]
+
+
+def write_history(path, rows):
+    """Writes `rows` as history.csv, columns in the order keras.callbacks.CSVLogger appends."""
+    fields = ("epoch", *sorted(k for k in rows[0] if k != "epoch")) if rows else HISTORY_FIELDS
+
+    def write(tmp):
+        with open(tmp, "w", newline="", encoding="utf-8") as handle:
+            writer = csv.DictWriter(handle, fieldnames=fields)
+            writer.writeheader()
+            writer.writerows(rows)
+
+    write_atomically(path, write)
+
+
+def check_output_dir(path):
+    """Raises one clear error unless `path` is, or can become, a directory we can write."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise FileExistsError(
+            f"output {path} is an existing file: give a directory for the run (-o RUN_DIR)."
+        )
+    try:
+        os.makedirs(path, exist_ok=True)
+        # Writing a file is the only sure test: permission bits say nothing for root, and
+        # read-only mounts or quotas show only on a write.
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as error:
+        raise ValueError(
+            f"output directory {path} is not writable ({error.strerror or error}): "
+            "choose another -o RUN_DIR."
+        ) from None
+
+
+def _predict(model, dataset, infer=None):
+    """Softmax scores and labels of a validation dataset (plain inference, any strategy)."""
+    infer = infer or tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+    scores, labels = [], []
+    for images, batch_labels in dataset:
+        scores.append(infer(images).numpy())
+        labels.append(batch_labels.numpy())
+    if not scores:
+        raise ValueError("the validation set is empty: nothing to evaluate.")
+    return np.concatenate(scores).astype(np.float32), np.concatenate(labels)
+
+
+def evaluate_model(model, data, config, infer=None):
+    """Top-1/top-5/confusion matrix of `model` on `data`'s validation images."""
+    batches = data_lib.validation_batches(
+        data, batch_size=config.val_batch_size, image_size=config.image_size
+    )
+    scores, labels = _predict(model, batches, infer)
+    return evaluate_lib.classification_report(scores, labels, data.class_names, top_k=5)
 
 
 def preflight(config, data, out_dir, strategy):
@@ -182,9 +246,9 @@ def resumed_history(run, start_epoch):
     if not run.chief:
         return []
     path = os.path.join(run.out_dir, "history.csv")
-    rows = _read_history(path, start_epoch)
+    rows = read_history(path, start_epoch)
     if os.path.exists(path):
-        _write_history(path, rows)
+        write_history(path, rows)
     return rows
 
 
@@ -192,11 +256,11 @@ def make_train_step(strategy, model, optimizer, loss_fn, global_batch_size):
     """The `tf.function` step: `train_step(iterator)` -> (summed loss, correct predictions).
 
     Args:
-        strategy: tf.distribute.Strategy. Runs the replica step (`strategy.run`).
-        model: keras.Model. The classifier; its "fc" layer gives the logits.
-        optimizer: keras.optimizers.Optimizer. Applies (and all-reduces) the gradients.
-        loss_fn: keras.losses.Loss. Per-example loss on the logits (`reduction=None`).
-        global_batch_size: int. What the loss is averaged over.
+        strategy (tf.distribute.Strategy): Runs the replica step (`strategy.run`).
+        model (keras.Model): The classifier; its "fc" layer gives the logits.
+        optimizer (keras.optimizers.Optimizer): Applies (and all-reduces) the gradients.
+        loss_fn (keras.losses.Loss): Per-example loss on the logits (`reduction=None`).
+        global_batch_size (int): What the loss is averaged over.
     """
     # The loss is computed from the logits ("fc"), not the softmax: cross-entropy on clipped
     # probabilities loses the label-smoothing gradient of saturated classes and lets the logits
@@ -303,15 +367,15 @@ def save_outputs(run, result):
     saver = callbacks_lib.PlainModelSaver(run.model)
     with callbacks_lib.ema_weights(run.ema_swap):
         with saver.plain():
-            _atomic_write(os.path.join(out, "model.weights.h5"), run.model.save_weights)
-        _write_json(os.path.join(out, "run_summary.json"),
+            write_atomically(os.path.join(out, "model.weights.h5"), run.model.save_weights)
+        write_json(os.path.join(out, "run_summary.json"),
                     {k: v for k, v in result.items() if k != "history"})
         if run.chief:
             report = evaluate_model(run.model, run.data, run.config, run.infer)
             run.log(evaluate_lib.format_report(report))
             saver.save(os.path.join(out, "model.keras"))
-            _write_json(os.path.join(out, "class_names.json"), run.data.class_names)
-            _write_json(os.path.join(out, "evaluation.json"), report)
+            write_json(os.path.join(out, "class_names.json"), run.data.class_names)
+            write_json(os.path.join(out, "evaluation.json"), report)
             run_record.write_record(out, run.config, getattr(run.data, "source", None),
                                     run.data.class_names)
             result["evaluation"] = report
@@ -396,3 +460,23 @@ def run_training(run):
         "train_images_per_second": images_seen / train_seconds if train_seconds else None,
     }
     return save_outputs(run, result)
+
+
+def train_phase(config, data, out_dir, strategy, chief, log, callbacks, build_model=None):
+    """One phase of training (`loop.train` runs the float phase, training/qat_phase.py the QAT
+    phase); returns its result dict.
+
+    Args:
+        config (TrainConfig): The phase's configuration, validated and resolved.
+        data (data.TrainingData): Training and validation images.
+        out_dir (str): Where this worker writes.
+        strategy (tf.distribute.Strategy): The strategy the steps run under.
+        chief (bool): Whether this worker writes the run's outputs.
+        log (callable): Prints one message.
+        callbacks (list of keras.callbacks.Callback): The user's.
+        build_model (callable or None): Builds the model (in the strategy's scope) instead of
+            the classifier of `config`; the QAT phase passes its quantization-aware copy.
+            Defaults to None.
+    """
+    return run_training(Run(config, data, out_dir, strategy, chief, log, list(callbacks),
+                            build_model))

@@ -31,7 +31,7 @@ weight decay, label smoothing, seed, determinism and checkpoint spacing. `weight
 `last_gamma` only initialise a model that the checkpoint then overwrites.
 
 Example:
-    >>> from keras_resnest.training.loop import TrainConfig
+    >>> from keras_resnest.training.config import TrainConfig
     >>> saved = record(TrainConfig(model_name="resnest14d"), data_source("digits"),
     ...                [str(d) for d in range(10)])
     >>> new = record(TrainConfig(model_name="resnest14d", ema_momentum=0.999),
@@ -45,8 +45,8 @@ import dataclasses
 import json
 import os
 
-from keras_resnest.atomic_files import written_atomically
-from keras_resnest.training.qat_phase import QAT_DIR
+from keras_resnest.atomic_files import write_json
+from keras_resnest.training.config import QAT_DIR
 
 RECORD_FILE = "train_config.json"
 SHOWN_CLASSES = 5
@@ -60,10 +60,10 @@ def data_source(dataset=None, folder=None, tfrecord=None, val_tfrecord=None):
     """The training data's source, as the record keeps it (paths made absolute).
 
     Args:
-        dataset: str or None. An embedded dataset ("digits").
-        folder: str or None. A class-folder directory (`--data`).
-        tfrecord: str or None. A TFRecord glob (`--tfrecord`).
-        val_tfrecord: str or None. Its validation glob (`--val-tfrecord`).
+        dataset (str or None): An embedded dataset ("digits").
+        folder (str or None): A class-folder directory (`--data`).
+        tfrecord (str or None): A TFRecord glob (`--tfrecord`).
+        val_tfrecord (str or None): Its validation glob (`--val-tfrecord`).
     """
     if dataset:
         return f"dataset {dataset}"
@@ -88,9 +88,7 @@ def record(config, source=None, class_names=None):
 def write_record(run_dir, config, source=None, class_names=None):
     """Writes `run_dir/train_config.json` atomically."""
     path = os.path.join(run_dir, RECORD_FILE)
-    with written_atomically(path) as tmp:
-        with open(tmp, "w", encoding="utf-8") as handle:
-            json.dump(record(config, source, class_names), handle, indent=1)
+    write_json(path, record(config, source, class_names))
 
 
 def _has_checkpoint(directory):
@@ -174,10 +172,10 @@ def check_resume(run_dir, config, source=None, class_names=None):
     `config` on this data cannot resume; does nothing for a new or empty folder.
 
     Args:
-        run_dir: str. The run folder (a worker's own folder on the other workers).
-        config: loop.TrainConfig. The new run's configuration (canonical model name).
-        source: str or None. `data_source(...)` of the new run's data; None: not compared.
-        class_names: list or None. The new run's classes; None: not compared (yet).
+        run_dir (str): The run folder (a worker's own folder on the other workers).
+        config (config.TrainConfig): The new run's configuration (canonical model name).
+        source (str or None): `data_source(...)` of the new run's data; None: not compared.
+        class_names (list or None): The new run's classes; None: not compared (yet).
     """
     saved = saved_record(run_dir)
     if saved is None:

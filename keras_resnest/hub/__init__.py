@@ -3,7 +3,7 @@
 official evaluation transform, and presets for the 13 ImageNet models, registered with
 keras-hub (`keras_hub.models.ImageClassifier.from_preset("resnest50_imagenet")` finds them).
 `from_preset` also reads timm's repositories on the Hugging Face Hub (`"hf://timm/resnest50d.in1k"`;
-`keras_resnest.hub.timm_repos`).
+`keras_resnest.hub.loading`).
 
 Needs keras-hub: `pip install "keras-resnest[hub]"`.
 
@@ -26,11 +26,15 @@ from keras_resnest.hub.classifier import (
     ResNeStImageClassifierPreprocessor,
     ResNeStImageConverter,
 )
-from keras_resnest.hub.presets import PRESETS, preset_directory, register_with_keras_hub
+from keras_resnest.hub.loading import preset_directory, register_with_keras_hub
+from keras_resnest.hub.presets import PRESETS
+from keras_resnest.hub.retinanet import initialise_heads_as_retinanet
 
 # keras-hub's own from_preset (keras_hub.models.ImageClassifier, Backbone, ...) finds our
-# preset names from here on, as it finds its built-in ones.
-register_with_keras_hub(ResNeStBackbone)
+# preset names from here on, as it finds its built-in ones; presets are written with this
+# classifier. Every submodule's import runs this file first, so no preset is read before.
+register_with_keras_hub(ResNeStImageClassifier)
 
 __all__ = ["PRESETS", "ResNeStBackbone", "ResNeStImageClassifier",
-           "ResNeStImageClassifierPreprocessor", "ResNeStImageConverter", "preset_directory"]
+           "ResNeStImageClassifierPreprocessor", "ResNeStImageConverter",
+           "initialise_heads_as_retinanet", "preset_directory"]

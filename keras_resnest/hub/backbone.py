@@ -20,12 +20,12 @@ import math
 import keras
 from keras_hub.models import FeaturePyramidBackbone
 
-from keras_resnest.hub.preset_names import PresetNames
+from keras_resnest.hub.loading import PresetNames
 from keras_resnest.models.configs import MODEL_CONFIGS, ResNeStConfig, resolve_model_name
 from keras_resnest.models.resnest import (
     STAGE_STRIDES_DILATIONS,
-    _validate_input_shape,
     resnest_features,
+    validate_input_shape,
 )
 
 STEM_STRIDE = 4  # the stride-2 conv and the stride-2 max pool
@@ -54,18 +54,20 @@ class ResNeStBackbone(PresetNames, FeaturePyramidBackbone):
     """ResNeSt feature extractor for keras-hub (channels last).
 
     Args:
-        stackwise_num_blocks: bottleneck blocks in layer1..layer4, e.g. `[3, 4, 6, 3]`.
-        radix: the ResNeSt hyper-parameters, as in `keras_resnest.models.ResNeStConfig`.
-        cardinality: as `radix`.
-        bottleneck_width: as `radix`.
-        stem_width: as `radix`.
-        avd_first: as `radix`.
-        output_stride: 32, 16 or 8 (the official dilated modes, for dense prediction).
-        drop_path_rate: stochastic depth (training only).
-        dropblock_rate: DropBlock (training only).
-        image_shape: input shape without the batch size, `(None, None, 3)` by default. Inputs
-            are normalised images (the converter's job), not 0..255 pixels.
-        dtype: dtype policy of every layer (e.g. "mixed_float16"); the global one by default.
+        stackwise_num_blocks (list of int): bottleneck blocks in layer1..layer4, e.g. `[3, 4, 6,
+            3]`.
+        radix (int): the ResNeSt hyper-parameters, as in `keras_resnest.models.ResNeStConfig`.
+        cardinality (int): as `radix`.
+        bottleneck_width (int): as `radix`.
+        stem_width (int): as `radix`.
+        avd_first (bool): as `radix`.
+        output_stride (int): 32, 16 or 8 (the official dilated modes, for dense prediction).
+        drop_path_rate (float): stochastic depth (training only).
+        dropblock_rate (float): DropBlock (training only).
+        image_shape (tuple): input shape without the batch size, `(None, None, 3)` by default.
+            Inputs are normalised images (the converter's job), not 0..255 pixels.
+        dtype (str or keras.DTypePolicy or None): dtype policy of every layer (e.g.
+            "mixed_float16"); the global one by default.
 
     `ResNeStBackbone.from_model_name("resnest50")` builds a registry model;
     `ResNeStBackbone.from_preset("resnest50_imagenet")` also loads its ImageNet weights.
@@ -86,7 +88,7 @@ class ResNeStBackbone(PresetNames, FeaturePyramidBackbone):
         config = ResNeStConfig(tuple(stackwise_num_blocks), radix=radix, cardinality=cardinality,
                                bottleneck_width=bottleneck_width, stem_width=stem_width,
                                avd_first=avd_first)
-        image_shape = _validate_input_shape(image_shape)
+        image_shape = validate_input_shape(image_shape)
 
         # The builder's layers take the global dtype policy: set it for the construction only.
         previous_policy = keras.config.dtype_policy()

@@ -12,7 +12,7 @@ from keras_hub.layers import ImageConverter
 from keras_hub.models import ImageClassifier, ImageClassifierPreprocessor
 
 from keras_resnest.hub.backbone import ResNeStBackbone
-from keras_resnest.hub.preset_names import PresetNames
+from keras_resnest.hub.loading import PresetNames
 from keras_resnest.models.resnest import IMAGENET_MEAN, IMAGENET_STD
 from keras_resnest.preprocessing import eval_transform
 
@@ -26,9 +26,9 @@ class ResNeStImageConverter(PresetNames, ImageConverter):
     """0..255 RGB images -> the official evaluation crop, resized and normalised.
 
     Args:
-        image_size: `(height, width)` of the model input (square for the official crop);
-            None leaves the images' size alone and only normalises.
-        official_crop: crop `size / (size + 32)` of the short side before resizing, as the
+        image_size (tuple of int or None): `(height, width)` of the model input (square for the
+            official crop); None leaves the images' size alone and only normalises.
+        official_crop (bool): crop `size / (size + 32)` of the short side before resizing, as the
             official evaluation does; False resizes the whole (aspect-cropped) image.
 
     Other arguments are those of `keras_hub.layers.ImageConverter`; the defaults are the

@@ -37,7 +37,7 @@ def list_models():
     return sorted(MODEL_CONFIGS)
 
 
-def _validate_input_shape(input_shape):
+def validate_input_shape(input_shape):
     if input_shape is None:
         return (None, None, 3)
     input_shape = tuple(input_shape)
@@ -168,28 +168,29 @@ def create_model(
     """Builds a ResNeSt model by name (see `list_models()`), keras.applications style.
 
     Args:
-        model_name: e.g. "resnest50", "resnest50_fast_1s4x24d", "resnest14d", or a timm
+        model_name (str): e.g. "resnest50", "resnest50_fast_1s4x24d", "resnest14d", or a timm
             alias ("resnest50d"); see `list_models()` and `configs.ALIASES`.
-        include_top: include the global pooling + `classes`-way Dense head.
-        weights: None, "imagenet" (the official weights, downloaded and converted once),
-            "hf://<owner>/<name>[@<revision>]" (a timm repository on the Hugging Face Hub, e.g.
-            "hf://timm/resnest50d.in1k"; `keras_resnest.weights.hf_hub`), or a path: a PyTorch
-            `.pth`/`.pt`, `.safetensors` or `.npz` state dict (converted on load, no torch
-            needed) or a Keras `.weights.h5`/`.keras` file. See `keras_resnest.weights`.
-        input_tensor: optional Keras tensor to use as the image input.
-        input_shape: (height, width, 3); default (None, None, 3). Any size >= 32.
-        pooling: with include_top=False, None (4D feature map), "avg" or "max".
-        classes: size of the head. With other than 1000, pretrained weights load into the
+        include_top (bool): include the global pooling + `classes`-way Dense head.
+        weights (str or None): None, "imagenet" (the official weights, downloaded and
+            converted once), `"hf://<owner>/<name>[@<revision>]"` (a timm repository on the
+            Hugging Face Hub, e.g. "hf://timm/resnest50d.in1k"; `keras_resnest.weights.hf_hub`),
+            or a path: a PyTorch `.pth`/`.pt`, `.safetensors` or `.npz` state dict (converted
+            on load, no torch needed) or a Keras `.weights.h5`/`.keras` file. See
+            `keras_resnest.weights`.
+        input_tensor (keras.KerasTensor or None): optional Keras tensor to use as the image input.
+        input_shape (tuple or None): (height, width, 3); default (None, None, 3). Any size >= 32.
+        pooling (str or None): with include_top=False, None (4D feature map), "avg" or "max".
+        classes (int): size of the head. With other than 1000, pretrained weights load into the
             backbone and the head keeps its initialisation (as with include_top=False).
-        classifier_activation: activation of the head ("softmax", None for logits).
-        name: model name (default `model_name`).
-        include_preprocessing: the model takes RGB in 0..255 and normalises with the ImageNet
+        classifier_activation (str or None): activation of the head ("softmax", None for logits).
+        name (str or None): model name (default `model_name`).
+        include_preprocessing (bool): the model takes RGB in 0..255 and normalises with the ImageNet
             mean/std inside. With False, feed `keras_resnest.preprocess_input(images)`.
-        output_stride: 32, 16 or 8 (the official dilation modes, for dense prediction).
-        drop_rate: dropout before the head (training only).
-        drop_path_rate: stochastic depth, increasing linearly over the blocks.
-        dropblock_rate: DropBlock rate in layer3 and layer4 (training only).
-        synchronized_batch_norm: bool or None. Whether BatchNorm computes its training
+        output_stride (int): 32, 16 or 8 (the official dilation modes, for dense prediction).
+        drop_rate (float): dropout before the head (training only).
+        drop_path_rate (float): stochastic depth, increasing linearly over the blocks.
+        dropblock_rate (float): DropBlock rate in layer3 and layer4 (training only).
+        synchronized_batch_norm (bool or None): Whether BatchNorm computes its training
             statistics over the global batch of all replicas (TensorFlow only), so that every
             replica keeps the same moving statistics; None turns it on when the model is built
             under a `tf.distribute` strategy with more than one replica (`strategy.scope()`),
@@ -213,13 +214,13 @@ def create_model(
             raise ValueError(f"{arg} must be in [0, 1), got {value}.")
 
     if input_tensor is None:
-        input_shape = _validate_input_shape(input_shape)
+        input_shape = validate_input_shape(input_shape)
         inputs = keras.Input(shape=input_shape, name="image")
         x = inputs
     else:
         if not keras.backend.is_keras_tensor(input_tensor):
             input_tensor = keras.Input(tensor=input_tensor, shape=input_shape, name="image")
-        _validate_input_shape(input_tensor.shape[1:])
+        validate_input_shape(input_tensor.shape[1:])
         inputs = input_tensor
         x = input_tensor
 

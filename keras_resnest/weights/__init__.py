@@ -34,14 +34,14 @@ def apply_weights(model, weights, *, model_name, build_imagenet_model=None):
     """Loads `weights` into `model`; see the module docstring.
 
     Args:
-        model: keras.Model. A model built as `model_name`.
-        weights: None, "imagenet", "hf://<owner>/<name>[@<revision>]" or a checkpoint / Keras
-            weights file.
-        model_name: str. The canonical name `model` was built as.
-        build_imagenet_model: callable returning a new ImageNet-head `model_name` model, into
-            which `weights="imagenet"` converts the official checkpoint when `model` has
-            another head (the model builder passes it: this package does not import it).
-            Defaults to None.
+        model (keras.Model): A model built as `model_name`.
+        weights (str or None): None, "imagenet", `"hf://<owner>/<name>[@<revision>]"` or a
+            checkpoint / Keras weights file.
+        model_name (str): The canonical name `model` was built as.
+        build_imagenet_model (callable or None): returns a new ImageNet-head `model_name` model,
+            into which `weights="imagenet"` converts the official checkpoint when `model` has
+            another head (the model builder passes it: this package does not import it). Defaults to
+            None.
     """
     if weights is None:
         return None

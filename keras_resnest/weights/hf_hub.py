@@ -34,17 +34,8 @@ DEFAULT_REVISION = "main"
 _REPO_ID = re.compile(r"[\w.-]+/[\w.-]+")
 
 # keras_resnest model -> timm's repository of its ImageNet weights (hf_hub_id "timm/" in timm's
-# resnest.py). The other five fast variants are not on the Hub.
-HUB_REPOS = {
-    "resnest14d": "timm/resnest14d.gluon_in1k",
-    "resnest26d": "timm/resnest26d.gluon_in1k",
-    "resnest50": "timm/resnest50d.in1k",
-    "resnest101": "timm/resnest101e.in1k",
-    "resnest200": "timm/resnest200e.in1k",
-    "resnest269": "timm/resnest269e.in1k",
-    "resnest50_fast_4s2x40d": "timm/resnest50d_4s2x40d.in1k",
-    "resnest50_fast_1s4x24d": "timm/resnest50d_1s4x24d.in1k",
-}
+# resnest.py), from the registry's rows. Five of the fast variants are not on the Hub.
+HUB_REPOS = {name: config.hub_repo for name, config in MODEL_CONFIGS.items() if config.hub_repo}
 
 
 class HubWeightsError(ValueError):
@@ -77,7 +68,7 @@ def parse_spec(spec):
     """`"hf://<owner>/<name>[@<revision>]"` -> `HubSpec`.
 
     Args:
-        spec: str. The `weights=` value.
+        spec (str): The `weights=` value.
 
     Raises:
         HubWeightsError: for anything but an owner, a name and an optional revision.
@@ -101,8 +92,8 @@ def download(spec, filename):
     """Local path of `filename` of the repository (downloaded into the Hugging Face cache).
 
     Args:
-        spec: HubSpec. The repository and revision.
-        filename: str. The file in the repository.
+        spec (HubSpec): The repository and revision.
+        filename (str): The file in the repository.
 
     Raises:
         HubWeightsError: the repository, revision or file does not exist (or is private without
@@ -151,7 +142,7 @@ def read_config(spec):
     """The repository's `config.json` as a dict (downloaded into the Hugging Face cache).
 
     Args:
-        spec: HubSpec. The repository and revision.
+        spec (HubSpec): The repository and revision.
     """
     path = download(spec, CONFIG_FILE)
     try:
@@ -176,8 +167,8 @@ def model_name_of(spec, config):
     """The canonical keras_resnest model that `config`'s timm architecture names.
 
     Args:
-        spec: HubSpec. The repository (named in errors).
-        config: dict. Its `config.json`.
+        spec (HubSpec): The repository (named in errors).
+        config (dict): Its `config.json`.
 
     Raises:
         HubWeightsError: no "architecture", or one that keras_resnest does not build.
@@ -201,8 +192,8 @@ def check_repo_model(weights, model_name):
     model is built.
 
     Args:
-        weights: str. The `"hf://..."` value of `weights=`.
-        model_name: str. The canonical name of the model being built.
+        weights (str): The `"hf://..."` value of `weights=`.
+        model_name (str): The canonical name of the model being built.
 
     Returns:
         The `HubSpec` of `weights`.
@@ -230,9 +221,9 @@ def load_hub_weights(model, weights, model_name):
     `weights=<file>`).
 
     Args:
-        model: keras.Model. A model built as `model_name`.
-        weights: str. `"hf://<owner>/<name>[@<revision>]"`.
-        model_name: str. The canonical name `model` was built as.
+        model (keras.Model): A model built as `model_name`.
+        weights (str): `"hf://<owner>/<name>[@<revision>]"`.
+        model_name (str): The canonical name `model` was built as.
 
     Returns:
         The `PortReport` of the conversion.

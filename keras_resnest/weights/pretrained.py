@@ -28,18 +28,13 @@ import warnings
 from dataclasses import dataclass
 
 from keras_resnest.atomic_files import renamed_on_success
-from keras_resnest.models.configs import ALIASES, resolve_model_name  # noqa: F401
+from keras_resnest.models.configs import MODEL_CONFIGS
 from keras_resnest.weights.hf_hub import hub_spec_of
 
 MIRROR_ENV = "KERAS_RESNEST_WEIGHTS_URL"
 CACHE_SUBDIR = "models"
 CONVERTED_SUFFIX = ".weights.h5"
 IMAGENET_CLASSES = 1000
-
-OFFICIAL_URL = "https://github.com/zhanghang1989/ResNeSt/releases/download/weights_step1/"
-# GluonCV's resnest14/26, ported to PyTorch by timm (its gluon_resnest14d/26d release files).
-TIMM_GLUON_URL = "https://github.com/rwightman/pytorch-image-models/releases/download/v0.1-weights/"
-
 
 class WeightsDownloadError(OSError):
     """The official file could not be downloaded; the message names the alternatives."""
@@ -60,29 +55,11 @@ class PretrainedFile:
         return self.filename.rsplit(".", 1)[0] + CONVERTED_SUFFIX
 
 
-def _official(name, sha256_prefix):
-    return PretrainedFile(f"{name}-{sha256_prefix}.pth", OFFICIAL_URL)
-
-
+# model -> its official file and where it is published, from the registry's rows.
 PRETRAINED_FILES = {
-    "resnest50": _official("resnest50", "528c19ca"),
-    "resnest101": _official("resnest101", "22405ba7"),
-    "resnest200": _official("resnest200", "75117900"),
-    "resnest269": _official("resnest269", "0cc87c48"),
-    "resnest50_fast_1s1x64d": _official("resnest50_fast_1s1x64d", "d8fbf808"),
-    "resnest50_fast_2s1x64d": _official("resnest50_fast_2s1x64d", "44938639"),
-    "resnest50_fast_4s1x64d": _official("resnest50_fast_4s1x64d", "f74f3fc3"),
-    "resnest50_fast_1s2x40d": _official("resnest50_fast_1s2x40d", "32830b84"),
-    "resnest50_fast_2s2x40d": _official("resnest50_fast_2s2x40d", "9d126481"),
-    "resnest50_fast_4s2x40d": _official("resnest50_fast_4s2x40d", "41d14ed0"),
-    "resnest50_fast_1s4x24d": _official("resnest50_fast_1s4x24d", "d4a4f76f"),
-    "resnest14d": PretrainedFile("gluon_resnest14-9c8fe254.pth", TIMM_GLUON_URL),
-    "resnest26d": PretrainedFile("gluon_resnest26-50eb607c.pth", TIMM_GLUON_URL),
+    name: PretrainedFile(config.weights_file, config.weights_url)
+    for name, config in MODEL_CONFIGS.items() if config.weights_file
 }
-
-# timm model names -> keras_resnest names: owned by the model registry (one table for every
-# command); kept importable here, where checkpoint conversion used to define them.
-TIMM_NAMES = ALIASES
 
 
 def pretrained_file(model_name):

@@ -44,10 +44,6 @@ from keras_resnest.weights.checkpoints.api import (
 from keras_resnest.weights.checkpoints.errors import CheckpointError, UnsafeCheckpointError
 from keras_resnest.weights.checkpoints.extents import LazyTensor
 
-# The allow-list and the legacy header values, which the hostile-file tests check.
-from keras_resnest.weights.checkpoints.pickle_guard import _ALLOWED_GLOBALS  # noqa: F401
-from keras_resnest.weights.checkpoints.torch_files import _LEGACY_MAGIC, _LEGACY_PROTOCOL  # noqa: F401
-
 __all__ = [
     "CheckpointError",
     "LazyTensor",

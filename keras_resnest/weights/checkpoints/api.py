@@ -6,9 +6,9 @@ import os
 import numpy as np
 
 from keras_resnest.weights.checkpoints.errors import CheckpointError
-from keras_resnest.weights.checkpoints.extents import LazyTensor, _Budget
-from keras_resnest.weights.checkpoints.safetensors_npz import _read_npz, _read_safetensors
-from keras_resnest.weights.checkpoints.torch_files import _read_torch
+from keras_resnest.weights.checkpoints.extents import Budget, LazyTensor
+from keras_resnest.weights.checkpoints.safetensors_npz import read_npz, read_safetensors
+from keras_resnest.weights.checkpoints.torch_files import read_torch
 
 TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
 SAFETENSORS_SUFFIX = ".safetensors"
@@ -29,13 +29,13 @@ def read_checkpoint(path, lazy=False):
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no such checkpoint: {path}")
     lower = path.lower()
-    budget = _Budget(path)
+    budget = Budget(path)
     if lower.endswith(NPZ_SUFFIX):
-        return _read_npz(path, budget)
+        return read_npz(path, budget)
     budget = None if lazy else budget
     if lower.endswith(SAFETENSORS_SUFFIX):
-        return _read_safetensors(path, lazy, budget)
-    return _read_torch(path, lazy, budget)
+        return read_safetensors(path, lazy, budget)
+    return read_torch(path, lazy, budget)
 
 
 def _is_tensor(value):

@@ -12,9 +12,9 @@ class UnsafeCheckpointError(CheckpointError):
     one of the allow-list's objects."""
 
 
-class _Malformed(Exception):
+class Malformed(Exception):
     """Raised while unpickling, where the file's name is not at hand; becomes CheckpointError."""
 
 
-class _Refused(Exception):
-    """Like _Malformed, for a pickle that acts against the reader; becomes UnsafeCheckpointError."""
+class Refused(Exception):
+    """Like Malformed, for a pickle that acts against the reader; becomes UnsafeCheckpointError."""

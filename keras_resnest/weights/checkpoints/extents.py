@@ -1,12 +1,12 @@
 """Tensors as regions of their file: where a tensor's values lie, checked before reading.
 
-A tensor is `count` values of a dtype at a byte offset of the file (`_Region`), shaped by a
+A tensor is `count` values of a dtype at a byte offset of the file (`Region`), shaped by a
 shape and strides. `_extent` checks that a tensor stays inside its stored data and that no two
 of its elements share a value (an expanded tensor would make its element count, not the
-file, the size to allocate); `_tensor` reads it with one `readinto`, at once or, as a
-`LazyTensor`, when converted. `_Budget` caps what an eager read of one file returns.
+file, the size to allocate); `tensor_at` reads it with one `readinto`, at once or, as a
+`LazyTensor`, when converted. `Budget` caps what an eager read of one file returns.
 
-The dtype a region is read with is the pickle guard's `_DType` (or safetensors'): its `stored`
+The dtype a region is read with is the pickle guard's `DType` (or safetensors'): its `stored`
 dtype is how the bytes are laid out, `logical` what a reader gets, and `finish` converts one
 into the other.
 """
@@ -18,7 +18,7 @@ import numpy as np
 from keras_resnest.weights.checkpoints.errors import CheckpointError
 
 # Limits far above any real checkpoint and far below what would hurt.
-_MAX_NDIM = 32  # numpy 1's limit (numpy 2 allows 64)
+MAX_NDIM = 32  # numpy 1's limit (numpy 2 allows 64)
 _MAX_EMPTY_ELEMENTS = 2**48  # product of the nonzero dimensions of an empty tensor
 # Eager reads return at most this much per byte of file (+ a constant): a file whose tensors
 # all view the same stored data would otherwise return one copy of it per tensor.
@@ -26,7 +26,7 @@ _EAGER_BYTES_PER_FILE_BYTE = 4
 _EAGER_BYTES_EXTRA = 64 * 2**20
 
 
-def _is_index(value):
+def is_index(value):
     """A size, stride or offset as torch writes them: a plain int in int64's range (also
     keeps error messages short: a pickle's int can have millions of digits)."""
     return type(value) is int and 0 <= value < 2**63
@@ -64,7 +64,7 @@ class LazyTensor:
         return f"LazyTensor(shape={self.shape}, dtype={self.dtype})"
 
 
-class _Region:
+class Region:
     """`count` values of `dtype` at byte `offset` of a file, checked to lie inside it."""
 
     __slots__ = ("path", "offset", "count", "dtype", "big_endian")
@@ -76,7 +76,7 @@ class _Region:
     def part(self, start, count, dtype=None):
         """The `count` values from value `start` on, as `dtype` (default: this region's)."""
         dtype = self.dtype if dtype is None else dtype
-        return _Region(self.path, self.offset + start * self.dtype.itemsize, count, dtype,
+        return Region(self.path, self.offset + start * self.dtype.itemsize, count, dtype,
                        self.big_endian)
 
     def read(self, start=0, count=None):
@@ -92,7 +92,7 @@ class _Region:
         return array.astype(self.dtype) if self.big_endian else array
 
 
-class _Budget:
+class Budget:
     """Bytes an eager read may still return (see _EAGER_BYTES_PER_FILE_BYTE)."""
 
     def __init__(self, path):
@@ -135,7 +135,7 @@ def _extent(shape, stride, count, source):
     return reach + 1
 
 
-def _tensor(region, dtype, shape, offset=0, stride=None, source="checkpoint", lazy=False,
+def tensor_at(region, dtype, shape, offset=0, stride=None, source="checkpoint", lazy=False,
             budget=None):
     """A tensor (eager array or LazyTensor) of `shape` inside `region`, after a bounds check.
 

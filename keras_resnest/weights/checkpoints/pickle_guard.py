@@ -1,15 +1,15 @@
 """The pickle guard: what a PyTorch pickle may ask for, and the unpickler that enforces it.
 
 PyTorch files are pickles, and unpickling runs whatever globals a pickle names. Here a pickle
-is first scanned (`_scan_pickle`: every argument present, memo indices and tuple nesting
-bounded), then unpickled by `_StateDictUnpickler`, which knows only `_ALLOWED_GLOBALS`: ordered
+is first scanned (`scan_pickle`: every argument present, memo indices and tuple nesting
+bounded), then unpickled by `_StateDictUnpickler`, which knows only `ALLOWED_GLOBALS`: ordered
 dicts, the tensor and parameter rebuild functions, the storage types and dtypes. Any other
 global, `os.system` or `builtins.eval` for instance, is refused when the unpickler meets it,
 which is before any call that could use it, so nothing in a hostile file runs.
 
 The objects a pickle can reach are `_Sealed` (a BUILD opcode cannot set their state) and the
 allow-list's are `_ReadOnly` (not even the reader changes them), so one file cannot change how
-the next is read. The unpickled tree is then walked once per object (`_walk`), which replaces
+the next is read. The unpickled tree is then walked once per object (`resolve_refs`), which replaces
 each `_TensorRef` by its tensor; the torch container readers locate the tensors.
 """
 import _compat_pickle
@@ -24,11 +24,11 @@ import numpy as np
 
 from keras_resnest.weights.checkpoints.errors import (
     CheckpointError,
+    Malformed,
+    Refused,
     UnsafeCheckpointError,
-    _Malformed,
-    _Refused,
 )
-from keras_resnest.weights.checkpoints.extents import _MAX_NDIM, _is_index
+from keras_resnest.weights.checkpoints.extents import MAX_NDIM, is_index
 
 _MAX_NESTING = 100  # containers in containers (a state dict nests 2 to 5 deep)
 
@@ -49,7 +49,7 @@ class _Sealed:
     __slots__ = ()
 
     def __setstate__(self, state):
-        raise _Refused(f"the pickle tries to change {self!r} (a BUILD opcode); a state dict "
+        raise Refused(f"the pickle tries to change {self!r} (a BUILD opcode); a state dict "
                        "only sets the state of ordered dicts")
 
 
@@ -69,16 +69,16 @@ class _ReadOnly(_Sealed):
         raise AttributeError(f"{self!r} is read-only")
 
 
-_BF16 = "bfloat16"  # stored as uint16, widened to float32 when read
+BF16 = "bfloat16"  # stored as uint16, widened to float32 when read
 
 
-class _DType(_ReadOnly):
+class DType(_ReadOnly):
     """A torch storage type or dtype met in a pickle: how its bytes are stored and read."""
 
     __slots__ = ("name", "is_bfloat16", "stored", "logical")
 
     def __init__(self, name, code):
-        is_bfloat16 = code == _BF16
+        is_bfloat16 = code == BF16
         super().__init__(name=name, is_bfloat16=is_bfloat16,
                          stored=np.dtype("<u2" if is_bfloat16 else code),  # bytes in the file
                          logical=np.dtype("<f4" if is_bfloat16 else code))  # what a reader gets
@@ -111,13 +111,13 @@ class _Function(_ReadOnly):
 # torch storage class -> (dtype of the stored bytes, logical dtype)
 _STORAGE_TYPES = {
     "DoubleStorage": "<f8", "FloatStorage": "<f4", "HalfStorage": "<f2",
-    "BFloat16Storage": _BF16, "LongStorage": "<i8", "IntStorage": "<i4",
+    "BFloat16Storage": BF16, "LongStorage": "<i8", "IntStorage": "<i4",
     "ShortStorage": "<i2", "CharStorage": "i1", "ByteStorage": "u1", "BoolStorage": "?",
     "UntypedStorage": "u1",
 }
 # torch dtype attribute (pickled as the global `torch.<name>`)
 _TORCH_DTYPES = {
-    "float64": "<f8", "float32": "<f4", "float16": "<f2", "bfloat16": _BF16, "int64": "<i8",
+    "float64": "<f8", "float32": "<f4", "float16": "<f2", "bfloat16": BF16, "int64": "<i8",
     "int32": "<i4", "int16": "<i2", "int8": "i1", "uint8": "u1", "bool": "?",
 }
 
@@ -137,13 +137,13 @@ class _TensorRef(_Sealed):
 
     def __init__(self, storage, offset, size, stride, dtype=None):
         if not isinstance(storage, _StorageRef):
-            raise _Malformed("a tensor without a storage")
-        if dtype is not None and not isinstance(dtype, _DType):
-            raise _Malformed("a tensor whose dtype is not a torch dtype")
+            raise Malformed("a tensor without a storage")
+        if dtype is not None and not isinstance(dtype, DType):
+            raise Malformed("a tensor whose dtype is not a torch dtype")
         size = _indices(size, "size")
         stride = _indices(stride, "stride")
-        if len(stride) != len(size) or len(size) > _MAX_NDIM:
-            raise _Malformed(f"a tensor with {len(size)} dimensions and {len(stride)} strides")
+        if len(stride) != len(size) or len(size) > MAX_NDIM:
+            raise Malformed(f"a tensor with {len(size)} dimensions and {len(stride)} strides")
         (offset,) = _indices((offset,), "storage offset")
         self.storage, self.offset, self.size, self.stride = storage, offset, size, stride
         self.dtype = dtype or storage.dtype
@@ -153,9 +153,9 @@ class _TensorRef(_Sealed):
 
 
 def _indices(values, what):
-    """`values` as a tuple of _is_index ints, or _Malformed."""
-    if not (isinstance(values, (tuple, list)) and all(map(_is_index, values))):
-        raise _Malformed(f"a tensor {what} that is not a tuple of non-negative integers")
+    """`values` as a tuple of is_index ints, or Malformed."""
+    if not (isinstance(values, (tuple, list)) and all(map(is_index, values))):
+        raise Malformed(f"a tensor {what} that is not a tuple of non-negative integers")
     return tuple(values)
 
 
@@ -185,16 +185,16 @@ def _allowed(module, name, value):
 
 # (module, name) -> object. This is the whole allow-list, read-only; every value is
 # _ReadOnly except OrderedDict, a built-in type whose attributes cannot be set.
-_ALLOWED_GLOBALS = types.MappingProxyType(dict([
+ALLOWED_GLOBALS = types.MappingProxyType(dict([
     _allowed("collections", "OrderedDict", collections.OrderedDict),
     _allowed("torch._utils", "_rebuild_tensor", _rebuild_tensor),
     _allowed("torch._utils", "_rebuild_tensor_v2", _rebuild_tensor_v2),
     _allowed("torch._utils", "_rebuild_tensor_v3", _rebuild_tensor_v3),
     _allowed("torch._utils", "_rebuild_parameter", _rebuild_parameter),
-    *(_allowed("torch", name, _DType(f"torch.{name}", code))
+    *(_allowed("torch", name, DType(f"torch.{name}", code))
       for name, code in _STORAGE_TYPES.items()),
-    _allowed("torch.storage", "UntypedStorage", _DType("torch.storage.UntypedStorage", "u1")),
-    *(_allowed("torch", name, _DType(f"torch.{name}", code))
+    _allowed("torch.storage", "UntypedStorage", DType("torch.storage.UntypedStorage", "u1")),
+    *(_allowed("torch", name, DType(f"torch.{name}", code))
       for name, code in _TORCH_DTYPES.items()),
 ]))
 
@@ -238,7 +238,7 @@ class _BoundedReads:
         return line
 
 
-def _scan_pickle(stream, source):
+def scan_pickle(stream, source):
     """Walks one pickle's opcodes up to STOP, building nothing, before it is unpickled.
 
     The C unpickler trusts a pickle's numbers: it allocates a declared byte count before
@@ -257,7 +257,7 @@ def _scan_pickle(stream, source):
             elif name in _PUT_OPCODES:
                 index = len(memo) if name == "MEMOIZE" else arg
                 if index > count:
-                    raise _Malformed(f"memo index {index} at opcode {count}")
+                    raise Malformed(f"memo index {index} at opcode {count}")
                 memo[index] = stack[-1]
             elif name in _GET_OPCODES:
                 stack.append(memo.get(arg, 0))
@@ -268,19 +268,19 @@ def _scan_pickle(stream, source):
                 taken = []
                 if takes_mark:
                     if not marks:
-                        raise _Malformed(f"opcode {count} ({name}) without a MARK before it")
+                        raise Malformed(f"opcode {count} ({name}) without a MARK before it")
                     mark = marks.pop()
                     taken, stack[mark:] = stack[mark:], []
                 if below:
                     if len(stack) < below:
-                        raise _Malformed(f"opcode {count} ({name}) takes more than the stack has")
+                        raise Malformed(f"opcode {count} ({name}) takes more than the stack has")
                     taken += stack[-below:]
                     del stack[-below:]
                 depth = 1 + max(taken, default=0) if is_tuple else 0
                 if depth > _MAX_NESTING:
-                    raise _Malformed(f"tuples nested more than {_MAX_NESTING} deep")
+                    raise Malformed(f"tuples nested more than {_MAX_NESTING} deep")
                 stack.extend([depth] * pushes)
-    except (_Malformed, ValueError, IndexError) as error:
+    except (Malformed, ValueError, IndexError) as error:
         # IndexError: a PUT or DUP with an empty stack.
         raise CheckpointError(f"{source}: not a readable PyTorch checkpoint (malformed "
                               f"pickle: {str(error)[:200] or type(error).__name__})") from None
@@ -292,14 +292,14 @@ class _StateDictUnpickler(pickle.Unpickler):
     def __init__(self, file, source):
         super().__init__(file)
         self._source = source
-        self.storage_dtypes = {}  # key -> _DType, of every storage the pickle names
+        self.storage_dtypes = {}  # key -> DType, of every storage the pickle names
 
     def find_class(self, module, name):
         # Protocol-2 pickles (the torch default) spell Python 3 modules the Python 2 way.
         if (module, name) in _compat_pickle.NAME_MAPPING:
             module, name = _compat_pickle.NAME_MAPPING[(module, name)]
         module = _compat_pickle.IMPORT_MAPPING.get(module, module)
-        allowed = _ALLOWED_GLOBALS.get((module, name))
+        allowed = ALLOWED_GLOBALS.get((module, name))
         if allowed is None:
             raise UnsafeCheckpointError(
                 f"{self._source}: refusing to load: the pickle asks for the global "
@@ -312,30 +312,30 @@ class _StateDictUnpickler(pickle.Unpickler):
     def persistent_load(self, pid):
         # ('storage', storage type, key, location, numel[, view]); view: torch < 0.4 only.
         if not (isinstance(pid, tuple) and len(pid) in (5, 6) and pid[0] == "storage"
-                and isinstance(pid[1], _DType) and isinstance(pid[2], str)
+                and isinstance(pid[1], DType) and isinstance(pid[2], str)
                 and len(pid[2]) <= 256):  # torch's keys: "0", "1", ... or a number
-            raise _Malformed("a persistent id that is not a torch storage")
+            raise Malformed("a persistent id that is not a torch storage")
         view = pid[5] if len(pid) == 6 else None
         if view is not None and not (isinstance(view, tuple) and len(view) == 3
-                                     and _is_index(view[1]) and _is_index(view[2])):
-            raise _Malformed(f"storage {pid[2]} has a malformed view (expected a key, an "
+                                     and is_index(view[1]) and is_index(view[2])):
+            raise Malformed(f"storage {pid[2]} has a malformed view (expected a key, an "
                              "offset and a size)")
         if self.storage_dtypes.setdefault(pid[2], pid[1]).stored != pid[1].stored:
-            raise _Malformed(f"storage {pid[2]} is declared with two dtypes")
+            raise Malformed(f"storage {pid[2]} is declared with two dtypes")
         return _StorageRef(pid[2], pid[1], view)
 
 
-def _unpickle(data, source):
-    """(object, {storage key: _DType}) of a pickle held in `data`, after _scan_pickle."""
+def unpickle(data, source):
+    """(object, {storage key: DType}) of a pickle held in `data`, after scan_pickle."""
     unpickler = _StateDictUnpickler(io.BytesIO(data), source)
     try:
         return unpickler.load(), unpickler.storage_dtypes
     except CheckpointError:
         raise
-    except _Refused as error:
+    except Refused as error:
         raise UnsafeCheckpointError(
             f"{source}: refusing to load: {error}. The reader is unchanged.") from None
-    except _Malformed as error:
+    except Malformed as error:
         raise CheckpointError(f"{source}: not a readable PyTorch checkpoint ({error})") \
             from None
     except (pickle.UnpicklingError, EOFError, TypeError, AttributeError, IndexError,
@@ -344,16 +344,16 @@ def _unpickle(data, source):
                               f"({type(error).__name__}: {str(error)[:200]})") from None
 
 
-def _read_pickle(file, size, source):
+def read_pickle(file, size, source):
     """The bytes of the pickle at `file`'s position (through its STOP), scanned first."""
     start = file.tell()
     reads = _BoundedReads(file, size)
-    _scan_pickle(reads, source)
+    scan_pickle(reads, source)
     file.seek(start)
     return file.read(size - reads.left - start)
 
 
-def _walk(obj, resolve, source):
+def resolve_refs(obj, resolve, source):
     """`obj` with every `_TensorRef` in its dicts/lists/tuples replaced by `resolve(ref)`.
 
     A pickle can reuse an object any number of times through its memo: 40 nested lists, each

@@ -2,7 +2,7 @@
 
 A safetensors file is an 8-byte header length, a JSON header of tensors (dtype, shape, byte
 offsets) and the data; each tensor's offsets are checked against its shape and the file before
-it becomes a `_Region`. An `.npz` is read by numpy (without pickles) after each member's
+it becomes a `Region`. An `.npz` is read by numpy (without pickles) after each member's
 declared array size is checked against the bytes the member holds.
 """
 import json
@@ -15,21 +15,21 @@ import zipfile
 import numpy as np
 
 from keras_resnest.weights.checkpoints.errors import CheckpointError
-from keras_resnest.weights.checkpoints.extents import _MAX_NDIM, _is_index, _Region, _tensor
-from keras_resnest.weights.checkpoints.pickle_guard import _BF16, _DType
+from keras_resnest.weights.checkpoints.extents import MAX_NDIM, Region, is_index, tensor_at
+from keras_resnest.weights.checkpoints.pickle_guard import BF16, DType
 
 _MAX_SAFETENSORS_HEADER = 100 * 2**20  # the safetensors format's own limit
 
 _SAFETENSORS_DTYPES = {
-    "F64": "<f8", "F32": "<f4", "F16": "<f2", "BF16": _BF16, "I64": "<i8", "I32": "<i4",
+    "F64": "<f8", "F32": "<f4", "F16": "<f2", "BF16": BF16, "I64": "<i8", "I32": "<i4",
     "I16": "<i2", "I8": "i1", "U8": "u1", "BOOL": "?",
 }
 
 _SAFETENSORS_DTYPE_OBJECTS = types.MappingProxyType(
-    {name: _DType(name, code) for name, code in _SAFETENSORS_DTYPES.items()})
+    {name: DType(name, code) for name, code in _SAFETENSORS_DTYPES.items()})
 
 
-def _read_safetensors(path, lazy, budget):
+def read_safetensors(path, lazy, budget):
     size = os.path.getsize(path)
     with open(path, "rb") as file:
         head = file.read(8)
@@ -60,7 +60,7 @@ def _read_safetensors(path, lazy, budget):
             raise CheckpointError(f"{path}: tensor {name} has unsupported dtype "
                                   f"{str(code)[:40]}")
         shape, offsets = info.get("shape"), info.get("data_offsets")
-        if not (_are_indices(shape) and len(shape) <= _MAX_NDIM and _are_indices(offsets)
+        if not (_are_indices(shape) and len(shape) <= MAX_NDIM and _are_indices(offsets)
                 and len(offsets) == 2):
             raise CheckpointError(f"{path}: tensor {name} needs a shape and two data_offsets, "
                                   "lists of non-negative integers")
@@ -72,16 +72,16 @@ def _read_safetensors(path, lazy, budget):
         if end - begin != math.prod(shape) * itemsize:
             raise CheckpointError(f"{path}: tensor {name} has {end - begin} bytes; its shape "
                                   f"{tuple(shape)} needs {math.prod(shape) * itemsize}")
-        region = _Region(path, data_start + begin, (end - begin) // itemsize, dtype.stored)
-        tensors[name] = _tensor(region, dtype, shape, source=path, lazy=lazy, budget=budget)
+        region = Region(path, data_start + begin, (end - begin) // itemsize, dtype.stored)
+        tensors[name] = tensor_at(region, dtype, shape, source=path, lazy=lazy, budget=budget)
     return tensors
 
 
 def _are_indices(values):
-    return isinstance(values, list) and all(map(_is_index, values))
+    return isinstance(values, list) and all(map(is_index, values))
 
 
-def _read_npz(path, budget):
+def read_npz(path, budget):
     try:
         # Each array's header is checked before numpy allocates what it declares, and the
         # members' sizes are charged to the budget: a deflated one may inflate to a lot.

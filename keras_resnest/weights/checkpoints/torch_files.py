@@ -7,7 +7,7 @@
   pickle, the object pickle, a pickle of the storage keys, then each storage as an int64
   element count followed by its raw bytes. Storage views (written by torch < 0.4) are read.
 
-Each pickle goes through the pickle guard; each storage becomes a checked `_Region`.
+Each pickle goes through the pickle guard; each storage becomes a checked `Region`.
 """
 import io
 import os
@@ -16,16 +16,16 @@ import zipfile
 import zlib
 
 from keras_resnest.weights.checkpoints.errors import CheckpointError
-from keras_resnest.weights.checkpoints.extents import _Region, _tensor
+from keras_resnest.weights.checkpoints.extents import Region, tensor_at
 from keras_resnest.weights.checkpoints.pickle_guard import (
-    _read_pickle,
-    _scan_pickle,
-    _unpickle,
-    _walk,
+    read_pickle,
+    resolve_refs,
+    scan_pickle,
+    unpickle,
 )
 
-_LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
-_LEGACY_PROTOCOL = 1001
+LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
+LEGACY_PROTOCOL = 1001
 _ZIP_LOCAL_HEADER = struct.Struct("<4s22xHH")  # signature ... name length, extra length
 
 
@@ -37,7 +37,7 @@ def _torch_tensor(ref, region, source, lazy, budget):
         if region.dtype.itemsize != 1:
             raise CheckpointError(f"{source}: storage {ref.storage.key} is read as two dtypes")
         region = region.part(0, region.count // dtype.stored.itemsize, dtype.stored)
-    return _tensor(region, dtype, ref.size, ref.offset, ref.stride, source, lazy, budget)
+    return tensor_at(region, dtype, ref.size, ref.offset, ref.stride, source, lazy, budget)
 
 
 def _stored_member(file, size, info, path):
@@ -98,8 +98,8 @@ def _read_torch_zip(path, lazy, budget):
         if byteorder not in (b"little", b"big"):
             raise CheckpointError(f"{path}: byteorder record says {byteorder[:20]!r}; "
                                   "expected 'little' or 'big'")
-        _scan_pickle(io.BytesIO(data), path)
-        obj, dtypes = _unpickle(data, path)
+        scan_pickle(io.BytesIO(data), path)
+        obj, dtypes = unpickle(data, path)
 
         regions = {}
         for key, dtype in dtypes.items():
@@ -107,7 +107,7 @@ def _read_torch_zip(path, lazy, budget):
             if name not in members:
                 raise CheckpointError(f"{path}: storage record {name} is missing")
             offset, length = _stored_member(file, size, members[name], path)
-            regions[key] = _Region(path, offset, length // dtype.stored.itemsize,
+            regions[key] = Region(path, offset, length // dtype.stored.itemsize,
                                    dtype.stored, byteorder == b"big")
 
     def resolve(ref):
@@ -116,20 +116,20 @@ def _read_torch_zip(path, lazy, budget):
                                   "only in legacy (torch < 0.4) files")
         return _torch_tensor(ref, regions[ref.storage.key], path, lazy, budget)
 
-    return _walk(obj, resolve, path)
+    return resolve_refs(obj, resolve, path)
 
 
 def _read_torch_legacy(path, lazy, budget):
     size = os.path.getsize(path)
 
     def load(file):
-        return _unpickle(_read_pickle(file, size, path), path)
+        return unpickle(read_pickle(file, size, path), path)
 
     with open(path, "rb") as file:
         (magic, _), (protocol, _), (sys_info, _) = load(file), load(file), load(file)
-        if magic != _LEGACY_MAGIC:
+        if magic != LEGACY_MAGIC:
             raise CheckpointError(f"{path}: not a PyTorch checkpoint (bad magic number)")
-        if protocol != _LEGACY_PROTOCOL:
+        if protocol != LEGACY_PROTOCOL:
             raise CheckpointError(f"{path}: unsupported legacy protocol version {protocol}")
         big_endian = isinstance(sys_info, dict) and not sys_info.get("little_endian", True)
         obj, dtypes = load(file)
@@ -150,7 +150,7 @@ def _read_torch_legacy(path, lazy, budget):
             offset = file.tell()
             if count < 0 or offset + count * dtype.itemsize > size:
                 raise CheckpointError(f"{path}: file is truncated (storage {key} is short)")
-            regions[key] = _Region(path, offset, count, dtype, big_endian)
+            regions[key] = Region(path, offset, count, dtype, big_endian)
             file.seek(offset + count * dtype.itemsize)
 
     def resolve(ref):
@@ -169,10 +169,10 @@ def _read_torch_legacy(path, lazy, budget):
             region = region.part(start, count)
         return _torch_tensor(ref, region, path, lazy, budget)
 
-    return _walk(obj, resolve, path)
+    return resolve_refs(obj, resolve, path)
 
 
-def _read_torch(path, lazy, budget):
+def read_torch(path, lazy, budget):
     if zipfile.is_zipfile(path):
         return _read_torch_zip(path, lazy, budget)
     with open(path, "rb") as file:

@@ -1,7 +1,8 @@
 """A small segmentation and detection task from embedded data: the scikit-learn digits (8x8,
 1797 images) enlarged and pasted on larger noisy canvases, with their pixel masks and boxes.
 
-Used by the keras-hub tests and `python -m benchmarks.hub_tasks`; needs no download.
+Used by the keras-hub tests and `python -m benchmarks.hub_tasks` (the `digit_tasks`
+package says why here); needs no download.
 
 - `images`: float32 RGB 0..255, `[n, size, size, 3]`;
 - `masks`: int32 `[n, size, size, 1]`, 0 for background and `1 + digit` on the digit's pixels;

@@ -1,8 +1,7 @@
 """keras-hub's DeepLabV3 segmenter and RetinaNet detector on a ResNeSt encoder, sized for the
-digit canvases (`keras_resnest.hub.digit_canvases`): what `python -m benchmarks.hub_tasks`
-trains and the keras-hub tests build.
+digit canvases (`digit_tasks.canvases`): what `python -m benchmarks.hub_tasks` trains and the
+keras-hub tests build.
 """
-import numpy as np
 
 # DeepLabV3's rates 6/12/18 are for a 33x33 map (513 px at stride 16); canvases of 32-64 px
 # give 2x2 to 8x8 maps, where a 3x3 kernel already spans the map. Rate 1 also keeps training
@@ -39,7 +38,8 @@ def deeplab_v3_segmenter(model, output_stride, size, dilation_rates=None):
     import keras_hub
 
     from keras_resnest.hub import ResNeStBackbone
-    from keras_resnest.hub.digit_canvases import SEGMENTATION_CLASSES
+
+    from digit_tasks.canvases import SEGMENTATION_CLASSES
 
     if output_stride not in SEGMENTATION_KEYS:
         raise ValueError(f"output_stride must be one of {sorted(SEGMENTATION_KEYS)}, "
@@ -69,7 +69,7 @@ def retinanet_detector(model, size, num_classes, min_score=EVALUATION_MIN_SCORE)
     """
     import keras_hub
 
-    from keras_resnest.hub import ResNeStBackbone
+    from keras_resnest.hub import ResNeStBackbone, initialise_heads_as_retinanet
 
     encoder = ResNeStBackbone.from_model_name(model, image_shape=(size, size, 3))
     backbone = keras_hub.models.RetinaNetBackbone(
@@ -85,28 +85,3 @@ def retinanet_detector(model, size, num_classes, min_score=EVALUATION_MIN_SCORE)
         anchor_generator=anchors, prediction_decoder=decoder)
     initialise_heads_as_retinanet(detector)
     return detector
-
-
-def initialise_heads_as_retinanet(detector, prior_probability=0.01):
-    """The RetinaNet paper's head initialisation (Lin et al. 2017, section 4.1): every head
-    convolution N(0, 0.01) with zero bias, except the classification logits' bias
-    -log((1 - p) / p), so that each anchor starts at score p.
-
-    keras-hub 0.32 differs twice: its heads' kernels are N(0, 0.05), which over five 3x3x256
-    convolutions amplifies the pyramid features about 20 times (a focal loss in the hundreds
-    at the first step on the canvases), and it puts the prior on the box head instead (built
-    with `use_prior_probability=True`), starting every box several anchor widths off.
-
-    Args:
-        detector: keras_hub.models.RetinaNetObjectDetector. Changed in place.
-        prior_probability: float. Every anchor's starting score. Defaults to 0.01.
-    """
-    import keras
-
-    prior = -np.log((1 - prior_probability) / prior_probability)
-    for head, last_bias in ((detector.classification_head, prior), (detector.box_head, 0.0)):
-        layers = [*head.conv_layers, head.prediction_layer]
-        for layer in layers:
-            layer.kernel.assign(keras.initializers.RandomNormal(stddev=0.01)(layer.kernel.shape))
-            bias = last_bias if layer is head.prediction_layer else 0.0
-            layer.bias.assign(np.full(layer.bias.shape, bias, "float32"))
