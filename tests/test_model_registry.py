@@ -84,7 +84,10 @@ def commands(tmp_path, monkeypatch):
 
     monkeypatch.setattr(convert_cli, "convert_checkpoint", stop(lambda source, name, out: name))
     monkeypatch.setattr(predict_cli, "load_predict_model", stop(lambda name, args: name))
-    monkeypatch.setattr(train_cli, "config_from_args", stop(lambda args: args.model))
+    # The command resolves the name on the config it builds (TrainConfig.resolved()).
+    build_config = train_cli.config_from_args
+    monkeypatch.setattr(train_cli, "config_from_args",
+                        stop(lambda args: build_config(args).resolved().model_name))
     monkeypatch.setattr(keras_resnest, "create_model", stop(lambda name, **_: name))  # export
 
     image = tmp_path / "image.png"
