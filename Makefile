@@ -31,7 +31,7 @@ test: venv
 test-fast: venv
 	$(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder --durations=15 -m "not slow" tests
 
-# Options of the demo (`python -m keras_resnest.demo --help`) go in DEMO_ARGS, e.g.
+# Options of the demo (`python -m keras_resnest.commands.demo --help`) go in DEMO_ARGS, e.g.
 # make demo DEMO_ARGS="--strategy mirrored".
 demo: venv
 	$(PY) -c 'import sys, keras_resnest_cli; sys.exit(keras_resnest_cli.demo())' $(DEMO_ARGS)

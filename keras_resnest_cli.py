@@ -12,14 +12,15 @@ import sys
 
 
 def main(argv=None):
-    from keras_resnest.cli import main as run_command
+    from keras_resnest.commands.main import main as run_command
 
     return run_command(argv)
 
 
 def demo(argv=None):
-    """`keras_resnest.demo` started like the command: TensorFlow's start-up lines hidden."""
-    from keras_resnest.demo import main as run_demo
+    """`keras_resnest.commands.demo` started like the command: TensorFlow's start-up lines
+    hidden."""
+    from keras_resnest.commands.demo import main as run_demo
 
     return run_demo(argv)
 

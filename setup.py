@@ -1,7 +1,8 @@
 """Packaging for keras-resnest.
 
 `export/` and `training/` live at the repository root (the client's layout) but are installed
-as `keras_resnest.export` and `keras_resnest.training`, so no generic top-level names land in
+as `keras_resnest.export` and `keras_resnest.training`, and so does `commands/` (the command
+line, which imports them all) as `keras_resnest.commands`: no generic top-level names land in
 site-packages.
 """
 from pathlib import Path
@@ -42,11 +43,13 @@ setup(
         "keras_resnest.beam",
         "keras_resnest.export",
         "keras_resnest.training",
+        "keras_resnest.commands",
     ],
     package_dir={
         "keras_resnest": "keras_resnest",
         "keras_resnest.export": "export",
         "keras_resnest.training": "training",
+        "keras_resnest.commands": "commands",
     },
     package_data={"keras_resnest": ["data/*.json"]},
     # Every command in the README works after a plain `pip install keras-resnest`. The full

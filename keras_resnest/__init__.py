@@ -42,5 +42,12 @@ def import_api():
             globals().setdefault(name, getattr(module, name))
 
 
-if COMMAND_LINE_MODULE not in sys.modules:
+def _command_line_is_starting():
+    """Whether this import is the command line's: `keras_resnest_cli` is imported, or Python is
+    locating `python -m keras_resnest[.training]` (sys.argv[0] is "-m" while it does, and the
+    package's `__main__` then starts the command line)."""
+    return COMMAND_LINE_MODULE in sys.modules or getattr(sys, "argv", [])[:1] == ["-m"]
+
+
+if not _command_line_is_starting():
     import_api()

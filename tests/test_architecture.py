@@ -5,8 +5,9 @@ layers:
 
 * core: `keras_resnest` itself (layers, models, weights, preprocessing, quantization, ...);
 * hub, export, training, beam: each built on the core only, never on one another;
-* command line and demo: `keras_resnest_cli`, `keras_resnest.cli`, every `*cli` module and
-  `keras_resnest.demo`, free to import everything.
+* command line and demo: the `commands/` folder (installed as `keras_resnest.commands`), the
+  console-script module `keras_resnest_cli` and the `__main__` modules, free to import
+  everything.
 
 Also: `keras_resnest.weights` does not import the model builder (the callers pass a model or a
 builder); no imports form a cycle, those inside functions included (a cycle hidden in a
@@ -24,7 +25,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 # Where each installed package lives in the repository (setup.py's package_dir).
 PACKAGE_DIRS = {"keras_resnest": "keras_resnest", "keras_resnest.export": "export",
-                "keras_resnest.training": "training"}
+                "keras_resnest.training": "training", "keras_resnest.commands": "commands"}
 TOP_LEVEL_MODULES = {"keras_resnest_cli": "keras_resnest_cli.py"}
 FEATURE_AREAS = ("hub", "export", "training", "beam")
 BUILDER_MODULES = ("keras_resnest", "keras_resnest.models", "keras_resnest.models.resnest")
@@ -91,8 +92,9 @@ def imports_of(module, top_level_only=False, modules=MODULES):
 
 
 def layer_of(module):
-    if (module == "keras_resnest_cli" or module == "keras_resnest.demo"
-            or module.endswith("cli") or module.endswith("__main__")):
+    # By folder: commands/ (installed as keras_resnest.commands), plus the entry points.
+    if (module == "keras_resnest_cli" or module == "keras_resnest.commands"
+            or module.startswith("keras_resnest.commands.") or module.endswith(".__main__")):
         return "cli"
     for area in FEATURE_AREAS:
         if module == f"keras_resnest.{area}" or module.startswith(f"keras_resnest.{area}."):

@@ -2,9 +2,9 @@
 off (a failed download, an unreachable server), an output under a regular file (CI runs as
 root, so permission bits alone would not stop a write), a cache that cannot be written.
 
-The commands run in this process (`keras_resnest.cli.main`), so TensorFlow is imported once;
-one test runs the console command itself, as a user does, to see no traceback reaches the
-terminal.
+The commands run in this process (`keras_resnest.commands.main.main`), so TensorFlow is
+imported once; one test runs the console command itself, as a user does, to see no traceback
+reaches the terminal.
 """
 import os
 import socket
@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from keras_resnest import cli
-from keras_resnest.training import cli as train_cli
+from keras_resnest.commands import main as cli
+from keras_resnest.commands import train as train_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 

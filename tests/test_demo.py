@@ -47,7 +47,7 @@ def _strategy_line(args, tmp_path):
     # keras_resnest_cli first, as `make demo` does: the package then defers TensorFlow.
     code = ("import sys, keras_resnest_cli; "
             "from keras_resnest.quiet_start import import_tensorflow_quietly; "
-            "import_tensorflow_quietly(); from keras_resnest import demo; "
+            "import_tensorflow_quietly(); from keras_resnest.commands import demo; "
             "args = demo._parse(sys.argv[1:]); "
             "strategy, line = demo._make_strategy(args.strategy, args.cpu_devices); "
             "print(type(strategy).__name__, strategy.num_replicas_in_sync, line, sep='|')")

@@ -317,7 +317,7 @@ def test_readme_python_block_runs(path, line, code, reason, needs, tmp_path, req
 
 def subcommands():
     import keras_resnest_cli  # noqa: F401  (first: the package then defers Keras)
-    from keras_resnest.cli import build_parser
+    from keras_resnest.commands.main import build_parser
 
     parser = build_parser()
     action = next(action for action in parser._actions

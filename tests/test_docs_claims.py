@@ -46,9 +46,9 @@ def test_the_extras_table_is_setup_py_s():
 
 
 # Each command that needs an extra, the module that says so when it is missing, and the extra.
-NEEDS_AN_EXTRA = {"predict-batch": ("keras_resnest/predict_batch_cli.py", "beam"),
+NEEDS_AN_EXTRA = {"predict-batch": ("commands/predict_batch.py", "beam"),
                   "export --format onnx": ("export/onnx_export.py", "onnx"),
-                  "convert --check": ("keras_resnest/convert_cli.py", "reference")}
+                  "convert --check": ("commands/convert.py", "reference")}
 
 
 def test_what_a_plain_install_lacks_is_what_the_commands_ask_for():
@@ -62,8 +62,7 @@ def test_what_a_plain_install_lacks_is_what_the_commands_ask_for():
         assert stated == {command: extra for command, (_, extra) in NEEDS_AN_EXTRA.items()}, (
             name, stated)
     # No other command module asks for an extra.
-    others = [*ROOT.glob("keras_resnest/*_cli.py"), ROOT / "keras_resnest/cli.py",
-              ROOT / "export/cli.py", *ROOT.glob("training/*.py")]
+    others = [*ROOT.glob("commands/*.py"), *ROOT.glob("training/*.py")]
     asking = {str(path.relative_to(ROOT)) for path in others
               if "keras-resnest[" in path.read_text(encoding="utf-8")}
     assert asking == {module for module, _ in NEEDS_AN_EXTRA.values()} & asking

@@ -5,7 +5,7 @@ import json
 import pytest
 
 import keras_resnest
-from keras_resnest import cli
+from keras_resnest.commands import main as cli
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_resnest import cli
+from keras_resnest.commands import main as cli
 
 from tests.helpers import export_helpers as helpers
 from tests.helpers import scratch
@@ -28,7 +28,7 @@ def run(argv, capsys=None):
     # independently of the other areas' command modules.
     with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(out), \
             contextlib.redirect_stderr(err):
-        patch.setattr(cli, "COMMAND_MODULES", ("keras_resnest.export.cli",))
+        patch.setattr(cli, "COMMAND_MODULES", ("keras_resnest.commands.export",))
         code = cli.main([str(a) for a in argv])
     return code, out.getvalue(), err.getvalue()
 
@@ -348,7 +348,7 @@ def test_size_free_keras_file_is_built_for_the_export_size(tmp_path):
 
 
 def test_commands_are_registered_in_the_keras_resnest_command():
-    from keras_resnest.export import cli as export_cli
+    from keras_resnest.commands import export as export_cli
 
     parser = cli.build_parser()  # every area's modules, as the installed command has them
     args = parser.parse_args(["export", "--format", "tflite", "-o", "m.tflite"])

@@ -248,7 +248,7 @@ def test_another_architecture_than_the_model_built(served, no_build):
 
 def test_train_checks_the_repository_before_building_the_model(served, monkeypatch, capsys,
                                                                tmp_path):
-    from keras_resnest.cli import main
+    from keras_resnest.commands.main import main
     from keras_resnest.training import finetune
 
     def build_classifier(*args, **kwargs):
@@ -289,7 +289,7 @@ def test_train_in_python_takes_a_timm_alias_as_the_command_does(hub, monkeypatch
 def test_predict_takes_hub_weights(served, capsys, tmp_path):
     from PIL import Image
 
-    from keras_resnest.cli import main
+    from keras_resnest.commands.main import main
     from keras_resnest.predict import load_images
 
     path = tmp_path / "image.png"

@@ -87,7 +87,7 @@ def test_command_help_does_not_import_keras():
         seconds.append(time.perf_counter() - start)
         assert result.returncode == 0 and "predict" in result.stdout, result.stderr
     assert min(seconds) < HELP_SECONDS, seconds
-    code = ("import sys, keras_resnest_cli; from keras_resnest.cli import build_parser; "
+    code = ("import sys, keras_resnest_cli; from keras_resnest.commands.main import build_parser; "
             "build_parser(); print('keras' in sys.modules, 'tensorflow' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             timeout=60, check=True)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import keras_resnest
-from keras_resnest import cli
+from keras_resnest.commands import main as cli
 from keras_resnest.models import ALIASES, MODEL_CONFIGS, list_models, resolve_model_name
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -74,8 +74,9 @@ def commands(tmp_path, monkeypatch):
     """argv (without --model) of each command, its heavy step replaced by `Reached`."""
     from PIL import Image
 
-    from keras_resnest import convert_cli, predict_cli
-    from keras_resnest.training import cli as train_cli
+    from keras_resnest.commands import convert as convert_cli
+    from keras_resnest.commands import predict as predict_cli
+    from keras_resnest.commands import train as train_cli
 
     def stop(name_of):
         def stand_in(*args, **kwargs):

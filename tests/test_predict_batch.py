@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from keras_resnest.cli import main
+from keras_resnest.commands.main import main
 from keras_resnest.images import read_for_eval
 from keras_resnest.predict import load_images
 
@@ -317,12 +317,12 @@ def test_without_beam_the_command_names_the_extra(tmp_path):
 
 def test_the_command_line_does_not_import_beam_until_predict_batch_runs():
     # `keras-resnest --help` stays fast: Beam is imported by the handler only.
-    code = ("import sys, keras_resnest_cli; from keras_resnest.cli import build_parser; "
+    code = ("import sys, keras_resnest_cli; from keras_resnest.commands.main import build_parser; "
             "build_parser().parse_args(['predict-batch', '--help'])")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             timeout=120)
     assert result.returncode == 0 and "--embeddings" in result.stdout, result.stderr[-3000:]
-    code = ("import sys, keras_resnest_cli; from keras_resnest.cli import build_parser; "
+    code = ("import sys, keras_resnest_cli; from keras_resnest.commands.main import build_parser; "
             "build_parser(); print('apache_beam' in sys.modules, 'pyarrow' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             timeout=120, check=True)

@@ -14,7 +14,7 @@ from PIL import Image
 import keras_resnest
 from keras_resnest import images as reader
 from keras_resnest import predict as predict_lib
-from keras_resnest.cli import main
+from keras_resnest.commands.main import main
 from keras_resnest.predict import load_images
 
 from tests.helpers import odd_images, scratch

@@ -96,7 +96,7 @@ def test_int8_export_of_the_qat_model_needs_no_calibration_and_is_full_integer(q
     from ai_edge_litert.interpreter import Interpreter
 
     import keras_resnest
-    from keras_resnest.cli import main
+    from keras_resnest.commands.main import main
     from keras_resnest.export.report import TFLiteClassifier
     from keras_resnest.export.tflite import check_builtin_ops
     from keras_resnest.training.digits import load_digits_dataset
@@ -175,7 +175,7 @@ def test_qat_keras_file_reloads_and_predicts_the_same(tmp_path):
     ],
 )
 def test_bad_qat_arguments_fail_before_any_work(extra, message, tmp_path, capsys):
-    from keras_resnest.cli import main
+    from keras_resnest.commands.main import main
 
     run_dir = tmp_path / "run"
     assert (
@@ -306,7 +306,7 @@ def test_qat_report_refuses_bad_arguments_before_any_work(tmp_path):
 def test_a_qat_model_is_refused_by_the_other_formats_before_any_work(
     qat_run, tmp_path, capsys, export_as
 ):
-    from keras_resnest.cli import main
+    from keras_resnest.commands.main import main
 
     output = tmp_path / "out"
     assert (

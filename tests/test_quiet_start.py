@@ -58,6 +58,21 @@ def test_user_log_level_never_brings_start_up_lines_back(tmp_path, user_level):
         "keras-resnest predict: error: no such image: missing.jpg"], result.stderr
 
 
+@pytest.mark.parametrize("entry, argv, line", [
+    (["-m", "keras_resnest"], ["predict", "missing.jpg", "--model", "resnest14d"],
+     "keras-resnest predict: error: no such image: missing.jpg"),
+    (["-m", "keras_resnest.training"], ["--model", "resnest51", "--dataset", "digits", "-o", "r"],
+     "keras-resnest train: error: unknown model 'resnest51'"),
+])
+def test_python_dash_m_runs_the_same_quiet_command_line(tmp_path, entry, argv, line):
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    result = subprocess.run([sys.executable, *entry, *argv], capture_output=True, text=True,
+                            env=env, cwd=tmp_path, timeout=300)
+    assert result.returncode == 2
+    [only] = result.stderr.splitlines()  # no TensorFlow start-up line before it
+    assert only.startswith(line), result.stderr
+
+
 def _jpeg_bytes():
     array = (np.random.default_rng(0).random((64, 80, 3)) * 255).astype(np.uint8)
     buffer = io.BytesIO()

@@ -1,6 +1,6 @@
 """`--deterministic` with the default seed 0, and `train` leaving op determinism as it found it.
 
-In-process runs through `keras_resnest.cli.main` (the default strategy, one device); the
+In-process runs through `keras_resnest.commands.main.main` (the default strategy, one device); the
 mirrored two-replica repeat with other seeds is in test_training_distributed.py.
 """
 import os
@@ -14,7 +14,7 @@ from tensorflow.python.framework.config import (
     is_op_determinism_enabled,
 )
 
-from keras_resnest.cli import main
+from keras_resnest.commands.main import main
 
 pytestmark = pytest.mark.slow  # the whole file: see `make test-fast`
 

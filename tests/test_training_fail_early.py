@@ -1,8 +1,8 @@
 """`keras-resnest train` fails before work, never after: what is knowable at the start is checked
 before the model is built, and reported in one line naming the problem and the fix.
 
-The failing runs go through `keras_resnest.cli.main` in this process, with the model builder
-replaced by one that fails the test: a check that came after the build would show as that
+The failing runs go through `keras_resnest.commands.main.main` in this process, with the model
+builder replaced by one that fails the test: a check that came after the build would show as that
 failure instead of the one-line error. The run directory must hold no backup/ (no step ran).
 """
 import io
@@ -14,7 +14,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from keras_resnest.cli import main
+from keras_resnest.commands.main import main
 from keras_resnest.training import finetune
 
 ERROR = "keras-resnest train: error: "
@@ -265,9 +265,9 @@ def test_training_goes_on_without_tensorboard_and_says_so_once_before_the_first_
 def _saved_digits_run(run_dir, *options):
     """A run folder as `train --model resnest14d --dataset digits OPTIONS` leaves it, as far as
     the resume check reads it: its record and a backup checkpoint (no real training)."""
-    from keras_resnest.cli import build_parser
+    from keras_resnest.commands.main import build_parser
+    from keras_resnest.commands.train import config_from_args
     from keras_resnest.training import run_record
-    from keras_resnest.training.cli import config_from_args
 
     args = build_parser().parse_args(
         ["train", "--model", "resnest14d", "--dataset", "digits", *options, "-o", str(run_dir)])
@@ -281,7 +281,7 @@ def _saved_digits_run(run_dir, *options):
 def test_a_folder_of_another_run_stops_the_command_before_the_data_is_read(
     tmp_path, capsys, monkeypatch, no_model
 ):
-    from keras_resnest.training import cli as train_cli
+    from keras_resnest.commands import train as train_cli
     from keras_resnest.training import strategy as strategy_lib
 
     def not_reached(*args, **kwargs):

@@ -584,7 +584,7 @@ def test_strategy_names_and_tf_config(monkeypatch):
 
 
 def test_cli_reports_bad_input_clearly(tmp_path, capsys):
-    from keras_resnest.cli import main
+    from keras_resnest.commands.main import main
 
     assert main(["train", "--model", "resnet50", "--dataset", "digits", "-o", str(tmp_path)]) == 2
     assert "expected one of" in capsys.readouterr().err

@@ -24,7 +24,7 @@ import pytest
 import torch
 
 import keras_resnest
-from keras_resnest import cli
+from keras_resnest.commands import main as cli
 from keras_resnest.predict import load_images
 from keras_resnest.weights import (
     CheckpointError,
@@ -511,7 +511,7 @@ def test_no_torch_import_in_the_library_runtime_paths(tmp_path, reference_14d):
 
         sys.meta_path.insert(0, BlockTorch())
         import keras_resnest
-        from keras_resnest import cli
+        from keras_resnest.commands import main as cli
         from keras_resnest.weights import pretrained, read_state_dict
 
         tmp = {str(tmp_path)!r}

@@ -1,6 +1,6 @@
-"""`python -m keras_resnest.training ...`: the same as `keras-resnest train ...`."""
+"""`python -m keras_resnest.training ...`: the same as `keras-resnest train ...`, as quiet."""
 import sys
 
-from keras_resnest.training.cli import main
+from keras_resnest_cli import main
 
-sys.exit(main())
+sys.exit(main(["train", *sys.argv[1:]]))

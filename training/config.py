@@ -1,6 +1,6 @@
 """What a training run is asked to do: `TrainConfig`, `AugmentConfig` and the choices they take.
 
-Free of TensorFlow and Keras, so that `keras-resnest train --help` (training/cli.py) offers the
+Free of TensorFlow and Keras, so that `keras-resnest train --help` (commands/train.py) offers the
 same choices as the loop checks, from one definition, without importing either.
 
 Example:

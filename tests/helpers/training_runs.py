@@ -50,9 +50,9 @@ def read_json(path):
 
 
 def _main(argv):
-    from keras_resnest import cli
+    from keras_resnest.commands import main as cli
+    from keras_resnest.commands import train as train_cli
     from keras_resnest.quiet_start import import_tensorflow_quietly
-    from keras_resnest.training import cli as train_cli
 
     checkpoint, *train_args = argv
     args = cli.build_parser().parse_args(["train", *train_args])

@@ -1,5 +1,5 @@
 """`make demo` (`keras_resnest_cli.demo()`, which keeps TensorFlow's start-up lines hidden; also
-`python -m keras_resnest.demo`): the end-to-end job on the embedded digits.
+`python -m keras_resnest.commands.demo`): the end-to-end job on the embedded digits.
 
 Trains resnest14d on scikit-learn's handwritten digits (1,797 real 8x8 scans, upsampled to
 32 px RGB; no download) for three short epochs (on one device, about half the training images
@@ -41,7 +41,8 @@ DEMO_CPU_DEVICES = 2  # logical CPU devices of `--strategy mirrored` on a machin
 
 
 def _parse(argv):
-    parser = argparse.ArgumentParser(prog="python -m keras_resnest.demo", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m keras_resnest.commands.demo",
+                                     description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-o", "--output", default="demo_output", help="output folder (replaced)")
     parser.add_argument(

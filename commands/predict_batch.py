@@ -11,7 +11,7 @@ import logging
 import os
 import re
 
-from keras_resnest.predict_cli import add_model_arguments
+from keras_resnest.commands.predict import add_model_arguments
 
 RUNNERS = ("DirectRunner", "DataflowRunner", "FlinkRunner", "SparkRunner")
 FORMATS = ("jsonl", "parquet")  # keras_resnest.beam.pipeline.FORMATS; that module imports Beam
@@ -152,7 +152,7 @@ def _predict(args, model_name, earlier):
     from keras_resnest import classifier
     from keras_resnest.beam import pipeline
     from keras_resnest.beam.model_handler import ResNeStModelHandler
-    from keras_resnest.predict_cli import load_predict_model, read_class_names
+    from keras_resnest.commands.predict import load_predict_model, read_class_names
 
     class_names, names_source = read_class_names(args)
     # Loaded here once for what the workers need to agree on (size, classes) and so a bad

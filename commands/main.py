@@ -21,11 +21,11 @@ import sys
 from keras_resnest.quiet_start import import_tensorflow_quietly
 
 COMMAND_MODULES = (
-    "keras_resnest.convert_cli",
-    "keras_resnest.predict_cli",
-    "keras_resnest.predict_batch_cli",
-    "keras_resnest.export.cli",
-    "keras_resnest.training.cli",
+    "keras_resnest.commands.convert",
+    "keras_resnest.commands.predict",
+    "keras_resnest.commands.predict_batch",
+    "keras_resnest.commands.export",
+    "keras_resnest.commands.train",
 )
 # The output flag of the commands that write a file or a prefix: checked here, before any
 # model is built, so an output under a regular file fails in a second rather than after a

@@ -299,6 +299,6 @@ def run(args, callbacks=()):
 
 def main(argv=None):
     """`python -m keras_resnest.training ARGS` == `keras-resnest train ARGS`."""
-    from keras_resnest.cli import main as cli_main
+    from keras_resnest.commands.main import main as cli_main
 
     return cli_main(["train", *(argv if argv is not None else __import__("sys").argv[1:])])
