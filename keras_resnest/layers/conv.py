@@ -2,7 +2,8 @@
 
 Same variables, config and arithmetic as `keras.layers.Conv2D`; on the PyTorch backend a
 channels_last convolution whose padding torch can express calls `torch_nhwc.conv2d` (the module
-says why). Every other case, and every other backend, is Keras' own `convolution_op`.
+says why), with the kernel stored in the memory order torch reads (`torch_nhwc.lay_out_kernels`).
+Every other case, and every other backend, is Keras' own `convolution_op`.
 """
 import keras
 
@@ -16,6 +17,14 @@ class Conv2D(keras.layers.Conv2D):
     Args:
         *args, **kwargs: the arguments of `keras.layers.Conv2D`.
     """
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        kernel = getattr(self, "_kernel", None)
+        if torch_fast_paths() and self.data_format == "channels_last" and kernel is not None:
+            from keras_resnest.layers import torch_nhwc
+
+            torch_nhwc.lay_out_kernels([kernel])
 
     def convolution_op(self, inputs, kernel):
         if torch_fast_paths() and self.data_format == "channels_last":

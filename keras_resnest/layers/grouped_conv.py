@@ -84,6 +84,12 @@ class GroupedConv2D(keras.layers.Layer):
                             shape=shape, initializer=self.kernel_initializer)
             for g in range(self.groups)
         ]
+        if torch_fast_paths():
+            # The group kernels one after another in torch's memory order: one grouped
+            # convolution reads them without a copy (`torch_nhwc.torch_kernel`).
+            from keras_resnest.layers import torch_nhwc
+
+            torch_nhwc.lay_out_kernels(self.group_kernels)
         if self.use_bias:
             self.bias = self.add_weight(name="bias", shape=(self.filters,),
                                         initializer=self.bias_initializer)

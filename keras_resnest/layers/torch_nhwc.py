@@ -11,21 +11,16 @@ inference BatchNorm as separate subtract, multiply and add passes over the tenso
 `batch_norm` is one pass.
 
 The kernel is the other copy: torch wants (out, in, kh, kw) where Keras keeps (kh, kw, in, out),
-and transposing every kernel on every call cost as much as the activation copies. Where no
-gradient is needed (`predict`, `torch.no_grad()`), the transposed kernel is kept per variable and
-made again only when the variable's value changes (torch's version counter of the tensor counts
-every in-place write, which is how Keras assigns); that holds a second copy of the convolution
-weights while the model predicts. Under autograd the transpose stays in the graph.
+and transposing every kernel on every call cost as much as the activation copies. So on this
+backend the kernel variables themselves are stored in the memory order torch reads
+(`lay_out_kernels`: same shape, same values, other strides), and `torch_kernel` hands torch a
+view of the variables, never a copy that could fall behind their values.
 
 The arithmetic is torch's own kernels in both cases, so parity with the official model is
 unchanged; only layout copies go away.
 """
 import torch
 import torch.nn.functional as F
-
-# Attribute of the first kernel tensor holding (ids and versions of all kernels, torch kernel),
-# so that the kept kernel lives exactly as long as the variable's tensor.
-_KEPT = "_keras_resnest_torch_kernel"
 
 
 def symmetric_padding(padding, kernel_size, strides, dilation_rate):
@@ -58,28 +53,72 @@ def _nhwc_view(outputs):
     return outputs.permute(0, 2, 3, 1)
 
 
+def lay_out_kernels(variables):
+    """Stores Keras (kh, kw, in, out) kernel variables in the memory order of torch's
+    channels-last (out, in, kh, kw) kernel, the kernels of `variables` one after another, so
+    that `torch_kernel` is a view of them. Shapes and values stay; only strides change.
+
+    Args:
+        variables: list of keras.Variable. The kernels of the groups, in group order (one
+            variable for an ungrouped convolution), all of one shape.
+    """
+    params = [variable.value for variable in variables]
+    # Not yet made (deferred initialisation, or a symbolic stub): `torch_kernel` copies.
+    if not all(isinstance(p, torch.nn.Parameter) and p.device.type != "meta" for p in params):
+        return
+    with torch.no_grad():
+        memory = torch.cat([p.detach().permute(3, 0, 1, 2) for p in params])  # (out, kh, kw, in)
+    start = 0
+    for p in params:
+        p.data = memory[start:start + p.shape[-1]].permute(1, 2, 3, 0)
+        start += p.shape[-1]
+
+
+def _adjacent_groups(kernels):
+    # All group kernels as one (out, in, kh, kw) view when they lie one after another in one
+    # storage in `lay_out_kernels` order; None otherwise (another layout, or a copy of them).
+    first = kernels[0]
+    kh, kw, cin, cout = first.shape
+    strides = (kw * cin, cin, 1, kh * kw * cin)
+    try:
+        storage = first.untyped_storage().data_ptr()
+        for g, kernel in enumerate(kernels):
+            if (kernel.shape != first.shape or kernel.dtype != first.dtype
+                    or kernel.device != first.device or kernel.stride() != strides
+                    or kernel.untyped_storage().data_ptr() != storage
+                    or kernel.storage_offset() != first.storage_offset() + g * first.numel()):
+                return None
+    except (NotImplementedError, RuntimeError):  # no storage (torch.func's wrapped tensors)
+        return None
+    return first.as_strided((cout * len(kernels), cin, kh, kw), (kh * kw * cin, 1, kw * cin, cin))
+
+
 def torch_kernel(kernels):
-    """The (out, in, kh, kw) channels-last kernel of Keras (kh, kw, in, out) `kernels`
-    concatenated along their output axis, kept while their values do not change and no
-    gradient is needed.
+    """The (out, in, kh, kw) kernel of Keras (kh, kw, in, out) `kernels` concatenated along
+    their output axis, read from the kernels' current values: a view of them where they can
+    be viewed that way, a copy made now otherwise.
 
     Args:
         kernels: list of torch.Tensor. The kernels of the groups, in group order.
     """
-    def convert(tensors):
-        kernel = tensors[0] if len(tensors) == 1 else torch.cat(tensors, dim=-1)
-        return kernel.permute(3, 2, 0, 1)
-
-    if torch.is_grad_enabled() and any(k.requires_grad for k in kernels):
-        return convert(kernels)
-    key = tuple((id(k), k._version) for k in kernels)
-    kept = getattr(kernels[0], _KEPT, None)
-    if kept is not None and kept[0] == key:
-        return kept[1]
-    with torch.no_grad():
-        kernel = convert(kernels).contiguous(memory_format=torch.channels_last)
-    setattr(kernels[0], _KEPT, (key, kernel))
-    return kernel
+    # Why no kept (cached) kernel: a kept copy needs a key that changes whenever the values do,
+    # and torch has none. `p.data.mul_()` counts in the version counter of a throwaway alias,
+    # not of `p`; writes through `p.detach().numpy()` count nowhere and keep the storage;
+    # `nn.Module._apply` gives `p` new data under the same tensor object; inference tensors
+    # have no version counter at all. Only reading every value could tell, which costs what
+    # the copy costs. A view of the variables cannot fall behind, and with `lay_out_kernels`
+    # it is the channels-last kernel torch's convolution takes as it is.
+    if len(kernels) == 1:
+        # A view; torch's convolution copies it only if it is not channels-last.
+        return kernels[0].permute(3, 2, 0, 1)
+    # The grouped view reads every group's memory but is a view of the first kernel only:
+    # no gradient would reach the other groups, and a traced graph has no storage to compare.
+    if not (torch.is_grad_enabled() and any(k.requires_grad for k in kernels)) and not (
+            torch.compiler.is_compiling()):
+        kernel = _adjacent_groups(kernels)
+        if kernel is not None:
+            return kernel
+    return torch.cat(kernels, dim=-1).permute(3, 2, 0, 1)
 
 
 def conv2d(inputs, kernels, strides, padding, dilation_rate, groups=1):
