@@ -151,6 +151,10 @@ def add_arguments(parser):
         "--deterministic", action="store_true", help="seeded, deterministic ops and input order"
     )
     run_group.add_argument(
+        "--jit-compile", action="store_true",
+        help="compile the train step with XLA (for GPUs; docs/fine-tuning.md)",
+    )
+    run_group.add_argument(
         "--steps-per-epoch", type=int, default=None, help="default: one pass over the images"
     )
     run_group.add_argument(
@@ -229,6 +233,7 @@ def config_from_args(args):
         checkpoint_every=args.checkpoint_every,
         qat_epochs=args.qat_epochs,
         qat_learning_rate=args.qat_lr,
+        jit_compile=args.jit_compile,
     )
 
 

@@ -75,6 +75,7 @@ class TrainConfig:
     val_batch_size: int = 64
     qat_epochs: int = 0  # quantization-aware epochs after the float ones (training/qat_phase.py)
     qat_learning_rate: float = None  # None: a tenth of the float phase's default peak
+    jit_compile: bool = False  # XLA-compiles the train step (training/run.py's make_train_step)
 
     def resolved(self):
         """This configuration with the canonical `model_name` (a timm alias or tag resolved, as
@@ -114,6 +115,9 @@ class TrainConfig:
             (self.batch_size >= 1, "batch_size", "an integer >= 1"),
             (self.image_size >= 32, "image_size", "an integer >= 32"),
             (self.precision in PRECISIONS, "precision", f"one of {PRECISIONS}"),
+            # TF has no deterministic XLA kernel for some gradients (MaxPoolGrad).
+            (not (self.jit_compile and self.deterministic), "jit_compile",
+             "False with deterministic (XLA has no deterministic max-pool gradient)"),
             (0.0 <= self.label_smoothing < 1.0, "label_smoothing", "a value in [0, 1)"),
             (self.warmup_epochs >= 0, "warmup_epochs", "a value >= 0"),
             (self.checkpoint_every >= 1, "checkpoint_every", "an integer >= 1"),

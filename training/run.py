@@ -179,6 +179,8 @@ def preflight(config, data, out_dir, strategy):
     if data.num_classes < 2:
         raise ValueError(f"{data.num_classes} class found: a classifier needs at least 2 "
                          "(one folder or label per class).")
+    if config.jit_compile:
+        check_jit_compile(strategy)
     replicas = strategy.num_replicas_in_sync
     global_batch = config.batch_size * replicas
     if data.train_size < global_batch:
@@ -252,7 +254,7 @@ def resumed_history(run, start_epoch):
     return rows
 
 
-def make_train_step(strategy, model, optimizer, loss_fn, global_batch_size):
+def make_train_step(strategy, model, optimizer, loss_fn, global_batch_size, jit_compile=False):
     """The `tf.function` step: `train_step(iterator)` -> (summed loss, correct predictions).
 
     Args:
@@ -261,6 +263,9 @@ def make_train_step(strategy, model, optimizer, loss_fn, global_batch_size):
         optimizer (keras.optimizers.Optimizer): Applies (and all-reduces) the gradients.
         loss_fn (keras.losses.Loss): Per-example loss on the logits (`reduction=None`).
         global_batch_size (int): What the loss is averaged over.
+        jit_compile (bool): Compiles the step on a batch (forward, backward and the optimizer
+            update) with XLA, as Keras' `fit` does with `jit_compile=True`. One replica only
+            (`check_jit_compile`). Defaults to False.
     """
     # The loss is computed from the logits ("fc"), not the softmax: cross-entropy on clipped
     # probabilities loses the label-smoothing gradient of saturated classes and lets the logits
@@ -282,14 +287,37 @@ def make_train_step(strategy, model, optimizer, loss_fn, global_batch_size):
             tf.cast(tf.equal(tf.argmax(logits, -1), tf.argmax(labels, -1)), tf.float32))
         return loss, correct
 
-    @tf.function
-    def train_step(iterator):
-        images, labels = next(iterator)
+    def step_on_batch(images, labels):
         loss, correct = strategy.run(replica_step, args=(images, labels))
         return (strategy.reduce(tf.distribute.ReduceOp.SUM, loss, axis=None),
                 strategy.reduce(tf.distribute.ReduceOp.SUM, correct, axis=None))
 
+    if jit_compile:
+        check_jit_compile(strategy)
+        # The iterator's ops have no XLA kernels: only the step on the batch is compiled, as in
+        # Keras' trainer (`one_step_on_data`).
+        step_on_batch = tf.function(step_on_batch, jit_compile=True)
+
+    @tf.function
+    def train_step(iterator):
+        images, labels = next(iterator)
+        return step_on_batch(images, labels)
+
     return train_step
+
+
+def check_jit_compile(strategy):
+    """Raises a one-line ValueError unless the step can be XLA-compiled under `strategy`.
+
+    An XLA computation runs on one device, and with several replicas the synchronized
+    BatchNorm all-reduces its batch statistics inside the forward pass (a `merge_call`), which
+    no per-replica compiled function may hold; Keras' `fit` turns XLA off under
+    `tf.distribute` for the same reason.
+    """
+    replicas = strategy.num_replicas_in_sync
+    if replicas > 1:
+        raise ValueError(f"--jit-compile runs on one device, and this strategy has {replicas} "
+                         "replicas: drop --jit-compile, or train on one device.")
 
 
 def _batches(run, epoch, skip):
@@ -357,7 +385,7 @@ def _set_phase(run, epoch, train_step, frozen):
         run.log(f"epoch {epoch + 1}: backbone {'frozen' if want_frozen else 'trainable'}")
     # The trainable variables changed: a new step is traced for them.
     return make_train_step(run.strategy, run.model, run.optimizer, run.loss_fn,
-                           run.global_batch), want_frozen
+                           run.global_batch, jit_compile=run.config.jit_compile), want_frozen
 
 
 def save_outputs(run, result):

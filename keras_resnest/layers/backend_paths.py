@@ -20,6 +20,13 @@ import contextlib
 
 import keras
 
+# Imported once, here, and only on the PyTorch backend (it imports torch): an import inside a
+# layer's call is a graph break for torch.compile (`jit_compile=True`), one per layer call.
+if keras.backend.backend() == "torch":
+    from keras_resnest.layers import torch_nhwc
+else:
+    torch_nhwc = None
+
 _portable = False
 _formulation_override = None
 

@@ -7,7 +7,7 @@ Every other case, and every other backend, is Keras' own `convolution_op`.
 """
 import keras
 
-from keras_resnest.layers.backend_paths import torch_fast_paths
+from keras_resnest.layers.backend_paths import torch_fast_paths, torch_nhwc
 
 
 @keras.saving.register_keras_serializable(package="keras_resnest")
@@ -28,8 +28,6 @@ class Conv2D(keras.layers.Conv2D):
 
     def convolution_op(self, inputs, kernel):
         if torch_fast_paths() and self.data_format == "channels_last":
-            from keras_resnest.layers import torch_nhwc
-
             padding = torch_nhwc.symmetric_padding(self.padding, self.kernel_size, self.strides,
                                                    self.dilation_rate)
             if padding is not None:

@@ -17,7 +17,11 @@ channels exactly as in PyTorch (group g reads input block g and writes output bl
 import keras
 from keras import ops
 
-from keras_resnest.layers.backend_paths import grouped_conv_formulation, torch_fast_paths
+from keras_resnest.layers.backend_paths import (
+    grouped_conv_formulation,
+    torch_fast_paths,
+    torch_nhwc,
+)
 
 
 def pytorch_style_padding(inputs, padding, kernel_size, strides, dilation_rate):
@@ -127,8 +131,6 @@ class GroupedConv2D(keras.layers.Layer):
 
     def _torch_conv(self, inputs):
         # One native grouped convolution without Keras' layout copies (`torch_nhwc`).
-        from keras_resnest.layers import torch_nhwc
-
         kernels = [ops.convert_to_tensor(kernel) for kernel in self.group_kernels]
         return torch_nhwc.conv2d(inputs, kernels, (self.strides,) * 2, (self.padding,) * 2,
                                  (self.dilation_rate,) * 2, self.groups)

@@ -2,7 +2,11 @@
 multi-replica strategy, and a fused inference path for TensorFlow."""
 import keras
 
-from keras_resnest.layers.backend_paths import tensorflow_fused_batch_norm, torch_fast_paths
+from keras_resnest.layers.backend_paths import (
+    tensorflow_fused_batch_norm,
+    torch_fast_paths,
+    torch_nhwc,
+)
 
 # PyTorch BatchNorm2d: eps=1e-5 and momentum=0.1 for the *new* statistic, i.e. Keras momentum 0.9.
 TORCH_BN_EPSILON = 1e-5
@@ -62,8 +66,6 @@ class BatchNorm(keras.layers.BatchNormalization):
         if self.can_fuse(inputs, training, mask):
             return self.fused_inference(inputs, 0, inputs.shape[-1])
         if torch_fast_paths() and self.is_nhwc_inference(inputs, training, mask):
-            from keras_resnest.layers import torch_nhwc
-
             return torch_nhwc.batch_norm_inference(
                 inputs, self.gamma.value, self.beta.value, self.moving_mean.value,
                 self.moving_variance.value, self.epsilon)
