@@ -122,7 +122,7 @@ def test_fit_with_jit_compile_matches_fit_without():
 def test_the_train_command_passes_jit_compile_to_the_step(monkeypatch):
     import types
 
-    from keras_resnest.training import cli
+    from keras_resnest.commands import train as cli
     from keras_resnest.training import run as run_lib
 
     parser = argparse.ArgumentParser()
@@ -134,7 +134,7 @@ def test_the_train_command_passes_jit_compile_to_the_step(monkeypatch):
     monkeypatch.setattr(run_lib.finetune, "set_backbone_trainable", lambda *args: None)
     run = types.SimpleNamespace(config=config, unfreeze_epoch=0, strategy=None, model=None,
                                 optimizer=None, loss_fn=None, global_batch=32)
-    step_options, _ = run_lib._set_phase(run, 0, None, None)
+    step_options, _ = run_lib.set_phase(run, 0, None, None)
     assert step_options == {"jit_compile": True}
 
 

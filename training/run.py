@@ -375,7 +375,7 @@ def evaluate(run, callbacks):
     return logs
 
 
-def _set_phase(run, epoch, train_step, frozen):
+def set_phase(run, epoch, train_step, frozen):
     """(Un)freezes the backbone for `epoch`; returns the step traced for its trainable variables."""
     want_frozen = epoch < run.unfreeze_epoch
     if want_frozen == frozen:
@@ -466,7 +466,7 @@ def run_training(run):
     with _peer_loss_reported(run):
         callbacks.on_train_begin()
         for epoch in range(start_epoch, config.epochs):
-            train_step, frozen = _set_phase(run, epoch, train_step, frozen)
+            train_step, frozen = set_phase(run, epoch, train_step, frozen)
             skip = start_step if epoch == start_epoch else 0
             logs, done = train_epoch(run, epoch, skip, train_step, callbacks)
             images_seen += done * run.global_batch
