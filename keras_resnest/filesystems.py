@@ -19,8 +19,9 @@ import tempfile
 
 SCHEME = re.compile(r"\A([a-zA-Z][a-zA-Z0-9+.-]+)://")
 CHUNK = 1 << 20
-# Not files: weights specs that name a repository (keras_resnest.weights.hf_hub).
-NOT_FILESYSTEMS = ("hf",)
+# Not Beam filesystems: weights specs that name a Hub repository (keras_resnest.weights.hf_hub)
+# and web mirrors, which Keras' get_file downloads (keras_resnest.weights.pretrained).
+NOT_FILESYSTEMS = ("hf", "http", "https", "ftp")
 
 
 def scheme(path):
@@ -30,8 +31,8 @@ def scheme(path):
 
 
 def is_remote(path):
-    """True for a path with a scheme Beam may read (gs://, s3://, ...), not a local one and
-    not hf:// (a Hub repository, fetched by its own client)."""
+    """True for a path with a scheme Beam may read (gs://, s3://, ...): not a local one, not
+    hf:// (a Hub repository, fetched by its own client), not a web URL."""
     found = scheme(path)
     return found is not None and found not in ("file", *NOT_FILESYSTEMS)
 
