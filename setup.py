@@ -20,6 +20,15 @@ OPENVINO = "openvino>=2025.0"
 # `predict-batch` (keras_resnest.beam): Beam's RunInference. It brings pyarrow (the Parquet
 # output), caps protobuf below 7 (6 here) and needs pillow 12.
 BEAM = "apache-beam>=2.77,<3"
+# What Beam's gcs and s3 filesystems import (gs:// and s3:// paths), with Beam's own pins, not
+# the whole apache-beam[gcp,aws] extras (BigQuery, AI Platform, Spanner, ... ): google-cloud-
+# storage (gcsio), google-auth-httplib2 (Beam's GCP credentials: without it Beam connects
+# anonymously) and boto3 (s3io). About 38 MB installed, 24 MB of it botocore.
+BEAM_STORES = ["google-cloud-storage>=3.0.0,<4", "google-auth-httplib2>=0.1.0,<0.3.0",
+               "boto3>=1.9,<2"]
+# The object stores of the predict-batch tests, on 127.0.0.1: a GCS emulator and moto's S3
+# server. Tested with gcp-storage-emulator 2026.7.19 and moto 5.2.6.
+STORE_EMULATORS = ["gcp-storage-emulator", "moto[server]>=5"]
 # The documentation site (`make docs`, tests/test_docs.py). Tested with mkdocs 1.6.1,
 # mkdocs-material 9.8.2, mkdocstrings 1.0.8 and mkdocstrings-python 2.0.11.
 DOCS = ["mkdocs>=1.6,<2", "mkdocs-material>=9.5,<10", "mkdocstrings[python]>=1.0,<2"]
@@ -89,17 +98,19 @@ setup(
         "onnx": ONNX,
         # Running the ONNX export in OpenVINO.
         "openvino": [OPENVINO],
-        # `keras-resnest predict-batch`: batch prediction on Apache Beam.
-        "beam": [BEAM],
+        # `keras-resnest predict-batch`: batch prediction on Apache Beam, with files on the
+        # local disk, in Cloud Storage (gs://) or S3 (s3://).
+        "beam": [BEAM, *BEAM_STORES],
         # `make docs`: the MkDocs site with its API reference.
         "docs": DOCS,
         # The suite: pytest (and pytest-xdist: `make test` runs two workers), the reference with
         # torch pinned to the CPU wheel it is measured on, jax for the backend tests and
         # keras-hub for keras_resnest.hub, the ONNX exporter, OpenVINO and Beam; ruff for
-        # tests/test_lint.py; the documentation tools for tests/test_docs.py.
+        # tests/test_lint.py; the documentation tools for tests/test_docs.py; the object
+        # stores of predict-batch's gs:// and s3:// tests.
         "test": ["pytest", "pytest-xdist>=3.8", "torch==2.13.0", "resnest==0.0.5",
-                 "jax[cpu]>=0.10.2,<0.11", KERAS_HUB, *ONNX, OPENVINO, BEAM, "ruff>=0.17,<1",
-                 *DOCS],
+                 "jax[cpu]>=0.10.2,<0.11", KERAS_HUB, *ONNX, OPENVINO, BEAM, *BEAM_STORES,
+                 "ruff>=0.17,<1", *DOCS, *STORE_EMULATORS],
     },
     # Outside the package, so that `keras-resnest --help` does not import Keras.
     py_modules=["keras_resnest_cli"],

@@ -118,8 +118,10 @@ def main(argv=None):
         check_output_location(args)
         return args.func(args) or 0
     except ValueError as error:
-        # User errors: one clear line, not a traceback.
-        print(f"{prefix} {' '.join(str(error).split())}", file=sys.stderr)
+        # User errors: one clear line, not a traceback; one line per problem where a command
+        # checks several things at once (`lines`: predict-batch's paths).
+        for line in getattr(error, "lines", None) or [str(error)]:
+            print(f"{prefix} {' '.join(line.split())}", file=sys.stderr)
         return 2
     except OSError as error:
         # Missing files, failed downloads (WeightsDownloadError), full disks, permissions.

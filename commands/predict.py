@@ -38,20 +38,22 @@ def register(subparsers):
     predict.set_defaults(func=run_predict)
 
 
-def add_model_arguments(parser, weights_note=""):
+def add_model_arguments(parser, weights_note="", path_type=Path):
     """--model, --weights and --labels: the model and its class names, as `predict` and
     `predict-batch` take them.
 
     Args:
         parser: argparse.ArgumentParser. The command's parser.
         weights_note: str. Added to the help of --weights. Defaults to "".
+        path_type: callable. The type of --labels: str where it may name a bucket (`Path`
+            would make "gs://b/x" "gs:/b/x"). Defaults to Path.
     """
     parser.add_argument("--model", default="resnest50", metavar="NAME",
                         help="model name (default resnest50); ignored with a .keras model")
     parser.add_argument("--weights", default="imagenet",
                         help="'imagenet' (default), a checkpoint, a Keras weights file, "
                         f"hf://<owner>/<name>, or a fine-tuned .keras model{weights_note}")
-    parser.add_argument("--labels", type=Path, default=None, metavar="FILE",
+    parser.add_argument("--labels", type=path_type, default=None, metavar="FILE",
                         help="class names, one per line (default: class_names.json beside a "
                         ".keras model; ImageNet names for 1000 classes; else 0..N-1)")
 

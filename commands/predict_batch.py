@@ -38,13 +38,15 @@ def register(subparsers):
         "(e.g. --direct_num_workers=2 --direct_running_mode=multi_processing). Needs "
         'pip install "keras-resnest[beam]".')
     command.add_argument("--input", required=True, metavar="GLOB",
-                         help="image files, on any Beam filesystem (quote the glob)")
+                         help="image files, local or on any Beam filesystem (gs://, s3://; "
+                         "quote the glob)")
     command.add_argument("--output", required=True, metavar="PREFIX",
                          help="prefix of the output files (PREFIX-00000-of-0000N.jsonl); "
                          "the command stops if outputs of an earlier run are there")
     command.add_argument("--overwrite", action="store_true",
                          help="remove the outputs of an earlier run under --output first")
-    add_model_arguments(command, weights_note="; readable where the workers run")
+    add_model_arguments(command, weights_note="; local or on a Beam filesystem (gs://, "
+                        "s3://), readable where the workers run", path_type=str)
     command.add_argument("--format", default="jsonl", dest="output_format",
                          help="jsonl (default) or parquet")
     command.add_argument("--top", type=int, default=None,
@@ -94,29 +96,156 @@ def _check_then_predict(args):
     if args.batch_size < 1:
         raise ValueError(f"--batch-size {args.batch_size}: must be >= 1")
     model_name = resolve_model_name(args.model)
-    _check_input(args.input)
-    earlier = _earlier_outputs(args.output)
-    if earlier and not args.overwrite:
-        raise FileExistsError(
-            f"--output {args.output}: expected no outputs of an earlier run there (or "
-            f"--overwrite to remove them first; mixed shards would read as one run), found "
-            f"{_some(earlier)}")
-    return _predict(args, model_name, earlier)
+    options = _pipeline_options(args)
+    earlier = _check_paths(args, model_name, options)
+    return _predict(args, model_name, earlier, options)
 
 
-def _check_input(pattern):
+class PathProblems(ValueError):
+    """Every problem the launcher found with the paths, one line each (`lines`;
+    keras_resnest.commands.main prints each on its own line)."""
+
+    def __init__(self, lines):
+        super().__init__("; ".join(lines))
+        self.lines = lines
+
+
+def _pipeline_options(args):
+    """Beam's options, given to `FileSystems` before the checks: they read the stores as the
+    pipeline will (--s3_endpoint_url, --s3_region_name, GCS credentials, ...)."""
+    from apache_beam.io.filesystems import FileSystems
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    quiet = [] if args.verbose or any(option.startswith("--default_sdk_harness_log_level")
+                                      for option in args.extra_options) else [
+        # The worker processes log every bundle at INFO: as quiet as the other commands.
+        "--default_sdk_harness_log_level=ERROR"]
+    options = PipelineOptions([f"--runner={args.runner}", *quiet, *args.extra_options])
+    FileSystems.set_options(options)
+    return options
+
+
+def _check_paths(args, model_name, options):
+    """Check every path before any work (before the model is loaded): the input, the output,
+    the model or weights file, the labels file, the weights mirror. Raises `PathProblems`
+    with one line per problem; returns the earlier outputs under --output (for --overwrite).
+    """
+    problems = []
+    earlier = []
+    problem = _bucket_line("--input", args.input, "a glob in a readable bucket")
+    if problem is None:
+        problem = _input_problem(args.input)
+    if problem is not None:
+        problems.append(problem)
+    problem = _bucket_line("--output", args.output, "a prefix in a writable bucket")
+    if problem is None:
+        try:
+            earlier = _earlier_outputs(args.output)
+        except ValueError as error:
+            problem = str(error)
+    if problem is None and earlier and not args.overwrite:
+        problem = (f"--output {args.output}: expected no outputs of an earlier run there (or "
+                   f"--overwrite to remove them first; mixed shards would read as one run), "
+                   f"found {_some(earlier)}")
+    if problem is not None:
+        problems.append(problem)
+    if _is_weights_file(args.weights):
+        problems.append(_file_problem("--weights", args.weights, "a .keras model file"
+                                      if args.weights.endswith(".keras") else "a weights file"))
+    if args.labels is not None:
+        problems.append(_file_problem("--labels", args.labels, "a labels file"))
+    if args.weights.lower() == "imagenet":
+        problems.append(_mirror_problem(model_name))
+    if args.runner == "DataflowRunner":
+        problems.extend(_local_on_dataflow(args))
+    problems = [problem for problem in problems if problem is not None]
+    if problems:
+        raise PathProblems(problems)
+    return earlier
+
+
+def _is_weights_file(weights):
+    from keras_resnest import filesystems
+    from keras_resnest.model_source import NO_WEIGHTS
+
+    return weights.lower() not in ("imagenet", *NO_WEIGHTS) and filesystems.scheme(weights) \
+        not in filesystems.NOT_FILESYSTEMS
+
+
+def _bucket_line(flag, path, expected):
+    """One line if the filesystem or bucket of `path` cannot be used, else None."""
+    from keras_resnest import filesystems
+
+    if not filesystems.is_remote(path):
+        return None
+    problem = filesystems.filesystem_problem(path) or filesystems.bucket_problem(path)
+    return None if problem is None else f"{flag} {path}: expected {expected}, {problem}"
+
+
+def _file_problem(flag, path, expected):
+    """One line if the file `path` (local or in a bucket) is not there, else None."""
+    from keras_resnest import filesystems
+
+    if filesystems.is_remote(path):
+        problem = _bucket_line(flag, path, expected)
+        if problem is not None:
+            return problem
+        try:
+            found = filesystems.exists(path)
+        except Exception as error:  # noqa: BLE001
+            return (f"{flag} {path}: expected {expected} Beam can read, reading it failed: "
+                    f"{filesystems.one_line(error)}")
+    else:
+        found = os.path.isfile(path)
+    return None if found else f"{flag} {path}: expected {expected}, no such file"
+
+
+def _mirror_problem(model_name):
+    """One line if KERAS_RESNEST_WEIGHTS_URL names a bucket without this model's file: the
+    launcher may have the converted weights cached and never look, the workers will."""
+    from keras_resnest import filesystems
+    from keras_resnest.weights.pretrained import MIRROR_ENV, pretrained_file
+
+    mirror = os.environ.get(MIRROR_ENV, "").strip()
+    if not filesystems.is_remote(mirror):
+        return None
+    path = mirror.rstrip("/") + "/" + pretrained_file(model_name).filename
+    problem = _file_problem(MIRROR_ENV, path, "the official weights file of " + model_name)
+    return None if problem is None else problem.replace(f"{MIRROR_ENV} ", f"{MIRROR_ENV}=", 1)
+
+
+def _local_on_dataflow(args):
+    """Lines for the paths Dataflow's workers cannot read: they are other machines, and see
+    none of this one's files."""
+    from keras_resnest import filesystems
+    from keras_resnest.weights.pretrained import MIRROR_ENV
+
+    paths = [("--input", args.input), ("--output", args.output)]
+    if _is_weights_file(args.weights):
+        paths.append(("--weights", args.weights))
+    if args.labels is not None:
+        paths.append(("--labels", args.labels))
+    mirror = os.environ.get(MIRROR_ENV, "").strip()
+    if args.weights.lower() == "imagenet" and mirror and "://" not in mirror:
+        paths.append((MIRROR_ENV + "=", mirror))
+    return [f"{flag}{'' if flag.endswith('=') else ' '}{path}: expected a path the "
+            "DataflowRunner's workers can read (gs://...), got a path on this machine"
+            for flag, path in paths if not filesystems.is_remote(path)]
+
+
+def _input_problem(pattern):
     """One line if `pattern` matches no file, matched by Beam as the pipeline matches it (so
-    `**` crosses folders, and every Beam filesystem is listed the same way)."""
+    `**` crosses folders, and every Beam filesystem is listed the same way); else None."""
     from apache_beam.io.filesystems import FileSystems
 
     try:
         (matched,) = FileSystems.match([pattern])
     except Exception as error:  # noqa: BLE001  (no filesystem for the scheme, no access, ...)
-        raise ValueError(f"--input {pattern}: expected a glob Beam can list, listing it "
-                         f"failed: {_beam_error(error)}") from None
+        return (f"--input {pattern}: expected a glob Beam can list, listing it failed: "
+                f"{_beam_error(error)}")
     if not matched.metadata_list:
-        raise FileNotFoundError(f"--input {pattern}: expected a glob matching image files, "
-                                "no file matches")
+        return f"--input {pattern}: expected a glob matching image files, no file matches"
+    return None
 
 
 def _earlier_outputs(prefix):
@@ -130,13 +259,9 @@ def _earlier_outputs(prefix):
 
 
 def _beam_error(error):
-    """The cause of a Beam filesystem error on one line: BeamIOError wraps the real one per
-    path (`exception_details`)."""
-    details = getattr(error, "exception_details", None)
-    if isinstance(details, dict) and details:
-        error = next(iter(details.values()))
-    text = " ".join(str(error).split()) or type(error).__name__
-    return text if len(text) <= 300 else text[:297] + "..."
+    from keras_resnest.filesystems import one_line
+
+    return one_line(error)
 
 
 def _some(paths):
@@ -146,18 +271,23 @@ def _some(paths):
     return f"{len(paths)} file{'s' if len(paths) > 1 else ''}: {named}{rest}"
 
 
-def _predict(args, model_name, earlier):
-    from apache_beam.options.pipeline_options import PipelineOptions
+def _predict(args, model_name, earlier, options):
+    import copy
 
-    from keras_resnest import classifier
+    from keras_resnest import classifier, filesystems
     from keras_resnest.beam import pipeline
     from keras_resnest.beam.model_handler import ResNeStModelHandler
     from keras_resnest.commands.predict import load_predict_model, read_class_names
+    from keras_resnest.weights.pretrained import MIRROR_ENV
 
     class_names, names_source = read_class_names(args)
     # Loaded here once for what the workers need to agree on (size, classes) and so a bad
-    # model fails in one line before any worker starts.
-    model, size = load_predict_model(model_name, args)
+    # model fails in one line before any worker starts; from a copy of a remote file (the
+    # workers read it from the bucket themselves).
+    with filesystems.local_copy(args.weights) as weights:
+        local = copy.copy(args)
+        local.weights = weights
+        model, size = load_predict_model(model_name, local)
     num_classes = classifier.num_classes(model)
     del model
     if class_names is not None and len(class_names) != num_classes:
@@ -167,15 +297,13 @@ def _predict(args, model_name, earlier):
         raise ValueError(f"--top {args.top}: the model has only {num_classes} classes")
     top = None if args.embeddings else args.top or min(DEFAULT_TOP, num_classes)
 
-    # Worker processes may start elsewhere than here: a local file is named absolutely.
+    # Worker processes may start elsewhere than here: a local file is named absolutely (on
+    # the DirectRunner they share this disk); a bucket path is read by the workers.
     weights = os.path.abspath(args.weights) if os.path.isfile(args.weights) else args.weights
+    # The workers' environment is not the launcher's on Dataflow, Flink or Spark.
+    mirror = os.environ.get(MIRROR_ENV) if args.weights.lower() == "imagenet" else None
     handler = ResNeStModelHandler(model_name, weights, size, embeddings=args.embeddings,
-                                  max_batch_size=args.batch_size)
-    quiet = [] if args.verbose or any(option.startswith("--default_sdk_harness_log_level")
-                                      for option in args.extra_options) else [
-        # The worker processes log every bundle at INFO: as quiet as the other commands.
-        "--default_sdk_harness_log_level=ERROR"]
-    options = PipelineOptions([f"--runner={args.runner}", *quiet, *args.extra_options])
+                                  max_batch_size=args.batch_size, weights_mirror=mirror)
     if earlier:  # --overwrite, and the model loaded: nothing else can stop the run now
         _remove(args.output, earlier)
     summary = _run_quietly(args.verbose, lambda: pipeline.run(

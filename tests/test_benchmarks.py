@@ -157,18 +157,23 @@ def test_serving_graph_candidates_compute_the_served_function():
 def test_predict_batch_benchmark_predicts_every_image_on_each_side():
     result = subprocess.run(
         [sys.executable, "-m", "benchmarks.predict_batch", "--model", "resnest14d",
-         "--size", "32", "--images", "6", "--workers", "1", "2", "--batch-size", "4"],
+         "--size", "32", "--images", "6", "--workers", "1", "2", "--batch-size", "4",
+         "--stores", "local", "gs"],
         capture_output=True, text=True, timeout=900, cwd=ROOT)
     assert result.returncode == 0, result.stderr[-3000:]
     assert re.search(r"^host CPU flags: \S", result.stdout, re.MULTILINE), result.stdout
-    rows = re.findall(r"^(predict.*?)\s+(-|\d+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)x$",
-                      result.stdout, re.MULTILINE)
-    assert [(side.strip(), workers) for side, workers, *_ in rows] == [
-        ("predict (one process)", "-"), ("predict-batch DirectRunner", "1"),
-        ("predict-batch DirectRunner", "2")], result.stdout
-    assert rows[0][4] == "1.00"  # the reference of the ratios
-    for _, _, seconds, speed, ratio in rows:
+    rows = re.findall(r"^(predict.*?)\s+(local|gs)\s+(-|\d+)\s+([\d.]+)\s+([\d.]+)\s+"
+                      r"([\d.]+)x  ([\d/]+)$", result.stdout, re.MULTILINE)
+    assert [(side.strip(), store, workers) for side, store, workers, *_ in rows] == [
+        ("predict (streaming)", "local", "-"), ("predict-batch DirectRunner", "local", "1"),
+        ("predict-batch DirectRunner", "local", "2"), ("predict-batch DirectRunner", "gs", "1"),
+        ("predict-batch DirectRunner", "gs", "2")], result.stdout
+    assert rows[0][5] == "1.00"  # the reference of the ratios
+    for _, _, workers, seconds, speed, ratio, peaks in rows:
         assert float(seconds) > 0 and float(speed) > 0 and float(ratio) > 0
+        # One peak per worker process, each at least TensorFlow's size.
+        assert len(peaks.split("/")) == (1 if workers == "-" else int(workers)), peaks
+        assert all(float(peak) > 100 for peak in peaks.split("/")), peaks
 
 
 @pytest.mark.slow

@@ -199,14 +199,17 @@ def test_earlier_outputs_stop_the_run_before_the_model_is_loaded(tmp_path, capsy
     for name in [*earlier, "out-notes.txt"]:
         (tmp_path / name).write_text("{}\n")
     argv = ["--input", tmp_path / "photos" / "**.png", "--output", tmp_path / "out",
-            # Loading this would be another error: the check comes first.
+            # A second problem: each gets its line, before any work.
             "--weights", tmp_path / "missing.keras"]
-    line = error_line(argv, capsys)
+    code = main(["predict-batch", *map(str, argv)])
+    lines = capsys.readouterr().err.splitlines()
     named = sorted(str(tmp_path / name) for name in earlier)[:3]
-    assert line == (f"keras-resnest predict-batch: error: --output {tmp_path / 'out'}: expected "
-                    "no outputs of an earlier run there (or --overwrite to remove them first; "
-                    f"mixed shards would read as one run), found 6 files: {', '.join(named)} "
-                    "and 3 more")
+    assert code == 2 and lines == [
+        f"keras-resnest predict-batch: error: --output {tmp_path / 'out'}: expected "
+        "no outputs of an earlier run there (or --overwrite to remove them first; "
+        f"mixed shards would read as one run), found 6 files: {', '.join(named)} and 3 more",
+        f"keras-resnest predict-batch: error: --weights {tmp_path / 'missing.keras'}: expected "
+        "a .keras model file, no such file"], lines
     assert len(os.listdir(tmp_path)) == len(earlier) + 2  # nothing removed, nothing written
 
 

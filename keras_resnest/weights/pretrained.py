@@ -8,7 +8,9 @@ read only that.
 
 `KERAS_RESNEST_WEIGHTS_URL` selects a mirror: a base URL, or a local directory, that holds
 the official file names. A local directory is read in place (nothing is copied into the
-cache but the converted weights).
+cache but the converted weights). A bucket (`gs://...`, `s3://...`, any Apache Beam
+filesystem) is downloaded like a URL, through Beam's `FileSystems`: workers of
+`predict-batch` that cannot reach GitHub read the weights where they read the images.
 
 A failed download (offline, a firewall) is one `WeightsDownloadError` line naming the
 alternatives: the model's timm repository on the Hugging Face Hub (`weights="hf://..."`, when
@@ -105,7 +107,7 @@ def _mirror():
     parsed = urllib.parse.urlparse(mirror)
     if parsed.scheme == "file":
         return "dir", urllib.request.url2pathname(parsed.path)
-    if parsed.scheme in ("http", "https", "ftp"):
+    if parsed.scheme in ("http", "https", "ftp") or "://" in mirror:  # "://": gs, s3, ...
         return "url", mirror
     return "dir", os.path.expanduser(mirror)
 
@@ -168,9 +170,14 @@ def _download(entry, directory, base_url, model_name):
     with renamed_on_success(part, final):
         # cache_dir/cache_subdir spelled out so that get_file writes exactly where we look.
         try:
-            keras.utils.get_file(
-                fname=part_name, origin=url, cache_dir=os.path.dirname(directory),
-                cache_subdir=os.path.basename(directory), force_download=True)
+            if urllib.parse.urlparse(url).scheme in ("http", "https", "ftp"):
+                keras.utils.get_file(
+                    fname=part_name, origin=url, cache_dir=os.path.dirname(directory),
+                    cache_subdir=os.path.basename(directory), force_download=True)
+            else:  # a bucket: get_file speaks only HTTP and FTP
+                from keras_resnest import filesystems
+
+                filesystems.copy_to_local(url, part)
         except Exception as error:  # Keras raises a bare Exception("URL fetch failure ...")
             raise _download_failure(model_name, entry, error) from None
         _check_hash(part, entry, delete=True)
