@@ -15,6 +15,12 @@ from tests.helpers.training_runs import TRAIN, train_env
 DECODER_TEXT = ("JPEG library", "Corrupt JPEG", "Premature end", "jpeg_mem.cc")
 
 
+def _cut_in_its_image_data(data):
+    """A JPEG whose headers are whole (the listing's header check passes it) and whose image
+    data stops after 20 bytes: the decoder in the input pipeline fails on it."""
+    return data[:data.find(b"\xff\xda") + 20]
+
+
 def _jpeg_bytes(seed, size=32):
     array = (np.random.default_rng(seed).random((size, size, 3)) * 255).astype(np.uint8)
     buffer = io.BytesIO()
@@ -32,7 +38,7 @@ def test_train_names_an_undecodable_jpeg_once_without_decoder_chatter(tmp_path):
                 (folder / f"{i}.jpg").write_bytes(_jpeg_bytes(10 * label + i))
     data = _jpeg_bytes(99, size=64)
     cut = tmp_path / "photos" / "train" / "cat" / "cut.jpg"
-    cut.write_bytes(data[:200])  # headers only: libjpeg fails ("Improper call to JPEG library")
+    cut.write_bytes(_cut_in_its_image_data(data))  # libjpeg: "Premature end of JPEG data"
     inside = data.find(b"\xff\xda") + 200  # a marker inside the scan: "Corrupt JPEG data"
     damaged = tmp_path / "photos" / "train" / "dog" / "damaged.jpg"
     damaged.write_bytes(data[:inside] + b"\xff\xc4\x00\x02" + data[inside + 4:])
@@ -75,7 +81,7 @@ def test_validation_names_each_of_adjacent_undecodable_files(tmp_path, capfd):
                 (folder / f"{i}.jpg").write_bytes(_jpeg_bytes(10 * label + i))
     bad = [tmp_path / "val" / "cat" / f"1_{i}.jpg" for i in range(2)]  # sorted between 0 and 2
     for path in bad:
-        path.write_bytes(_jpeg_bytes(5)[:200])
+        path.write_bytes(_cut_in_its_image_data(_jpeg_bytes(5)))
     loaded = data.folder_data(str(tmp_path))
     capfd.readouterr()
     batches = list(data.validation_batches(loaded, batch_size=8, image_size=16))
