@@ -192,7 +192,7 @@ def main():
         for store_name in args.stores:
             if store_name == "gs":
                 # Imported here: the emulator is a test dependency, needed only for "gs".
-                from tests.helpers import object_stores
+                import store_emulators as object_stores
 
                 store = stack.enter_context(object_stores.gcs_emulator(Path(work)))
                 input_glob, model = upload(store, paths, model_file)

@@ -74,10 +74,11 @@ def test_benchmarks_and_tests_do_not_import_each_other():
             if top_package_imported(path, "benchmarks")} == {}
 
 
-def test_the_shared_digit_tasks_import_neither_side():
-    # digit_tasks/ serves both the benchmarks and the tests (its docstring says why it is a
-    # third package): importing either would tie them together again.
-    shared = sorted((ROOT / "digit_tasks").glob("**/*.py"))
+@pytest.mark.parametrize("package", ["digit_tasks", "store_emulators"])
+def test_the_shared_packages_import_neither_side(package):
+    # These serve both the benchmarks and the tests (their docstrings say why each is a third
+    # package): importing either would tie them together again.
+    shared = sorted((ROOT / package).glob("**/*.py"))
     assert shared
     imported = {path.name: top_package_imported(path, "tests")
                 + top_package_imported(path, "benchmarks") for path in shared}

@@ -1,6 +1,6 @@
 """`predict-batch` where the data lives: images, model, labels and outputs in a bucket.
 
-Each object store runs on 127.0.0.1 for this module only (`tests/helpers/object_stores.py`): a
+Each object store runs on 127.0.0.1 for this module only (`store_emulators/`): a
 GCS emulator for `gs://`, moto's S3 server for `s3://`, reached by the real clients Beam's
 `gcsio` and `s3io` use. Per store, one run of the command as a user runs it: the DirectRunner
 with two worker processes, in an empty working directory, the model deleted from the local disk
@@ -20,7 +20,8 @@ from PIL import Image
 
 from keras_resnest.commands.main import main
 
-from tests.helpers import object_stores, scratch
+import store_emulators as object_stores
+from tests.helpers import scratch
 
 SIZE = 32
 CLASSES = ["cat", "dog", "fox", "owl"]

@@ -547,7 +547,11 @@ TORCH_IMPORT = re.compile(r"^\s*(import|from)\s+torch\b", re.MULTILINE)
 # Modules allowed to import torch: the test-only reference, and the PyTorch backend's kernels
 # (imported only when Keras runs on torch, where the user has torch already).
 TORCH_MODULES = ("keras_resnest/weights/reference.py", "keras_resnest/layers/torch_nhwc.py")
-TOP_LEVEL_TORCH_NHWC = re.compile(r"^(import|from)\s.*torch_nhwc", re.MULTILINE)
+# An import of the module itself at a module's top level (backend_paths imports it indented,
+# on the torch backend only, and the layers take the name from there).
+TOP_LEVEL_TORCH_NHWC = re.compile(
+    r"^(import\s+keras_resnest\.layers\.torch_nhwc|from\s+keras_resnest\.layers\.torch_nhwc\s"
+    r"|from\s+keras_resnest\.layers\s+import\s.*\btorch_nhwc\b)", re.MULTILINE)
 
 
 def test_only_the_reference_module_mentions_torch_imports():

@@ -3,6 +3,10 @@
 honours) and moto's S3 server (reached through Beam's `--s3_endpoint_url`). Both speak the real
 HTTP protocols to the real clients Beam's `gcsio` and `s3io` use; nothing leaves the machine.
 
+Not installed: the `gs://`/`s3://` tests and `benchmarks/predict_batch.py` both use it, and the
+benchmarks may not import the tests nor the tests the benchmarks (tests/test_benchmarks.py), so
+it is a package of its own beside them, like `digit_tasks/`, and imports neither.
+
     with gcs_emulator(tmp_path) as store:     # or s3_server(tmp_path)
         store.create_bucket("photos")
         store.upload("photos", "a/cat.jpg", data)
