@@ -26,8 +26,9 @@ at each batch size and the ratio to the official ONNX file in onnxruntime
 (`benchmarks/runtimes.py`).
 
 `--keras-backends jax torch` then prints one table of every backend: keras_resnest under Keras'
-JAX backend (`predict_on_batch`: an XLA-compiled function) and PyTorch backend (eager), each
-measured in its own process (KERAS_BACKEND is fixed at import) with the same weights, next to
+JAX backend (`predict_on_batch`: an XLA-compiled function) and PyTorch backend (eager, and
+`torch+compile`: compiled with `jit_compile=True`, which Keras runs through `torch.compile`), each
+backend measured in its own process (KERAS_BACKEND is fixed at import) with the same weights, next to
 the TensorFlow and official rows above, each with its ratio to the official model's median;
 their parity with the official model is printed too. The grouped convolutions take each
 backend's `backend_paths.grouped_conv_formulation()`.
@@ -74,7 +75,9 @@ def same_weights_models(name, size):
 
 
 def backend_worker(args):
-    """Under KERAS_BACKEND=args.backend_worker: parity and images/s, one JSON line."""
+    """Under KERAS_BACKEND=args.backend_worker: parity and images/s, one JSON line per way of
+    calling the model (`predict_on_batch`; on PyTorch also with `jit_compile=True`, which
+    Keras runs through `torch.compile`)."""
     import json
 
     import keras
@@ -86,20 +89,28 @@ def backend_worker(args):
 
     torch_model, model = same_weights_models(args.model, args.size)
     check = np.random.RandomState(1).uniform(0, 255, (2, args.size, args.size, 3)).astype("float32")
-    result = {
-        "backend": keras.backend.backend(),
-        "parity": relative_error(model.predict_on_batch(check), logits(torch_model, check)),
-        "speeds": {},
-    }
-    for batch in args.batches:
-        images = np.random.RandomState(0).uniform(0, 255, (batch, args.size, args.size, 3))
-        images = images.astype("float32")
-        speeds = [
-            images_per_second(lambda: model.predict_on_batch(images), batch, args.seconds)
-            for _ in range(args.rounds)
-        ]
-        result["speeds"][str(batch)] = [min(speeds), statistics.median(speeds), max(speeds)]
-    print("RESULT " + json.dumps(result), flush=True)
+    backend = keras.backend.backend()
+    variants = [(backend, model)]
+    if backend == "torch":
+        compiled = keras.models.clone_model(model)
+        compiled.set_weights(model.get_weights())
+        compiled.compile(jit_compile=True)
+        variants.append(("torch+compile", compiled))
+    for name, variant in variants:
+        result = {
+            "backend": name,
+            "parity": relative_error(variant.predict_on_batch(check), logits(torch_model, check)),
+            "speeds": {},
+        }
+        for batch in args.batches:
+            images = np.random.RandomState(0).uniform(0, 255, (batch, args.size, args.size, 3))
+            images = images.astype("float32")
+            speeds = [
+                images_per_second(lambda: variant.predict_on_batch(images), batch, args.seconds)
+                for _ in range(args.rounds)
+            ]
+            result["speeds"][str(batch)] = [min(speeds), statistics.median(speeds), max(speeds)]
+        print("RESULT " + json.dumps(result), flush=True)
 
 
 def other_backend_rows(args, reference_rows):
@@ -140,17 +151,15 @@ def other_backend_rows(args, reference_rows):
         if process.returncode or not lines:
             print(f"keras backend {backend}: failed\n{process.stderr[-3000:]}", flush=True)
             continue
-        result = json.loads(lines[-1][len("RESULT ") :])
-        print(
-            f"keras backend {backend}: max|keras - torch| / max|torch| = {result['parity']:.1e}",
-            flush=True,
-        )
-        for batch, (low, median, high) in result["speeds"].items():
-            print(
-                f"{batch:>5} {backend + ' img/s':>12} {median:>10.2f} ({low:.2f}-{high:.2f})",
-                flush=True,
-            )
-            rows[int(batch)].append((backend, median))
+        for line in lines:
+            result = json.loads(line[len("RESULT "):])
+            name = result["backend"]
+            print(f"keras backend {name}: max|keras - torch| / max|torch| = "
+                  f"{result['parity']:.1e}", flush=True)
+            for batch, (low, median, high) in result["speeds"].items():
+                print(f"{batch:>5} {name + ' img/s':>12} {median:>10.2f} ({low:.2f}-{high:.2f})",
+                      flush=True)
+                rows[int(batch)].append((name, median))
     if not args.keras_backends:
         return
     print("\nkeras_resnest per Keras backend, median images/s; ratio to the official model "

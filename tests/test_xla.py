@@ -5,9 +5,8 @@ The comparisons train a few steps from the same initial weights at a small learn
 hold the XLA run to float32 rounding: XLA fuses and reorders the float32 arithmetic, so the
 runs differ by rounding only, which a few steps of SGD carry but do not blow up (at lr 0.1 and
 batch 4, BatchNorm over 4 values amplifies it by orders of magnitude within 3 steps).
-Weight updates are compared against the largest update of the model: a variable whose exact
-gradient is zero (the bias of fc1, which a BatchNorm follows) gets rounding noise of 1e-13 on
-both sides, which no per-variable relative tolerance can hold.
+Weight updates are compared against the largest update of the model
+(`tests.helpers.train_steps.update_error`).
 """
 import argparse
 
@@ -16,45 +15,17 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_resnest.training import finetune, recipe
-from keras_resnest.training.run import make_train_step
+from tests.helpers.train_steps import BATCH, CLASSES, STEPS, batch, train_step_run, update_error
 
-BATCH, SIZE, CLASSES, STEPS = 4, 32, 10, 3
+SIZE = 32
 # Loss and weight updates: XLA against the plain step, relative. Measured (TF 2.21, AVX-512
 # CPU): about 1e-6 on both.
 TOLERANCE = 1e-5
 
 
-def _batch():
-    rng = np.random.default_rng(0)
-    images = rng.uniform(0, 255, (BATCH, SIZE, SIZE, 3)).astype("float32")
-    labels = np.eye(CLASSES, dtype="float32")[rng.integers(0, CLASSES, BATCH)]
-    return images, labels
-
-
-def _update_error(before, after_plain, after_xla):
-    """max |update_xla - update_plain| / max |update_plain| over all variables."""
-    plain = [a - b for a, b in zip(after_plain, before)]
-    xla = [a - b for a, b in zip(after_xla, before)]
-    largest = max(float(np.abs(u).max()) for u in plain)
-    return max(float(np.abs(u - v).max()) for u, v in zip(plain, xla)) / largest
-
-
 def _train_step_run(jit_compile, **model_options):
-    """(losses, initial weights, final weights) of STEPS steps of `keras-resnest train`'s step."""
-    keras.utils.set_random_seed(0)
-    model = finetune.build_classifier("resnest14d", num_classes=CLASSES, image_size=SIZE,
-                                      weights=None, **model_options)
-    optimizer = recipe.build_optimizer(model, learning_rate=0.01, weight_decay=1e-4,
-                                       momentum=0.9)
-    loss_fn = keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=0.1,
-                                                   reduction=None)
-    step = make_train_step(tf.distribute.get_strategy(), model, optimizer, loss_fn, BATCH,
-                           jit_compile=jit_compile)
-    iterator = iter(tf.data.Dataset.from_tensors(_batch()).repeat())
-    before = [v.numpy() for v in model.weights]
-    losses = [float(step(iterator)[0]) for _ in range(STEPS)]
-    return np.array(losses), before, [v.numpy() for v in model.weights]
+    """(losses, initial weights, final weights)."""
+    return train_step_run(SIZE, jit_compile=jit_compile, **model_options)[:3]
 
 
 @pytest.mark.slow  # two XLA compilations of resnest14d's step
@@ -63,7 +34,7 @@ def test_xla_train_step_matches_the_plain_step():
     xla_losses, xla_before, xla = _train_step_run(jit_compile=True)
     assert all(np.array_equal(a, b) for a, b in zip(before, xla_before))  # the same start
     np.testing.assert_allclose(xla_losses, plain_losses, rtol=TOLERANCE)
-    assert _update_error(before, plain, xla) < TOLERANCE
+    assert update_error(before, plain, xla) < TOLERANCE
 
 
 @pytest.mark.slow  # one XLA compilation
@@ -82,7 +53,7 @@ def _fit_run(jit_compile):
     import keras_resnest
 
     keras.utils.set_random_seed(0)
-    images, labels = _batch()
+    images, labels = batch(SIZE)
     images, labels = np.tile(images, (STEPS, 1, 1, 1)), np.tile(labels, (STEPS, 1))
     base = keras_resnest.ResNeSt14(weights=None, include_top=False, pooling="avg",
                                    input_shape=(SIZE, SIZE, 3))
@@ -109,14 +80,14 @@ def test_fit_with_jit_compile_matches_fit_without():
     (xla_head_loss, _, xla_head), (xla_all_loss, _, xla_all) = _fit_run(True)
     # Phase 1 (the head on frozen features): float32 rounding.
     np.testing.assert_allclose(xla_head_loss, head_loss, rtol=TOLERANCE)
-    assert _update_error(head_before, head, xla_head) < TOLERANCE
+    assert update_error(head_before, head, xla_head) < TOLERANCE
     # Phase 2 trains the backbone with BatchNorm in inference mode at its initial statistics,
     # a step that rounding tips: in the plain step alone, input images changed by one float32
     # ulp move the update by about 1e-4 of its size (measured; a kink such as a ReLU or
     # max-pool tie going the other way), and the next steps amplify it (1.4e-2 after three).
     # XLA's rounding tips it the same way: one step, held to 10x the measured 1.2e-4.
     np.testing.assert_allclose(xla_all_loss, all_loss, rtol=TOLERANCE)
-    assert _update_error(all_before, all_plain, xla_all) < 1e-3
+    assert update_error(all_before, all_plain, xla_all) < 1e-3
 
 
 def test_the_train_command_passes_jit_compile_to_the_step(monkeypatch):

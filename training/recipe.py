@@ -31,6 +31,8 @@ Example:
 import keras
 from keras import ops
 
+from keras_resnest.layers.backend_paths import tensorflow_fused_training
+
 BASE_LEARNING_RATE = {"sgd": 0.1, "adamw": 1e-3}  # per 256 images
 DEFAULT_WEIGHT_DECAY = {"sgd": 1e-4, "adamw": 0.05}
 REFERENCE_BATCH = 256
@@ -114,6 +116,16 @@ class CoupledWeightDecaySGD(keras.optimizers.SGD):
         # optimizers find it.
         buffer = self.momentums[self._get_variable_index(variable)]
         momentum = ops.cast(self.momentum, variable.dtype)
+        if tensorflow_fused_training():
+            # TensorFlow's momentum kernel is this very update (accum = m*accum + g; w -= lr*accum,
+            # or lr*(g + m*accum) for Nesterov) in one pass over the variable, where the ops
+            # below are four (`python -m benchmarks.train --profile`, "variable updates").
+            import tensorflow as tf
+
+            tf.raw_ops.ResourceApplyMomentum(
+                var=variable.handle, accum=buffer.handle, lr=learning_rate, grad=gradient,
+                momentum=momentum, use_nesterov=self.nesterov)
+            return
         self.assign(buffer, ops.add(ops.multiply(momentum, buffer), gradient))
         direction = ops.add(gradient, ops.multiply(momentum, buffer)) if self.nesterov else buffer
         self.assign_sub(variable, ops.multiply(learning_rate, direction))

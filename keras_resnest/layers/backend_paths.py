@@ -1,9 +1,10 @@
 """The one backend check of the layers: which computation each Keras backend gets.
 
-TensorFlow: the fused inference BatchNorm (`norm.BatchNorm`), grouped convolutions as one
-convolution per group (`grouped_conv.GroupedConv2D`; TF's native grouped conv is slower and
-Keras wraps it in XLA, which TF-Serving CPU builds do not run) and conv + BN + ReLU per group in
-the split-attention block (`split_attention.SplitAttention`).
+TensorFlow: the fused BatchNorm op in inference and in training (`norm.BatchNorm`), grouped
+convolutions as one convolution per group (`grouped_conv.GroupedConv2D`; TF's native grouped
+conv is slower and Keras wraps it in XLA, which TF-Serving CPU builds do not run) and
+conv + BN + ReLU per group in the split-attention block (`split_attention.SplitAttention`),
+in inference and in training.
 
 PyTorch: convolutions (`conv.Conv2D`, `grouped_conv.GroupedConv2D`) and inference BatchNorm
 call torch on NHWC tensors viewed as channels-last NCHW (`torch_nhwc`), without the layout
@@ -29,6 +30,7 @@ else:
 
 _portable = False
 _formulation_override = None
+_fused_training = True
 
 # "per_group": one convolution per group and a concat; "native": one grouped convolution
 # (the backend's `groups` / `feature_group_count`).
@@ -51,6 +53,13 @@ def tensorflow_fused_batch_norm():
     (converters fold the fused op into the convolution before it; the plain Keras form is a
     multiply and an add that stay in an ONNX graph, where int8 quantization then trips on them)."""
     return keras.backend.backend() == "tensorflow"
+
+
+def tensorflow_fused_training():
+    """True on the TensorFlow backend (not in portable traces): training-mode BatchNorm is TF's
+    fused op, per group in the split-attention block, and the recipe's SGD update is TF's
+    momentum kernel (`unfused_training` turns both off)."""
+    return tensorflow_fast_paths() and _fused_training
 
 
 def grouped_conv_formulation():
@@ -81,6 +90,22 @@ def grouped_conv_formulation_override(formulation):
         yield
     finally:
         _formulation_override = previous
+
+
+@contextlib.contextmanager
+def unfused_training():
+    """Training steps traced inside compute BatchNorm with Keras' own ops, on the whole
+    split-attention conv output, and the SGD update with Keras ops: the step as it was before
+    the fused training path.
+
+    For the test that holds the two steps equal and the benchmark that times them.
+    """
+    global _fused_training
+    previous, _fused_training = _fused_training, False
+    try:
+        yield
+    finally:
+        _fused_training = previous
 
 
 @contextlib.contextmanager

@@ -1,9 +1,10 @@
 """BatchNormalization with PyTorch's defaults, synchronized across replicas under a
-multi-replica strategy, and a fused inference path for TensorFlow."""
+multi-replica strategy, and TensorFlow's fused op in inference and in training."""
 import keras
 
 from keras_resnest.layers.backend_paths import (
     tensorflow_fused_batch_norm,
+    tensorflow_fused_training,
     torch_fast_paths,
     torch_nhwc,
 )
@@ -31,13 +32,16 @@ def resolve_synchronized(synchronized):
 @keras.saving.register_keras_serializable(package="keras_resnest")
 class BatchNorm(keras.layers.BatchNormalization):
     """`keras.layers.BatchNormalization` whose float32 inference is one fused kernel on
-    TensorFlow and PyTorch.
+    TensorFlow and PyTorch, and whose float32 training is one on TensorFlow.
 
     Why: Keras computes inference BN as separate multiply and add ops, which TensorFlow's graph
     optimizer cannot merge into the preceding convolution; the fused op can be (Conv2D +
-    FusedBatchNorm + ReLU become one oneDNN call). On PyTorch, torch's `batch_norm` is one pass
-    over the tensor where Keras' ops are several (`torch_nhwc`). Same math, same variables,
-    same config; training, other dtypes and JAX use Keras' implementation unchanged.
+    FusedBatchNorm + ReLU become one oneDNN call). In training, Keras' moments, normalisation
+    and their gradients are a dozen passes over the tensor; TensorFlow's fused op and its
+    fused gradient are two (`benchmarks/train.py --profile`). On PyTorch, torch's `batch_norm`
+    is one pass over the tensor where Keras' ops are several (`torch_nhwc`). Same math, same
+    variables, same config, and the moving statistics are updated as Keras updates them;
+    synchronized training, other dtypes and JAX use Keras' implementation unchanged.
 
     Args:
         synchronized: bool or None. Whether training computes the batch statistics over the
@@ -62,7 +66,23 @@ class BatchNorm(keras.layers.BatchNormalization):
         """Whether this call is a float32 NHWC inference that TF's fused op computes."""
         return tensorflow_fused_batch_norm() and self.is_nhwc_inference(inputs, training, mask)
 
+    def fuses_training(self, shape, dtype, training=None):
+        """Whether a training call on a float32 NHWC input of `shape` runs TF's fused op.
+
+        Not with one value per channel and image (H*W == 1): the fused op's unbiased
+        variance, from which the biased one is recovered, divides by N*H*W - 1.
+        """
+        return tensorflow_fused_training() and bool(training) and self.trainable \
+            and not self.synchronized and not self.renorm \
+            and keras.backend.standardize_dtype(dtype) == "float32" \
+            and len(shape) == 4 and self.axis in (-1, 3) and self.scale and self.center \
+            and shape[1] is not None and shape[2] is not None and shape[1] * shape[2] > 1
+
     def call(self, inputs, training=None, mask=None):
+        if mask is None and self.fuses_training(inputs.shape, inputs.dtype, training):
+            outputs, mean, variance = self.fused_training(inputs, 0, inputs.shape[-1])
+            self.update_moving_statistics(mean, variance)
+            return outputs
         if self.can_fuse(inputs, training, mask):
             return self.fused_inference(inputs, 0, inputs.shape[-1])
         if torch_fast_paths() and self.is_nhwc_inference(inputs, training, mask):
@@ -80,6 +100,25 @@ class BatchNorm(keras.layers.BatchNormalization):
             mean=self.moving_mean[start:stop], variance=self.moving_variance[start:stop],
             epsilon=self.epsilon, is_training=False)
         return outputs
+
+    def fused_training(self, inputs, start, stop):
+        """(outputs, batch mean, biased batch variance) of training BN on `inputs`, which hold
+        channels [start, stop) of this layer's input. The moving statistics are not updated."""
+        import tensorflow as tf
+
+        outputs, mean, unbiased_variance = tf.compat.v1.nn.fused_batch_norm(
+            inputs, self.gamma[start:stop], self.beta[start:stop], epsilon=self.epsilon,
+            is_training=True)
+        # The op returns the Bessel-corrected variance (for a moving average); Keras averages
+        # the biased one, which the output was normalised with.
+        count = tf.cast(tf.reduce_prod(tf.shape(inputs)[:-1]), unbiased_variance.dtype)
+        return outputs, mean, unbiased_variance * ((count - 1.0) / count)
+
+    def update_moving_statistics(self, mean, variance):
+        """The moving-average update of Keras' BatchNormalization, from batch statistics."""
+        self.moving_mean.assign(self.moving_mean * self.momentum + mean * (1.0 - self.momentum))
+        self.moving_variance.assign(
+            self.moving_variance * self.momentum + variance * (1.0 - self.momentum))
 
     def get_config(self):
         config = super().get_config()

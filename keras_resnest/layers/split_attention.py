@@ -9,7 +9,10 @@ Leaving that swap out is silently right for cardinality 1 and wrong for cardinal
 import keras
 from keras import ops
 
-from keras_resnest.layers.backend_paths import grouped_conv_formulation, tensorflow_fast_paths
+from keras_resnest.layers.backend_paths import (
+    grouped_conv_formulation,
+    tensorflow_fast_paths,
+)
 from keras_resnest.layers.drop_block import DropBlock2D
 from keras_resnest.layers.grouped_conv import GroupedConv2D
 from keras_resnest.layers.norm import batch_norm, resolve_synchronized
@@ -129,18 +132,41 @@ class SplitAttention(QuantizationPoints, keras.layers.Layer):
 
     def _radix_splits(self, inputs, training):
         """conv -> bn0 -> (dropblock) -> relu, as one tensor per radix split."""
-        dropblock_active = training and self.dropblock is not None
+        if self._per_group_norm(inputs, training):
+            return self._per_group_radix_splits(inputs, training)
+        x = self._conv_step(self.conv, self.bn0, inputs, training, self.dropblock, relu=True)
+        return ops.split(x, self.radix, axis=-1) if self.radix > 1 else [x]
+
+    def _per_group_norm(self, inputs, training):
+        """Whether bn0 runs as TF's fused op on each group's conv output (TensorFlow).
+
+        Not with DropBlock in training, nor in QAT blocks (bn0 None: BN folded in the conv).
+        """
         if not tensorflow_fast_paths() or grouped_conv_formulation() != "per_group" \
-                or dropblock_active or self.bn0 is None \
-                or not self.bn0.can_fuse(inputs, training):  # (None: QAT, BN folded in conv)
-            x = self._conv_step(self.conv, self.bn0, inputs, training, self.dropblock, relu=True)
-            return ops.split(x, self.radix, axis=-1) if self.radix > 1 else [x]
-        # TensorFlow inference: normalise each group's output on its own, so that TensorFlow
-        # fuses conv + BN + ReLU per group and no concat/split copies the feature map.
+                or self.bn0 is None or (training and self.dropblock is not None):
+            return False
+        if training and self.bn0.trainable:
+            return self.bn0.fuses_training(
+                self.conv.compute_output_shape(inputs.shape), inputs.dtype, training)
+        return self.bn0.can_fuse(inputs, training)
+
+    def _per_group_radix_splits(self, inputs, training):
+        # Each group's conv output is normalised on its own (BN statistics are per channel, so
+        # this is the same BN), then ReLU: TensorFlow fuses conv + BN + ReLU per group in
+        # inference, and no concat/split copies the feature map forwards or backwards.
         group_outputs = self.conv.group_outputs(inputs)
         width = group_outputs[0].shape[-1]
-        groups = [ops.relu(self.bn0.fused_inference(y, g * width, (g + 1) * width))
-                  for g, y in enumerate(group_outputs)]
+        bounds = [(g * width, (g + 1) * width) for g in range(len(group_outputs))]
+        if training and self.bn0.trainable:
+            normalised = [self.bn0.fused_training(y, *bound)
+                          for y, bound in zip(group_outputs, bounds)]
+            self.bn0.update_moving_statistics(
+                ops.concatenate([mean for _, mean, _ in normalised], axis=0),
+                ops.concatenate([variance for _, _, variance in normalised], axis=0))
+            groups = [ops.relu(y) for y, _, _ in normalised]
+        else:
+            groups = [ops.relu(self.bn0.fused_inference(y, *bound))
+                      for y, bound in zip(group_outputs, bounds)]
         k = self.cardinality  # group g = r * K + k belongs to radix split r
         return [groups[r * k] if k == 1 else ops.concatenate(groups[r * k:(r + 1) * k], -1)
                 for r in range(self.radix)]
