@@ -27,8 +27,8 @@ at each batch size and the ratio to the official ONNX file in onnxruntime
 
 `--keras-backends jax torch` then prints one table of every backend: keras_resnest under Keras'
 JAX backend (`predict_on_batch`: an XLA-compiled function) and PyTorch backend (eager, and
-`torch+compile`: compiled with `jit_compile=True`, which Keras runs through `torch.compile`), each
-backend measured in its own process (KERAS_BACKEND is fixed at import) with the same weights, next to
+`torch+compile`: `jit_compile=True`, which Keras runs through `torch.compile`), each backend
+measured in its own process (KERAS_BACKEND is fixed at import) with the same weights, next to
 the TensorFlow and official rows above, each with its ratio to the official model's median;
 their parity with the official model is printed too. The grouped convolutions take each
 backend's `backend_paths.grouped_conv_formulation()`.
