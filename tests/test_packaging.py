@@ -139,6 +139,16 @@ def test_install_brings_no_test_only_package(user):
     assert not names & {"torch", "resnest", "pytest"}
 
 
+def test_the_linked_environment_gets_what_requirements_close_over_and_no_more():
+    closure = linked_venv.dependency_closure(["keras>=3"])
+    assert {"keras", "numpy", "h5py"} <= set(closure)  # keras and its own requirements
+    assert not {"tensorflow", "torch", "pytest"} & set(closure)
+    with pytest.raises(RuntimeError, match="is not installed"):
+        linked_venv.dependency_closure(["no-such-distribution-anywhere"])
+    with pytest.raises(RuntimeError, match="is not met"):
+        linked_venv.dependency_closure(["keras<1"])
+
+
 def test_convert_then_predict(user, tmp_path):
     import torch
 
