@@ -172,14 +172,23 @@ def other_backend_rows(args, reference_rows):
 
 
 def multiply_accumulates(concrete_function):
-    """Multiply-accumulates of the Conv2D and MatMul ops of a traced graph, per call."""
+    """Multiply-accumulates of the convolutions and matrix products of a traced graph, per
+    call: forward ops, and in a training step also their input and weight gradients."""
     total = 0
     for op in concrete_function.graph.get_operations():
         if op.type == "Conv2D":
             kernel = op.inputs[1].shape
             total += op.outputs[0].shape.num_elements() * kernel[0] * kernel[1] * kernel[2]
+        elif op.type == "Conv2DBackpropInput":  # (input_sizes, filter, out_backprop)
+            kernel = op.inputs[1].shape
+            total += op.inputs[2].shape.num_elements() * kernel[0] * kernel[1] * kernel[2]
+        elif op.type == "Conv2DBackpropFilter":  # (input, filter_sizes, out_backprop)
+            kernel = op.outputs[0].shape
+            total += op.inputs[2].shape.num_elements() * kernel[0] * kernel[1] * kernel[2]
         elif op.type == "MatMul":
-            total += op.outputs[0].shape.num_elements() * op.inputs[0].shape[-1]
+            a = op.inputs[0].shape
+            inner = a[-2] if op.get_attr("transpose_a") else a[-1]
+            total += op.outputs[0].shape.num_elements() * inner
     return total
 
 

@@ -44,6 +44,7 @@ import time
 from pathlib import Path
 
 from benchmarks.common import ROOT, host_cpu_flags
+from benchmarks.inference import gemm_peak_gflops, multiply_accumulates
 
 TENSORFLOW_SIDES = ("tensorflow", "tensorflow-keras-ops", "tensorflow-xla")
 KERAS_BACKENDS = ("jax", "torch")
@@ -158,27 +159,6 @@ def set_tensorflow_threads(threads):
     tf.config.threading.set_inter_op_parallelism_threads(1)
 
 
-def train_multiply_accumulates(graph):
-    """Multiply-accumulates of a traced training step's convolutions and matrix products:
-    forward, input gradient and weight gradient ops, per call."""
-    total = 0
-    for op in graph.get_operations():
-        if op.type == "Conv2D":
-            kernel = op.inputs[1].shape
-            total += op.outputs[0].shape.num_elements() * kernel[0] * kernel[1] * kernel[2]
-        elif op.type == "Conv2DBackpropInput":  # (input_sizes, filter, out_backprop)
-            kernel = op.inputs[1].shape
-            total += op.inputs[2].shape.num_elements() * kernel[0] * kernel[1] * kernel[2]
-        elif op.type == "Conv2DBackpropFilter":  # (input, filter_sizes, out_backprop)
-            kernel = op.outputs[0].shape
-            total += op.inputs[2].shape.num_elements() * kernel[0] * kernel[1] * kernel[2]
-        elif op.type == "MatMul":
-            a = op.inputs[0].shape
-            inner = a[-2] if op.get_attr("transpose_a") else a[-1]
-            total += op.outputs[0].shape.num_elements() * inner
-    return total
-
-
 def worker(args):
     """One side (args.worker), driven over stdin.
 
@@ -197,8 +177,8 @@ def worker(args):
     elif args.worker in TENSORFLOW_SIDES:
         step, (train_step, iterator) = keras_step_fn(args, images, labels, args.worker)
         if args.worker == "tensorflow":
-            graph = train_step.get_concrete_function(iterator).graph
-            print(f"MACS {train_multiply_accumulates(graph)}", flush=True)
+            step_macs = multiply_accumulates(train_step.get_concrete_function(iterator))
+            print(f"MACS {step_macs}", flush=True)
     else:
         step = backend_step_fn(args, images, labels)
     for _ in range(2):
@@ -233,8 +213,6 @@ def expect(process, side, word):
 
 def speed_table(args):
     """Every side in its own process, one after the other in alternating order per round."""
-    from benchmarks.inference import gemm_peak_gflops
-
     set_tensorflow_threads(args.threads)
     import torch
 
